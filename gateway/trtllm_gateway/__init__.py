@@ -1,0 +1,1 @@
+"""trtllm-responses gateway: the OpenAI Responses API over the inference service."""

@@ -1,0 +1,1 @@
+"""trtllm-responses inference service: the gRPC `InferenceService` over an engine."""

