@@ -1,0 +1,80 @@
+"""Response store: backend selection by URL.
+
+``open_store(url)`` picks a backend from the URL scheme via ``BACKENDS``:
+
+* ``sqlite:///relative/or/absolute.db``, ``sqlite:////abs/path.db``, ``sqlite://:memory:``,
+  or a plain filesystem path -> :class:`~trtllm_gateway.store.sqlite.SQLiteStore`.
+* ``postgresql://...`` / ``postgres://...`` -> reserved for the asyncpg backend (a later
+  issue registers it here; it must pass ``tests/integration/test_store.py`` unchanged).
+
+The returned store is not yet opened: call ``await store.open()`` (or use ``async with``).
+"""
+from __future__ import annotations
+
+from typing import Callable
+from urllib.parse import urlsplit
+
+from .base import (
+    MAX_HISTORY_DEPTH,
+    SCHEMA_VERSION,
+    HistoryTooDeep,
+    InvalidPageRequest,
+    ItemPage,
+    NotFound,
+    ResponseStore,
+    StoreCorrupt,
+    StoreError,
+    StoredResponse,
+)
+
+
+def _sqlite(url: str) -> ResponseStore:
+    from .sqlite import SQLiteStore  # imported lazily so other backends need not load it
+
+    return SQLiteStore(_sqlite_path(url))
+
+
+def _sqlite_path(url: str) -> str:
+    """``sqlite:///a.db`` -> ``a.db``; ``sqlite:////abs/a.db`` -> ``/abs/a.db``."""
+    rest = url.split("://", 1)[1]
+    if rest.startswith("/"):
+        rest = rest[1:]
+    if not rest:
+        raise StoreError(f"sqlite store URL has no path: {url!r}")
+    return rest
+
+
+# scheme -> factory(url). Add "postgresql"/"postgres" here when the asyncpg backend lands.
+BACKENDS: dict[str, Callable[[str], ResponseStore]] = {
+    "sqlite": _sqlite,
+}
+
+
+def open_store(url: str) -> ResponseStore:
+    """A store for ``url`` (not yet opened). Raises StoreError for unknown schemes."""
+    if not url:
+        raise StoreError("store URL is empty")
+    if "://" not in url:
+        return _sqlite("sqlite:///" + url)  # a plain path is a SQLite file
+    scheme = urlsplit(url).scheme.lower()
+    factory = BACKENDS.get(scheme)
+    if factory is None:
+        known = ", ".join(sorted(BACKENDS))
+        raise StoreError(f"unsupported store URL scheme {scheme!r} (known: {known})")
+    return factory(url)
+
+
+__all__ = [
+    "BACKENDS",
+    "MAX_HISTORY_DEPTH",
+    "SCHEMA_VERSION",
+    "HistoryTooDeep",
+    "InvalidPageRequest",
+    "ItemPage",
+    "NotFound",
+    "ResponseStore",
+    "StoreCorrupt",
+    "StoreError",
+    "StoredResponse",
+    "open_store",
+]
