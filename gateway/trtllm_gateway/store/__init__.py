@@ -11,7 +11,7 @@ The returned store is not yet opened: call ``await store.open()`` (or use ``asyn
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from .base import (
@@ -19,6 +19,7 @@ from .base import (
     SCHEMA_VERSION,
     HistoryTooDeep,
     InvalidPageRequest,
+    InvalidRecord,
     ItemPage,
     NotFound,
     ResponseStore,
@@ -28,10 +29,10 @@ from .base import (
 )
 
 
-def _sqlite(url: str) -> ResponseStore:
+def _sqlite(url: str, **options: Any) -> ResponseStore:
     from .sqlite import SQLiteStore  # imported lazily so other backends need not load it
 
-    return SQLiteStore(_sqlite_path(url))
+    return SQLiteStore(_sqlite_path(url), **options)
 
 
 def _sqlite_path(url: str) -> str:
@@ -44,24 +45,25 @@ def _sqlite_path(url: str) -> str:
     return rest
 
 
-# scheme -> factory(url). Add "postgresql"/"postgres" here when the asyncpg backend lands.
-BACKENDS: dict[str, Callable[[str], ResponseStore]] = {
+# scheme -> factory(url, **options). Add "postgresql"/"postgres" here when the asyncpg
+# backend lands; options every backend accepts: max_history_depth.
+BACKENDS: dict[str, Callable[..., ResponseStore]] = {
     "sqlite": _sqlite,
 }
 
 
-def open_store(url: str) -> ResponseStore:
+def open_store(url: str, **options: Any) -> ResponseStore:
     """A store for ``url`` (not yet opened). Raises StoreError for unknown schemes."""
     if not url:
         raise StoreError("store URL is empty")
     if "://" not in url:
-        return _sqlite("sqlite:///" + url)  # a plain path is a SQLite file
+        return _sqlite("sqlite:///" + url, **options)  # a plain path is a SQLite file
     scheme = urlsplit(url).scheme.lower()
     factory = BACKENDS.get(scheme)
     if factory is None:
         known = ", ".join(sorted(BACKENDS))
         raise StoreError(f"unsupported store URL scheme {scheme!r} (known: {known})")
-    return factory(url)
+    return factory(url, **options)
 
 
 __all__ = [
@@ -70,6 +72,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "HistoryTooDeep",
     "InvalidPageRequest",
+    "InvalidRecord",
     "ItemPage",
     "NotFound",
     "ResponseStore",

@@ -22,7 +22,7 @@ never returning garbage. Backends are chosen by URL scheme in ``store/__init__.p
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 SCHEMA_VERSION = 1  # version of the stored payload; rows carry it, readers upgrade/reject older ones
 
@@ -68,7 +68,18 @@ class HistoryTooDeep(StoreError):
 
 
 class InvalidPageRequest(StoreError, ValueError):
-    """Bad list_input_items arguments (limit out of 1..100, unknown order)."""
+    """Bad list_input_items arguments (limit out of 1..100, unknown order).
+
+    ``param`` names the offending query parameter, for a 400 ``invalid_request_error``.
+    """
+
+    def __init__(self, message: str, param: str):
+        super().__init__(message)
+        self.param = param
+
+
+class InvalidRecord(StoreError, ValueError):
+    """save() was given a record that cannot be stored (a caller bug, not bad user input)."""
 
 
 class ResponseStore(abc.ABC):
@@ -87,7 +98,8 @@ class ResponseStore(abc.ABC):
         """Insert, or replace the same id's state (items included).
 
         Streamed responses are saved at the end; background ones are updated as they
-        progress. Replacing a response owned by another tenant raises StoreError.
+        progress. Raises InvalidRecord for a malformed record, and StoreError when the
+        id already belongs to another tenant.
         """
 
     @abc.abstractmethod
@@ -140,6 +152,8 @@ class ResponseStore(abc.ABC):
 def check_page_args(limit: int, order: str) -> None:
     """Shared validation of list_input_items arguments, so every backend agrees."""
     if order not in ORDERS:
-        raise InvalidPageRequest(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
+        raise InvalidPageRequest(f"order must be one of {', '.join(ORDERS)}, got {order!r}", "order")
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE_LIMIT:
-        raise InvalidPageRequest(f"limit must be an integer in 1..{MAX_PAGE_LIMIT}, got {limit!r}")
+        raise InvalidPageRequest(
+            f"limit must be an integer in 1..{MAX_PAGE_LIMIT}, got {limit!r}", "limit"
+        )
