@@ -1,0 +1,66 @@
+"""`trtllm-responses-service`: parse settings, build the engine, serve until SIGTERM/SIGINT.
+
+Exit codes: 0 after a clean drain; 2 for bad settings or an engine that cannot be built
+here (e.g. `--engine trtllm` without tensorrt_llm or a GPU); 1 for anything else.
+The `__main__` guard matters: TensorRT-LLM's MPI workers re-import the entry module.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from typing import Sequence
+
+from .engine import create_engine
+from .logs import setup_logging
+from .server import InferenceServer
+from .settings import ServiceSettings, parse_settings
+
+log = logging.getLogger("trtllm_service")
+
+
+class EngineUnavailable(RuntimeError):
+    """The requested engine cannot run on this machine (missing package or device)."""
+
+
+async def serve(settings: ServiceSettings) -> None:
+    engine = create_engine(settings)
+    server = InferenceServer(settings, engine)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    starting = asyncio.create_task(server.start())
+    waiter = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({starting, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    if starting in done:
+        starting.result()  # raises if the engine failed to start
+        print(f"trtllm-responses-service: serving {engine.model_id} on {server.address} "
+              f"(metrics on :{server.metrics_port})", file=sys.stderr, flush=True)
+        await waiter
+        log.info("draining", extra={"grace_s": settings.grace_period_s})
+        await server.drain()
+    else:
+        starting.cancel()
+        await server.stop()
+    await engine.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = parse_settings(argv)
+    setup_logging(settings.log_level, settings.log_format)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        asyncio.run(serve(settings))
+    except (EngineUnavailable, ImportError, FileNotFoundError, ValueError) as exc:
+        log.error("cannot start the engine: %s", exc)
+        print(f"trtllm-responses-service: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
