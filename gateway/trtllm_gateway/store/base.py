@@ -99,7 +99,8 @@ class ResponseStore(abc.ABC):
 
         Streamed responses are saved at the end; background ones are updated as they
         progress. Raises InvalidRecord for a malformed record, and StoreError when the
-        id already belongs to another tenant.
+        id already belongs to another tenant. The write is atomic: if the caller is
+        cancelled, it still either completes or leaves the previous state.
         """
 
     @abc.abstractmethod

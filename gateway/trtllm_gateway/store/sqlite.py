@@ -362,7 +362,10 @@ def _retrieve(task: asyncio.Future) -> None:
 
 def _ensure_parent(path: str) -> None:
     parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the directory of SQLite store {path!r}: {exc}") from None
 
 
 @contextlib.asynccontextmanager

@@ -1,0 +1,52 @@
+"""SQLite-only behaviour of the response store: migrations, file handling, purge batching.
+
+The backend-neutral contract lives in test_store.py; these cover what only SQLite has.
+"""
+import sqlite3
+
+import pytest
+
+from tests.integration.test_store import make_record
+from trtllm_gateway.store import StoreError, open_store
+
+
+async def test_sqlite_refuses_a_database_from_a_newer_gateway(tmp_path):
+    path = tmp_path / "newer.db"
+    async with open_store(str(path)):
+        pass
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (99, 0)")
+    with pytest.raises(StoreError, match="newer than this gateway"):
+        await open_store(str(path)).open()
+
+
+async def test_sqlite_creates_missing_directories_and_uses_wal(tmp_path):
+    path = tmp_path / "a" / "b" / "store.db"
+    async with open_store(f"sqlite:///{path}") as s:
+        await s.save(make_record("resp_w"))
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_sqlite_unopenable_path_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(StoreError):
+        await open_store(str(blocker / "store.db")).open()
+
+
+async def test_sqlite_in_memory_store_works():
+    async with open_store("sqlite://:memory:") as s:
+        await s.save(make_record("resp_m"))
+        assert await s.get("resp_m", "t1") == make_record("resp_m")
+
+
+async def test_sqlite_purge_runs_in_batches(tmp_path, monkeypatch):
+    from trtllm_gateway.store import sqlite as sqlite_backend
+
+    monkeypatch.setattr(sqlite_backend, "PURGE_BATCH", 2)
+    async with open_store(str(tmp_path / "p.db")) as s:
+        for i in range(5):
+            await s.save(make_record(f"resp_b{i}", created_at=i))
+        assert await s.purge_older_than(4) == 4
+        assert [await s.get(f"resp_b{i}", "t1") is None for i in range(5)] == [True] * 4 + [False]
