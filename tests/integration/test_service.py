@@ -1,0 +1,158 @@
+"""The real grpc.aio service over the real CPU engine and default model."""
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from trtllm_responses.inference.v1 import inference_pb2 as pb
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+def chat_request(text: str, max_tokens: int | None = 24, **sampling) -> pb.GenerateRequest:
+    chat = pb.Chat()
+    chat.messages.add(role="user").content.add(text=text)
+    params = pb.SamplingParams(temperature=0.0, **sampling)
+    if max_tokens is not None:
+        params.max_tokens = max_tokens
+    return pb.GenerateRequest(chat=chat, sampling=params, return_token_ids=True)
+
+
+async def collect(stub, request):
+    text, ids, final = [], [], None
+    async for msg in stub.Generate(request):
+        if msg.HasField("delta"):
+            assert final is None, "no delta may follow the final message"
+            text.append(msg.delta.text)
+            ids.extend(msg.delta.token_ids)
+        else:
+            final = msg.final
+    assert final is not None, "every stream ends with a Final"
+    return "".join(text), ids, final
+
+
+async def test_stream_text_equals_decoded_tokens_and_usage(stub, tokenizer):
+    request = chat_request("Name three colours.", max_tokens=40)
+    text, ids, final = await collect(stub, request)
+    assert text and text == tokenizer.decode(ids, skip_special_tokens=True)
+    counted = await stub.CountTokens(pb.CountTokensRequest(chat=request.chat))
+    assert final.usage.prompt_tokens == counted.input_tokens > 0
+    assert final.usage.completion_tokens == len(ids)
+    assert final.finish_reason in (pb.FINISH_REASON_STOP, pb.FINISH_REASON_LENGTH)
+
+
+async def test_max_tokens_gives_length(stub):
+    text, ids, final = await collect(stub, chat_request("Write a long story about a dragon.", max_tokens=5))
+    assert final.finish_reason == pb.FINISH_REASON_LENGTH
+    assert final.usage.completion_tokens == len(ids) == 5
+
+
+async def test_stop_string_cuts_output(stub):
+    base = chat_request("Count from one to twenty in words, separated by commas.", max_tokens=40)
+    full, _, _ = await collect(stub, base)
+    words = [w for w in full.replace(",", " ").split() if len(w) > 3]
+    assert len(words) >= 2, full
+    stop = words[1]
+    request = chat_request("Count from one to twenty in words, separated by commas.", max_tokens=40, stop=[stop])
+    text, _, final = await collect(stub, request)
+    assert final.finish_reason == pb.FINISH_REASON_STOP and final.matched_stop == stop
+    assert text == full[: full.index(stop)] and stop not in text
+
+
+async def test_eight_concurrent_streams_beat_single_stream(stub):
+    async def timed(n):
+        started = time.monotonic()
+        results = await asyncio.gather(*(collect(stub, chat_request(f"Tell me fact number {i} about cats.",
+                                                                    max_tokens=32, ignore_eos=True))
+                                         for i in range(n)))
+        tokens = sum(final.usage.completion_tokens for _, _, final in results)
+        return tokens / (time.monotonic() - started), results
+
+    single, _ = await timed(1)
+    aggregate, results = await timed(8)
+    print(f"\nsingle-stream {single:.1f} tok/s, 8 concurrent aggregate {aggregate:.1f} tok/s")
+    assert all(final.usage.completion_tokens == 32 for _, _, final in results)
+    assert aggregate > single
+
+
+async def _metric(url: str, name: str, label: str) -> float:
+    body = await asyncio.to_thread(lambda: urllib.request.urlopen(url).read().decode())
+    for line in body.splitlines():
+        if line.startswith(name) and label in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_cancel_aborts_engine_request(stub, service):
+    metric = "trtllm:requests_finished_total"
+    before = await _metric(service.metrics_url, metric, 'finished_reason="cancelled"')
+    call = stub.Generate(chat_request("Write a very long essay about the sea.", max_tokens=400, ignore_eos=True))
+    async for msg in call:
+        if msg.HasField("delta") and msg.delta.text:
+            break
+    assert (await stub.GetLoad(pb.GetLoadRequest())).running >= 1
+    call.cancel()
+    for _ in range(100):
+        if (await stub.GetLoad(pb.GetLoadRequest())).running == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert (await stub.GetLoad(pb.GetLoadRequest())).running == 0
+    await asyncio.sleep(0.1)
+    assert await _metric(service.metrics_url, metric, 'finished_reason="cancelled"') == before + 1
+
+
+def _chat(*messages):
+    chat = pb.Chat()
+    for role, text in messages:
+        chat.messages.add(role=role).content.add(text=text)
+    return chat
+
+
+@pytest.mark.parametrize("request_, needle", [
+    (pb.GenerateRequest(chat=pb.Chat()), "messages must not be empty"),
+    (pb.GenerateRequest(chat=_chat(("wizard", "hi"))), "role"),
+    (pb.GenerateRequest(prompt="hi", sampling=pb.SamplingParams(max_tokens=10**6)), "exceeds the model's context"),
+    (pb.GenerateRequest(prompt="hi", sampling=pb.SamplingParams(temperature=-1.0)), "temperature"),
+    (pb.GenerateRequest(prompt="word " * 8000, sampling=pb.SamplingParams(max_tokens=1000)), "context length"),
+])
+async def test_bad_requests_are_invalid_argument(stub, request_, needle):
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await collect(stub, request_)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert needle in err.value.details()
+
+
+async def test_context_overflow_carries_machine_readable_code(stub):
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await collect(stub, pb.GenerateRequest(prompt="word " * 9000))
+    trailers = dict(err.value.trailing_metadata() or ())
+    assert trailers.get("x-error-code") == "context_length_exceeded"
+
+
+async def test_health_reflection_model_info_and_metrics(service, stub):
+    channel = grpc.aio.insecure_channel(service.address)
+    status = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+    assert status.status == health_pb2.HealthCheckResponse.SERVING
+    refl = reflection_pb2_grpc.ServerReflectionStub(channel)
+
+    async def one():
+        yield reflection_pb2.ServerReflectionRequest(list_services="")
+    names = set()
+    async for reply in refl.ServerReflectionInfo(one()):
+        names |= {s.name for s in reply.list_services_response.service}
+    assert "trtllm_responses.inference.v1.InferenceService" in names and "grpc.health.v1.Health" in names
+    await channel.close()
+
+    info = await stub.GetModelInfo(pb.GetModelInfoRequest())
+    assert info.model_id == "SmolLM2-135M-Instruct" and info.max_context_length >= 2048
+    assert info.engine == "cpu" and info.capabilities.logprobs
+    body = await asyncio.to_thread(lambda: urllib.request.urlopen(service.metrics_url).read().decode())
+    for name in ("trtllm:time_to_first_token_seconds_bucket", "trtllm:num_requests_running",
+                 "trtllm:kv_cache_usage_perc", "grpc_server_handled_total", "trtllm:generation_tokens_total"):
+        assert name in body, name

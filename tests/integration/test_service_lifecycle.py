@@ -1,0 +1,92 @@
+"""Lifecycle: admission limits, draining, and SIGTERM on the real process."""
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from trtllm_responses.inference.v1 import inference_pb2 as pb
+from trtllm_responses.inference.v1 import inference_pb2_grpc as pb_grpc
+from trtllm_service.server import InferenceServer
+from trtllm_service.settings import ServiceSettings
+
+from .test_service import chat_request, collect
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def _server(cpu_engine, **overrides) -> tuple[InferenceServer, grpc.aio.Channel]:
+    settings = ServiceSettings(host="127.0.0.1", port=0, metrics_port=-1, log_format="text", **overrides)
+    server = InferenceServer(settings, cpu_engine)
+    await server.start()
+    return server, grpc.aio.insecure_channel(server.address)
+
+
+async def _first_delta(call) -> None:
+    async for msg in call:
+        if msg.HasField("delta") and msg.delta.text:
+            return
+
+
+async def test_queue_full_is_resource_exhausted(cpu_engine):
+    server, channel = await _server(cpu_engine, max_batch_size=1, max_queue=0)
+    stub = pb_grpc.InferenceServiceStub(channel)
+    try:
+        long_call = stub.Generate(chat_request("Write a long essay.", max_tokens=200, ignore_eos=True))
+        await _first_delta(long_call)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await collect(stub, chat_request("hi", max_tokens=4))
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "capacity" in err.value.details()
+        long_call.cancel()
+    finally:
+        await channel.close()
+        await server.stop()
+
+
+async def test_drain_finishes_running_streams_and_refuses_new_work(cpu_engine):
+    server, channel = await _server(cpu_engine, grace_period_s=60)
+    stub = pb_grpc.InferenceServiceStub(channel)
+    health = health_pb2_grpc.HealthStub(channel)
+    try:
+        running = stub.Generate(chat_request("Describe the moon.", max_tokens=48, ignore_eos=True))
+        await _first_delta(running)
+        drain = asyncio.create_task(server.drain())
+        await asyncio.sleep(0.1)
+        assert (await health.Check(health_pb2.HealthCheckRequest())).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await collect(stub, chat_request("hi", max_tokens=4))
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        final = None
+        async for msg in running:
+            if msg.HasField("final"):
+                final = msg.final
+        assert final is not None and final.finish_reason == pb.FINISH_REASON_LENGTH
+        await asyncio.wait_for(drain, 30)
+    finally:
+        await channel.close()
+        await server.stop()
+
+
+@pytest.mark.e2e
+async def test_sigterm_drains_then_exits_zero(tmp_path):
+    from tests.fixtures.service import spawn_service
+
+    proc = await asyncio.to_thread(spawn_service, tmp_path, "--grace-period-s", "60")
+    try:
+        async with grpc.aio.insecure_channel(proc.address) as channel:
+            stub = pb_grpc.InferenceServiceStub(channel)
+            call = stub.Generate(chat_request("Tell a story.", max_tokens=32, ignore_eos=True))
+            await _first_delta(call)
+            proc.proc.send_signal(signal.SIGTERM)
+            finals = [m.final for m in [m async for m in call] if m.HasField("final")]
+            assert finals and finals[0].usage.completion_tokens == 32
+        code = await asyncio.to_thread(proc.proc.wait, 60)
+        assert code == 0, proc.log_path.read_text()[-2000:]
+        log = proc.log_path.read_text()
+        assert '"msg": "request finished"' in log and '"completion_tokens": 32' in log
+    finally:
+        proc.stop()
