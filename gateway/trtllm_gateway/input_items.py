@@ -1,0 +1,190 @@
+"""Normalisation of a create request's ``input`` into canonical, id-carrying items.
+
+Protocol: Responses API input (REFERENCE.md §1). ``input`` is a string (one user message)
+or a list of items; each item becomes the canonical form that is stored, listed by
+``GET /v1/responses/{id}/input_items`` and replayed by ``previous_response_id``:
+
+* ``message`` (``type`` may be omitted): roles user/system/developer take parts
+  ``input_text``/``input_image``; role assistant takes ``output_text``/``refusal``. A string
+  content becomes one part of the role's text type. Ids: the caller's, else ``msg_…``.
+* ``function_call`` {call_id, name, arguments} -> id ``fc_…``;
+* ``function_call_output`` {call_id, output} -> id ``fco_…``;
+* ``reasoning`` {summary, content} -> id ``rs_…``.
+
+Anything else (files, item references, hosted-tool items) is a 400 naming the path, e.g.
+``input[2].content[0].type``. Image parts are collected so the caller can refuse them when
+the model takes no images.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .errors import ApiError
+from .ids import new_id
+
+USER_ROLES = ("user", "system", "developer")
+ROLES = USER_ROLES + ("assistant",)
+IMAGE_DETAILS = ("auto", "low", "high")
+
+
+@dataclass
+class Normalized:
+    """Canonical items plus where their images are (for capability checks)."""
+
+    items: list[dict]
+    image_params: list[str] = field(default_factory=list)
+
+
+def _bad(param: str, message: str) -> ApiError:
+    return ApiError("invalid_request", message, param=param)
+
+
+def _str_field(item: dict, key: str, path: str, *, required: bool = True) -> str | None:
+    value = item.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str):
+        raise _bad(f"{path}.{key}", f"Invalid '{path}.{key}': expected a string.")
+    return value
+
+
+def _text_part(part: dict, path: str, kind: str) -> dict:
+    return {"type": kind, "text": _str_field(part, "text", path)}
+
+
+def _output_text_part(part: dict, path: str, kind: str) -> dict:
+    return {"type": "output_text", "text": _str_field(part, "text", path), "annotations": []}
+
+
+def _refusal_part(part: dict, path: str, kind: str) -> dict:
+    return {"type": "refusal", "refusal": _str_field(part, "refusal", path)}
+
+
+def _image_part(part: dict, path: str, kind: str) -> dict:
+    if part.get("file_id") is not None:
+        raise ApiError("unsupported", "Images by file_id are not supported; use image_url.",
+                       param=f"{path}.file_id")
+    url = _str_field(part, "image_url", path)
+    detail = part.get("detail") or "auto"
+    if detail not in IMAGE_DETAILS:
+        raise _bad(f"{path}.detail", f"Invalid '{path}.detail': expected one of {IMAGE_DETAILS}.")
+    return {"type": "input_image", "image_url": url, "detail": detail}
+
+
+# part type -> builder, per role family.
+USER_PARTS: dict[str, Callable[[dict, str, str], dict]] = {
+    "input_text": _text_part,
+    "input_image": _image_part,
+}
+ASSISTANT_PARTS: dict[str, Callable[[dict, str, str], dict]] = {
+    "output_text": _output_text_part,
+    "refusal": _refusal_part,
+    "input_text": _output_text_part,  # lenient: some clients replay assistant text as input_text
+}
+
+
+def _content(role: str, content: Any, path: str, images: list[str]) -> list[dict]:
+    assistant = role == "assistant"
+    if isinstance(content, str):
+        kind = "output_text" if assistant else "input_text"
+        return [_output_text_part({"text": content}, path, kind) if assistant else {"type": kind, "text": content}]
+    if not isinstance(content, list):
+        raise _bad(f"{path}.content", f"Invalid '{path}.content': expected a string or an array of parts.")
+    table = ASSISTANT_PARTS if assistant else USER_PARTS
+    parts = []
+    for j, part in enumerate(content):
+        ppath = f"{path}.content[{j}]"
+        if not isinstance(part, dict):
+            raise _bad(ppath, f"Invalid '{ppath}': expected an object.")
+        build = table.get(part.get("type"))
+        if build is None:
+            raise _bad(f"{ppath}.type", f"Unsupported content part type {part.get('type')!r} "
+                       f"for role {role!r}; expected one of {', '.join(table)}.")
+        parts.append(build(part, ppath, part["type"]))
+        if part["type"] == "input_image":
+            images.append(ppath)
+    return parts
+
+
+def _message(item: dict, path: str, images: list[str]) -> dict:
+    role = item.get("role")
+    if role not in ROLES:
+        raise _bad(f"{path}.role", f"Invalid '{path}.role': expected one of {', '.join(ROLES)}.")
+    if "content" not in item:
+        raise _bad(f"{path}.content", f"Missing required parameter: '{path}.content'.")
+    out = {"id": _id(item, path, "msg"), "type": "message", "role": role,
+           "content": _content(role, item["content"], path, images), "status": "completed"}
+    return out
+
+
+def _function_call(item: dict, path: str, images: list[str]) -> dict:
+    return {"id": _id(item, path, "fc"), "type": "function_call",
+            "call_id": _str_field(item, "call_id", path), "name": _str_field(item, "name", path),
+            "arguments": _str_field(item, "arguments", path), "status": "completed"}
+
+
+def _function_call_output(item: dict, path: str, images: list[str]) -> dict:
+    output = item.get("output")
+    if isinstance(output, list):
+        output = "".join(p.get("text", "") for p in output if isinstance(p, dict))
+    if not isinstance(output, str):
+        raise _bad(f"{path}.output", f"Invalid '{path}.output': expected a string.")
+    return {"id": _id(item, path, "fco"), "type": "function_call_output",
+            "call_id": _str_field(item, "call_id", path), "output": output, "status": "completed"}
+
+
+def _texts(parts: Any, kind: str, path: str) -> list[dict]:
+    if parts is None:
+        return []
+    if not isinstance(parts, list) or not all(isinstance(p, dict) for p in parts):
+        raise _bad(path, f"Invalid '{path}': expected an array of objects.")
+    return [{"type": kind, "text": p.get("text") if isinstance(p.get("text"), str) else ""} for p in parts]
+
+
+def _reasoning(item: dict, path: str, images: list[str]) -> dict:
+    out = {"id": _id(item, path, "rs"), "type": "reasoning",
+           "summary": _texts(item.get("summary"), "summary_text", f"{path}.summary"),
+           "content": _texts(item.get("content"), "reasoning_text", f"{path}.content")}
+    if isinstance(item.get("encrypted_content"), str):
+        out["encrypted_content"] = item["encrypted_content"]
+    return out
+
+
+ITEM_TYPES: dict[str, Callable[[dict, str, list[str]], dict]] = {
+    "message": _message,
+    "function_call": _function_call,
+    "function_call_output": _function_call_output,
+    "reasoning": _reasoning,
+}
+
+
+def _id(item: dict, path: str, prefix: str) -> str:
+    given = item.get("id")
+    if given is None:
+        return new_id(prefix)
+    if not isinstance(given, str) or not given:
+        raise _bad(f"{path}.id", f"Invalid '{path}.id': expected a non-empty string.")
+    return given
+
+
+def normalize_input(value: Any) -> Normalized:
+    """Canonical items for ``input`` (a string or a list of items)."""
+    if isinstance(value, str):
+        return Normalized([{"id": new_id("msg"), "type": "message", "role": "user",
+                            "content": [{"type": "input_text", "text": value}], "status": "completed"}])
+    if not isinstance(value, list):
+        raise _bad("input", "Invalid type for 'input': expected a string or an array of items.")
+    items: list[dict] = []
+    images: list[str] = []
+    for i, item in enumerate(value):
+        path = f"input[{i}]"
+        if not isinstance(item, dict):
+            raise _bad(path, f"Invalid '{path}': expected an object.")
+        kind = item.get("type", "message")
+        build = ITEM_TYPES.get(kind)
+        if build is None:
+            raise ApiError("unsupported", f"Input item type {kind!r} is not supported; expected one of "
+                           f"{', '.join(ITEM_TYPES)}.", param=f"{path}.type")
+        items.append(build(item, path, images))
+    return Normalized(items, images)

@@ -1,0 +1,243 @@
+"""Parsing and validation of ``POST /v1/responses`` (and ``/input_tokens``) bodies.
+
+Protocol: the OpenAI Responses create request (REFERENCE.md §1). Policy, table-driven:
+
+* a top-level field not in :data:`FIELDS` -> 400 ``unknown_parameter`` naming it;
+* a known field we do not serve yet (:data:`UNSUPPORTED`) -> 400 ``unsupported_parameter``
+  naming it, unless its value is the default (``tools: []``, ``tool_choice: "auto"``...);
+* every other field is type- and range-checked by its validator in :data:`FIELDS`;
+  ``null`` always means "use the default".
+
+Ranges: temperature 0..2, top_p 0..1, top_logprobs 0..20, presence/frequency penalty -2..2,
+``max_output_tokens`` >= 16 (OpenAI's own minimum), ``truncation`` auto|disabled,
+``metadata`` <= 16 string pairs, keys <= 64 chars, values <= 512 chars.
+No pydantic: a plain dict walk is cheaper on the hot path.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .errors import ApiError
+from .input_items import Normalized, normalize_input
+
+MIN_OUTPUT_TOKENS = 16
+METADATA_MAX_PAIRS = 16
+METADATA_MAX_KEY = 64
+METADATA_MAX_VALUE = 512
+LOGPROBS_INCLUDE = "message.output_text.logprobs"
+
+
+@dataclass
+class CreateRequest:
+    """A validated create request; field names and defaults follow the API."""
+
+    model: str
+    input: Normalized
+    instructions: str | None = None
+    previous_response_id: str | None = None
+    store: bool = True
+    stream: bool = False
+    max_output_tokens: int | None = None
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_logprobs: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    truncation: str = "disabled"
+    metadata: dict[str, str] = field(default_factory=dict)
+    parallel_tool_calls: bool = True
+    tool_choice: str = "auto"
+    include: list[str] = field(default_factory=list)
+    user: str | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    service_tier: str = "default"
+
+    @property
+    def logprobs(self) -> bool:
+        return LOGPROBS_INCLUDE in self.include
+
+
+def _bad(param: str, message: str) -> ApiError:
+    return ApiError("invalid_request", message, param=param)
+
+
+def _string(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise _bad(name, f"Invalid type for '{name}': expected a string.")
+    return value
+
+
+def _boolean(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _bad(name, f"Invalid type for '{name}': expected a boolean.")
+    return value
+
+
+def _number(lo: float, hi: float) -> Callable[[str, Any], float]:
+    def check(name: str, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise _bad(name, f"Invalid type for '{name}': expected a number.")
+        if not lo <= value <= hi:
+            raise _bad(name, f"Invalid '{name}': {value} is out of range; expected a value in [{lo}, {hi}].")
+        return float(value)
+    return check
+
+
+def _integer(lo: int, hi: int | None = None) -> Callable[[str, Any], int]:
+    def check(name: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _bad(name, f"Invalid type for '{name}': expected an integer.")
+        if value < lo or (hi is not None and value > hi):
+            top = "" if hi is None else f" and <= {hi}"
+            raise _bad(name, f"Invalid '{name}': {value}; expected a value >= {lo}{top}.")
+        return value
+    return check
+
+
+def _choice(*allowed: str) -> Callable[[str, Any], str]:
+    def check(name: str, value: Any) -> str:
+        if value not in allowed:
+            raise _bad(name, f"Invalid '{name}': expected one of {', '.join(map(repr, allowed))}.")
+        return value
+    return check
+
+
+def _metadata(name: str, value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise _bad(name, "Invalid type for 'metadata': expected an object of string pairs.")
+    if len(value) > METADATA_MAX_PAIRS:
+        raise _bad(name, f"Invalid 'metadata': at most {METADATA_MAX_PAIRS} pairs are allowed.")
+    for key, item in value.items():
+        if len(key) > METADATA_MAX_KEY:
+            raise _bad(name, f"Invalid 'metadata': key {key[:16]!r}... is longer than {METADATA_MAX_KEY} characters.")
+        if not isinstance(item, str):
+            raise _bad(name, f"Invalid 'metadata': the value of {key!r} must be a string.")
+        if len(item) > METADATA_MAX_VALUE:
+            raise _bad(name, f"Invalid 'metadata': the value of {key!r} is longer than {METADATA_MAX_VALUE} characters.")
+    return dict(value)
+
+
+def _include(name: str, value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _bad(name, "Invalid type for 'include': expected an array of strings.")
+    for entry in value:
+        if entry != LOGPROBS_INCLUDE:
+            raise ApiError("unsupported", f"include value {entry!r} is not supported.", param=name)
+    return list(value)
+
+
+def _service_tier(name: str, value: Any) -> str:
+    _choice("auto", "default", "flex", "priority", "scale")(name, value)
+    return "default"  # one tier here; the response reports the tier actually used
+
+
+def _tool_choice(name: str, value: Any) -> str:
+    return _choice("auto", "none")(name, value)
+
+
+def _ignored(name: str, value: Any) -> None:
+    """Accepted and ignored: hints that do not change what this server produces."""
+    return None
+
+
+# field -> validator(name, value) -> cleaned value. `input` is handled separately.
+FIELDS: dict[str, Callable[[str, Any], Any]] = {
+    "model": _string,
+    "instructions": _string,
+    "previous_response_id": _string,
+    "store": _boolean,
+    "stream": _boolean,
+    "max_output_tokens": _integer(MIN_OUTPUT_TOKENS),
+    "temperature": _number(0.0, 2.0),
+    "top_p": _number(0.0, 1.0),
+    "top_logprobs": _integer(0, 20),
+    "presence_penalty": _number(-2.0, 2.0),
+    "frequency_penalty": _number(-2.0, 2.0),
+    "truncation": _choice("auto", "disabled"),
+    "metadata": _metadata,
+    "parallel_tool_calls": _boolean,
+    "tool_choice": _tool_choice,
+    "include": _include,
+    "user": _string,
+    "safety_identifier": _string,
+    "prompt_cache_key": _string,
+    "service_tier": _service_tier,
+    "stream_options": _ignored,
+    "prompt_cache_retention": _ignored,
+}
+
+
+def _empty(value: Any) -> bool:
+    return value in ([], {}, False)
+
+
+def _text_is_plain(value: Any) -> bool:
+    if not isinstance(value, dict) or set(value) - {"format", "verbosity"}:
+        return False
+    fmt = value.get("format")
+    return (fmt is None or fmt == {"type": "text"}) and value.get("verbosity") in (None, "medium")
+
+
+def _reasoning_unset(value: Any) -> bool:
+    return isinstance(value, dict) and all(v is None for v in value.values())
+
+
+# Known fields that a later issue enables: field -> "is this value the harmless default?".
+UNSUPPORTED: dict[str, Callable[[Any], bool]] = {
+    "tools": _empty,
+    "reasoning": _reasoning_unset,
+    "text": _text_is_plain,
+    "background": _empty,
+    "conversation": lambda v: False,
+    "prompt": lambda v: False,
+    "max_tool_calls": lambda v: False,
+    "context_management": _empty,
+    "moderation": lambda v: False,
+    "image": lambda v: False,
+    "access_programs": lambda v: False,
+    "background_options": lambda v: False,
+    "prompt_cache_options": lambda v: False,
+}
+
+
+def parse_json_object(raw: bytes) -> dict:
+    """The body as a JSON object; JSONDecodeError/UnicodeDecodeError map to 400 in errors.py."""
+    body = json.loads(raw)
+    if not isinstance(body, dict):
+        raise ApiError("invalid_json", "The request body must be a JSON object.")
+    return body
+
+
+def _check_fields(body: dict) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name, value in body.items():
+        if name == "input":
+            continue
+        if name in UNSUPPORTED:
+            if value is not None and not UNSUPPORTED[name](value):
+                raise ApiError("unsupported", f"'{name}' is not supported by this server yet.", param=name)
+            continue
+        check = FIELDS.get(name)
+        if check is None:
+            raise ApiError("unknown_parameter", f"Unknown parameter: '{name}'.", param=name)
+        if value is not None:
+            cleaned = check(name, value)
+            if cleaned is not None:
+                values[name] = cleaned
+    return values
+
+
+def parse_create(body: dict, *, require_model: bool = True) -> CreateRequest:
+    """Validate a create request body (already a dict) into a :class:`CreateRequest`."""
+    values = _check_fields(body)
+    if require_model and "model" not in values:
+        raise _bad("model", "Missing required parameter: 'model'.")
+    if body.get("input") is None:
+        raise _bad("input", "Missing required parameter: 'input'.")
+    values["input"] = normalize_input(body["input"])
+    values.setdefault("model", "")
+    return CreateRequest(**values)

@@ -1,0 +1,138 @@
+"""Typed settings of the Responses gateway, parsed once from CLI flags and env vars.
+
+Every flag `--some-name` has an environment variable `TRTLLM_GATEWAY_SOME_NAME`; the flag
+wins over the variable, the variable over the default. `--help` documents each one.
+List-valued settings (`--service`, `--api-keys`) take comma-separated values.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+ENV_PREFIX = "TRTLLM_GATEWAY_"
+
+REASONING_DIALECTS = ("openai", "open_responses")
+
+
+def _field(default: Any, help: str, **kw: Any) -> Any:
+    if isinstance(default, tuple):
+        return field(default=default, metadata={"help": help, "list": True, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    host: str = _field("127.0.0.1", "Address the HTTP server binds to.")
+    port: int = _field(8080, "HTTP port (0 picks a free port).")
+    service: tuple[str, ...] = _field(
+        ("127.0.0.1:50051",), "Inference service gRPC address(es), comma-separated host:port.")
+    store_url: str = _field(
+        "sqlite:///./var/responses.db",
+        "Response store URL: sqlite:///relative.db, sqlite:////abs.db or sqlite://:memory:.")
+    store_retention_s: float = _field(
+        0.0, "Delete stored responses older than this many seconds (0 keeps them forever).")
+    api_keys: tuple[str, ...] = _field(
+        (), "Accepted API keys, comma-separated. Empty (and no --api-keys-file) disables auth.")
+    api_keys_file: str | None = _field(None, "File with one accepted API key per line (# comments).")
+    max_body_bytes: int = _field(16 * 1024 * 1024, "Largest request body accepted; larger gets 413.")
+    ping_interval_s: float = _field(15.0, "Idle SSE streams get a ': ping' comment this often.")
+    request_timeout_s: float = _field(
+        600.0, "Deadline of one generation on the service (whole stream), in seconds.")
+    rpc_timeout_s: float = _field(10.0, "Deadline of unary service calls (CountTokens, GetModelInfo, health).")
+    model_info_ttl_s: float = _field(30.0, "How long GetModelInfo answers are cached.")
+    truncation_reserve_tokens: int = _field(
+        256, "With truncation=auto and no max_output_tokens: tokens kept free for the output.")
+    max_message_bytes: int = _field(16 * 1024 * 1024, "Largest gRPC message sent or received.")
+    keepalive_time_s: float = _field(30.0, "gRPC keepalive ping interval on the service channel.")
+    keepalive_timeout_s: float = _field(10.0, "How long to wait for a gRPC keepalive ack.")
+    shutdown_timeout_s: float = _field(30.0, "On SIGTERM/SIGINT, how long open streams may take to finish.")
+    reasoning_dialect: str = _field(
+        "openai", "Event names of raw reasoning text: openai (response.reasoning_text.*) or "
+        "open_responses (response.reasoning.*).", choices=REASONING_DIALECTS)
+    log_level: str = _field("INFO", "Log level.")
+    log_format: str = _field("json", "Log format.", choices=("json", "text"))
+
+    def replace(self, **changes: Any) -> "GatewaySettings":
+        return dataclasses.replace(self, **changes)
+
+    def all_api_keys(self) -> tuple[str, ...]:
+        """Keys from --api-keys plus --api-keys-file (read once at startup)."""
+        keys = list(self.api_keys)
+        if self.api_keys_file:
+            for line in Path(self.api_keys_file).read_text().splitlines():
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    keys.append(line)
+        return tuple(keys)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _convert(f: dataclasses.Field, raw: str) -> Any:
+    if f.metadata.get("list"):
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    kind = str(f.type)
+    if "bool" in kind:
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if "int" in kind:
+        return int(raw)
+    if "float" in kind:
+        return float(raw)
+    return raw
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trtllm-responses-gateway",
+        description="OpenAI Responses API gateway over the trtllm_responses inference service.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    for f in dataclasses.fields(GatewaySettings):
+        env = ENV_PREFIX + f.name.upper()
+        kw: dict[str, Any] = {"dest": f.name, "default": None, "help": f"{f.metadata['help']} [env {env}]"}
+        if "choices" in f.metadata:
+            kw["choices"] = f.metadata["choices"]
+        if "bool" in str(f.type):
+            kw["action"] = argparse.BooleanOptionalAction
+        else:
+            kw["type"] = lambda raw, f=f: _convert(f, raw)
+        parser.add_argument(_flag(f.name), **kw)
+    return parser
+
+
+def parse_settings(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -> GatewaySettings:
+    """Flags over env vars over defaults; raises SystemExit on a bad value, like argparse."""
+    env = os.environ if env is None else env
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(GatewaySettings):
+        value = getattr(args, f.name)
+        name = ENV_PREFIX + f.name.upper()
+        if value is None and name in env:
+            try:
+                value = _convert(f, env[name])
+            except ValueError:
+                parser.error(f"invalid value for {name}: {env[name]!r}")
+            if "choices" in f.metadata and value not in f.metadata["choices"]:
+                parser.error(f"{name} must be one of {f.metadata['choices']}")
+        if value is not None:
+            values[f.name] = value
+    settings = GatewaySettings(**values)
+    _check(parser, settings)
+    return settings
+
+
+def _check(parser: argparse.ArgumentParser, s: GatewaySettings) -> None:
+    if not s.service:
+        parser.error("--service needs at least one host:port")
+    if s.max_body_bytes <= 0 or s.ping_interval_s <= 0 or s.request_timeout_s <= 0:
+        parser.error("--max-body-bytes, --ping-interval-s and --request-timeout-s must be positive")
+    if s.api_keys_file and not Path(s.api_keys_file).is_file():
+        parser.error(f"--api-keys-file {s.api_keys_file!r} does not exist")

@@ -1,0 +1,89 @@
+"""The only writer of Server-Sent Events frames (REFERENCE.md §3).
+
+Frame: ``event: <type>\\ndata: <json>\\n\\n`` with LF line ends, written with one
+``write()`` per event, so a frame is never split by another writer (the keep-alive task).
+``sequence_number`` is assigned here, from 0 by 1, in write order. Idle streams get a
+``: ping`` comment every ``ping_interval`` seconds. There is no ``[DONE]`` sentinel.
+JSON strings escape every control character, so ``data:`` always fits on one line.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Iterable
+
+from aiohttp import web
+
+PING = b": ping\n\n"
+HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",  # tell reverse proxies not to buffer the stream
+}
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def frame(event: dict) -> bytes:
+    """One SSE frame for an event dict (which already carries its sequence_number)."""
+    return b"event: " + event["type"].encode() + b"\ndata: " + _dumps(event).encode() + b"\n\n"
+
+
+class SSEWriter:
+    """Numbers and writes events to a prepared-on-demand aiohttp StreamResponse."""
+
+    def __init__(self, request: web.Request, ping_interval: float) -> None:
+        self.request = request
+        self.response = web.StreamResponse(status=200, headers=HEADERS)
+        self.ping_interval = ping_interval
+        self.sequence = 0
+        self._last_write = 0.0
+        self._pinger: asyncio.Task | None = None
+        self.started = False
+
+    async def open(self) -> None:
+        """Send the headers and start the keep-alive pings."""
+        await self.response.prepare(self.request)
+        self.started = True
+        loop = asyncio.get_running_loop()
+        self._last_write = loop.time()
+        self._pinger = loop.create_task(self._ping(loop))
+
+    async def send(self, event: dict) -> None:
+        event["sequence_number"] = self.sequence
+        self.sequence += 1
+        data = frame(event)
+        self._last_write = asyncio.get_running_loop().time()
+        await self.response.write(data)
+
+    async def send_all(self, events: Iterable[dict]) -> None:
+        for event in events:
+            await self.send(event)
+
+    async def _ping(self, loop: asyncio.AbstractEventLoop) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            while True:
+                idle = loop.time() - self._last_write
+                if idle >= self.ping_interval:
+                    self._last_write = loop.time()
+                    await self.response.write(PING)
+                    idle = 0.0
+                await asyncio.sleep(self.ping_interval - idle)
+
+    async def close(self) -> None:
+        """Stop pinging and end the body (ignoring a client that already left)."""
+        if self._pinger is not None:
+            self._pinger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pinger
+            self._pinger = None
+        if self.started:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self.response.write_eof()
+
+    def stop_pings(self) -> None:
+        """Synchronous variant for cancellation paths."""
+        if self._pinger is not None:
+            self._pinger.cancel()
+            self._pinger = None

@@ -1,0 +1,288 @@
+"""The Responses streaming state machine: service deltas in, Responses events out. Pure.
+
+Protocol: OpenAI Responses SSE events (REFERENCE.md §3). Per response:
+
+    start(state)                 -> [response.created, response.in_progress]
+    on_delta(state, pb.Delta)    -> item events, in output order
+    finalize(state, pb.Final)    -> (response, [closing item events..., terminal event])
+
+Output items come from a registry of kinds (:data:`KINDS`): ``message`` (text),
+``reasoning`` (raw reasoning text) and ``function_call`` (tool-call argument pieces). A
+piece of a new kind closes the open item(s) first, so items never interleave except the
+function calls of one turn, which stay open together until something else arrives. For a
+text message the events are::
+
+    output_item.added -> content_part.added -> output_text.delta* -> output_text.done
+    -> content_part.done -> output_item.done
+
+Item ids (``msg_``/``rs_``/``fc_``) are minted once at ``added`` and reused in every later
+event, in the final response and in the store. ``finalize`` is the only place that finishes
+the response object, for the JSON reply, the terminal event and the stored copy alike:
+STOP/TOOL_CALLS -> ``completed``; LENGTH -> ``incomplete`` (reason ``max_output_tokens``,
+partial output kept, open items ``incomplete``); ERROR, a service-side CANCELLED or a
+failed RPC -> ``failed`` with an ``error``; no Final and no error (the client went away)
+-> ``cancelled`` with no events (nobody is listening).
+
+No sequence numbers here: ``sse.py`` assigns them as it writes. No I/O, no clock except
+``finalize``'s ``now`` default.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from trtllm_responses.inference.v1 import inference_pb2 as pb
+
+from .ids import new_id
+from .objects import usage
+
+REASONING_EVENTS = {  # dialect -> (delta event, done event) for raw reasoning text
+    "openai": ("response.reasoning_text.delta", "response.reasoning_text.done"),
+    "open_responses": ("response.reasoning.delta", "response.reasoning.done"),
+}
+
+
+@dataclass
+class OpenItem:
+    kind: "ItemKind"
+    index: int
+    item_id: str
+    pieces: list[str] = field(default_factory=list)
+    call_id: str = ""
+    name: str = ""
+    logprobs: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class StreamState:
+    response: dict                 # objects.new_response(...), status in_progress
+    logprobs: bool = False         # include per-token logprobs in text events
+    dialect: str = "openai"
+    output: list[dict | None] = field(default_factory=list)  # finished items by output index
+    current: OpenItem | None = None                          # the open message/reasoning item
+    calls: dict[int, OpenItem] = field(default_factory=dict)  # open function calls by call index
+
+
+class ItemKind:
+    """One kind of output item: how it opens, grows and closes."""
+
+    type = ""
+    prefix = ""
+
+    def added(self, st: StreamState, it: OpenItem) -> list[dict]:
+        raise NotImplementedError
+
+    def delta(self, st: StreamState, it: OpenItem, text: str, logprobs) -> dict:
+        raise NotImplementedError
+
+    def done(self, st: StreamState, it: OpenItem, status: str) -> tuple[dict, list[dict]]:
+        """(the finished item, the events that close it before output_item.done)."""
+        raise NotImplementedError
+
+
+class MessageKind(ItemKind):
+    type, prefix = "message", "msg"
+
+    def added(self, st, it):
+        item = {"id": it.item_id, "type": "message", "status": "in_progress", "role": "assistant", "content": []}
+        part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+        return [_added(it, item), {"type": "response.content_part.added", "item_id": it.item_id,
+                                   "output_index": it.index, "content_index": 0, "part": part}]
+
+    def delta(self, st, it, text, logprobs):
+        event_lps = []
+        if logprobs:
+            for lp in logprobs:
+                event_lps.append(_event_logprob(lp))
+                it.logprobs.append(_content_logprob(lp))
+        return {"type": "response.output_text.delta", "item_id": it.item_id, "output_index": it.index,
+                "content_index": 0, "delta": text, "logprobs": event_lps}
+
+    def done(self, st, it, status):
+        text = "".join(it.pieces)
+        part = {"type": "output_text", "text": text, "annotations": [], "logprobs": it.logprobs}
+        item = {"id": it.item_id, "type": "message", "status": status, "role": "assistant", "content": [part]}
+        base = {"item_id": it.item_id, "output_index": it.index, "content_index": 0}
+        return item, [
+            {"type": "response.output_text.done", **base, "text": text, "logprobs": _event_logprobs(it.logprobs)},
+            {"type": "response.content_part.done", **base, "part": part},
+        ]
+
+
+class ReasoningKind(ItemKind):
+    type, prefix = "reasoning", "rs"
+
+    def added(self, st, it):
+        return [_added(it, {"id": it.item_id, "type": "reasoning", "status": "in_progress",
+                            "summary": [], "content": []})]
+
+    def delta(self, st, it, text, logprobs):
+        return {"type": REASONING_EVENTS[st.dialect][0], "item_id": it.item_id, "output_index": it.index,
+                "content_index": 0, "delta": text}
+
+    def done(self, st, it, status):
+        text = "".join(it.pieces)
+        item = {"id": it.item_id, "type": "reasoning", "status": status, "summary": [],
+                "content": [{"type": "reasoning_text", "text": text}]}
+        return item, [{"type": REASONING_EVENTS[st.dialect][1], "item_id": it.item_id,
+                       "output_index": it.index, "content_index": 0, "text": text}]
+
+
+class FunctionCallKind(ItemKind):
+    type, prefix = "function_call", "fc"
+
+    def _item(self, it: OpenItem, status: str, arguments: str) -> dict:
+        return {"id": it.item_id, "type": "function_call", "status": status, "call_id": it.call_id,
+                "name": it.name, "arguments": arguments}
+
+    def added(self, st, it):
+        return [_added(it, self._item(it, "in_progress", ""))]
+
+    def delta(self, st, it, text, logprobs):
+        return {"type": "response.function_call_arguments.delta", "item_id": it.item_id,
+                "output_index": it.index, "delta": text}
+
+    def done(self, st, it, status):
+        arguments = "".join(it.pieces)
+        return self._item(it, status, arguments), [
+            {"type": "response.function_call_arguments.done", "item_id": it.item_id,
+             "output_index": it.index, "name": it.name, "arguments": arguments}]
+
+
+MESSAGE, REASONING, FUNCTION_CALL = MessageKind(), ReasoningKind(), FunctionCallKind()
+KINDS: dict[str, ItemKind] = {k.type: k for k in (MESSAGE, REASONING, FUNCTION_CALL)}
+
+
+def _added(it: OpenItem, item: dict) -> dict:
+    return {"type": "response.output_item.added", "output_index": it.index, "item": item}
+
+
+def _event_logprob(lp: pb.TokenLogprob) -> dict:
+    return {"token": lp.token, "logprob": lp.logprob,
+            "top_logprobs": [{"token": t.token, "logprob": t.logprob} for t in lp.top_logprobs]}
+
+
+def _content_logprob(lp: pb.TokenLogprob) -> dict:
+    return {"token": lp.token, "bytes": list(lp.bytes), "logprob": lp.logprob,
+            "top_logprobs": [{"token": t.token, "bytes": list(t.bytes), "logprob": t.logprob}
+                             for t in lp.top_logprobs]}
+
+
+def _event_logprobs(content_lps: list[dict]) -> list[dict]:
+    return [{"token": lp["token"], "logprob": lp["logprob"],
+             "top_logprobs": [{"token": t["token"], "logprob": t["logprob"]} for t in lp["top_logprobs"]]}
+            for lp in content_lps]
+
+
+# ---- transitions ---------------------------------------------------------------------
+
+def start(st: StreamState) -> list[dict]:
+    """The two opening events; their snapshots have no output yet."""
+    snapshot = dict(st.response, output=[])
+    return [{"type": "response.created", "response": snapshot},
+            {"type": "response.in_progress", "response": snapshot}]
+
+
+def _open(st: StreamState, kind: ItemKind, events: list[dict], **extra) -> OpenItem:
+    it = OpenItem(kind=kind, index=len(st.output), item_id=new_id(kind.prefix), **extra)
+    st.output.append(None)
+    events.extend(kind.added(st, it))
+    return it
+
+
+def _close(st: StreamState, it: OpenItem, status: str, events: list[dict]) -> None:
+    item, closing = it.kind.done(st, it, status)
+    events.extend(closing)
+    events.append({"type": "response.output_item.done", "output_index": it.index, "item": item})
+    st.output[it.index] = item
+
+
+def _close_all(st: StreamState, status: str, events: list[dict]) -> None:
+    if st.current is not None:
+        _close(st, st.current, status, events)
+        st.current = None
+    for index in sorted(st.calls):
+        _close(st, st.calls[index], status, events)
+    st.calls.clear()
+
+
+def _text(st: StreamState, kind: ItemKind, text: str, logprobs, events: list[dict]) -> None:
+    it = st.current
+    if it is None or it.kind is not kind:
+        _close_all(st, "completed", events)
+        it = st.current = _open(st, kind, events)
+    it.pieces.append(text)
+    events.append(kind.delta(st, it, text, logprobs))
+
+
+def _call(st: StreamState, call: pb.ToolCallDelta, events: list[dict]) -> None:
+    it = st.calls.get(call.index)
+    if it is None:
+        if st.current is not None:
+            _close(st, st.current, "completed", events)
+            st.current = None
+        it = st.calls[call.index] = _open(st, FUNCTION_CALL, events, call_id=call.id or new_id("call"),
+                                          name=call.name)
+    if call.arguments_delta:
+        it.pieces.append(call.arguments_delta)
+        events.append(FUNCTION_CALL.delta(st, it, call.arguments_delta, None))
+
+
+def on_delta(st: StreamState, delta: pb.Delta) -> list[dict]:
+    """Events for one service Delta (possibly none, e.g. for a token-ids-only delta)."""
+    events: list[dict] = []
+    if delta.reasoning_text:
+        _text(st, REASONING, delta.reasoning_text, None, events)
+    if delta.text:
+        _text(st, MESSAGE, delta.text, delta.logprobs if st.logprobs else None, events)
+    for call in delta.tool_calls:
+        _call(st, call, events)
+    return events
+
+
+# finish reason -> (response status, item status of items still open)
+FINISH: dict[int, tuple[str, str]] = {
+    pb.FINISH_REASON_UNSPECIFIED: ("completed", "completed"),
+    pb.FINISH_REASON_STOP: ("completed", "completed"),
+    pb.FINISH_REASON_TOOL_CALLS: ("completed", "completed"),
+    pb.FINISH_REASON_LENGTH: ("incomplete", "incomplete"),
+    pb.FINISH_REASON_CANCELLED: ("failed", "incomplete"),
+    pb.FINISH_REASON_ERROR: ("failed", "incomplete"),
+}
+TERMINAL = {"completed": "response.completed", "incomplete": "response.incomplete", "failed": "response.failed"}
+_CANCELLED_BY_SERVICE = "The inference service cancelled the request (it may be shutting down)."
+
+
+def finalize(st: StreamState, final: pb.Final | None, *, error: str | None = None,
+             now: float | None = None) -> tuple[dict, list[dict]]:
+    """Finish the response: (response object, [closing events..., terminal event]).
+
+    ``final`` is the service's Final; ``error`` a failure without one (the RPC broke).
+    With neither, the client went away: status ``cancelled`` and no events.
+    """
+    if final is not None:
+        status, item_status = FINISH.get(final.finish_reason, ("completed", "completed"))
+        if final.finish_reason == pb.FINISH_REASON_ERROR:
+            error = final.error_message or "The model failed while generating the response."
+        elif final.finish_reason == pb.FINISH_REASON_CANCELLED:
+            error = _CANCELLED_BY_SERVICE
+    elif error is not None:
+        status, item_status = "failed", "incomplete"
+    else:
+        status, item_status = "cancelled", "incomplete"
+    events: list[dict] = []
+    _close_all(st, item_status, events)
+    resp = dict(st.response, status=status, output=[item for item in st.output if item is not None])
+    if final is not None and final.HasField("usage"):
+        u = final.usage
+        resp["usage"] = usage(u.prompt_tokens, u.completion_tokens, u.cached_tokens, u.reasoning_tokens)
+    if status == "completed":
+        resp["completed_at"] = int(time.time() if now is None else now)
+    elif status == "incomplete":
+        resp["incomplete_details"] = {"reason": "max_output_tokens"}
+    elif status == "failed":
+        resp["error"] = {"code": "server_error", "message": error}
+    if status == "cancelled":
+        return resp, []
+    events.append({"type": TERMINAL[status], "response": resp})
+    return resp, events

@@ -1,0 +1,163 @@
+"""Responses request -> inference service ``GenerateRequest`` (proto v1).
+
+Protocol: Responses input items (canonical form from ``input_items.py``) become
+``Chat.messages``, oldest first:
+
+* ``instructions`` of THIS request become the first message (role ``system``); earlier
+  turns' instructions do not carry over (they are not part of the stored history);
+* history from ``previous_response_id`` (inputs then outputs of every earlier turn), then
+  this turn's input items;
+* ``message`` -> ChatMessage(role, text/image parts; ``refusal`` parts as text);
+* ``function_call`` -> a ``tool_calls`` entry on the assistant message of the same turn
+  (a new assistant message when the previous message is not an assistant one);
+* ``function_call_output`` -> ChatMessage(role ``tool``, tool_call_id=call_id);
+* ``reasoning`` -> ``reasoning`` of the next assistant message.
+
+Sampling: temperature, top_p, presence/frequency penalty, ``max_output_tokens`` ->
+``max_tokens``, logprobs/top_logprobs when ``include`` asks for them.
+
+Truncation ``auto`` (:func:`fit_context`) drops whole turns from the oldest (never the
+leading system/developer messages, never the last user turn) until CountTokens fits
+``max_context - reserve``; ``disabled`` leaves the service to refuse an over-long prompt.
+"""
+from __future__ import annotations
+
+from typing import Awaitable, Callable
+
+from trtllm_responses.inference.v1 import inference_pb2 as pb
+
+from .errors import ApiError
+from .request import CreateRequest
+
+
+def _parts(content: list[dict]) -> list[pb.ContentPart]:
+    parts = []
+    for part in content:
+        kind = part["type"]
+        if kind == "input_image":
+            parts.append(pb.ContentPart(image=pb.ImagePart(url=part["image_url"], detail=part.get("detail", "auto"))))
+        elif kind == "refusal":
+            parts.append(pb.ContentPart(text=part["refusal"]))
+        else:
+            parts.append(pb.ContentPart(text=part["text"]))
+    return parts
+
+
+class _Builder:
+    """Accumulates ChatMessages; reasoning waits for the next assistant message."""
+
+    def __init__(self) -> None:
+        self.messages: list[pb.ChatMessage] = []
+        self.reasoning = ""
+
+    def _assistant(self, msg: pb.ChatMessage) -> pb.ChatMessage:
+        if self.reasoning:
+            msg.reasoning = self.reasoning
+            self.reasoning = ""
+        return msg
+
+    def message(self, item: dict) -> None:
+        msg = pb.ChatMessage(role=item["role"], content=_parts(item["content"]))
+        if item["role"] == "assistant":
+            self._assistant(msg)
+        self.messages.append(msg)
+
+    def function_call(self, item: dict) -> None:
+        last = self.messages[-1] if self.messages else None
+        if last is None or last.role != "assistant":
+            last = self._assistant(pb.ChatMessage(role="assistant"))
+            self.messages.append(last)
+        last.tool_calls.add(id=item["call_id"], name=item["name"], arguments=item["arguments"])
+
+    def function_call_output(self, item: dict) -> None:
+        self.messages.append(pb.ChatMessage(role="tool", tool_call_id=item["call_id"],
+                                            content=[pb.ContentPart(text=item["output"])]))
+
+    def reasoning_item(self, item: dict) -> None:
+        texts = [p["text"] for p in item.get("content") or []] or [p["text"] for p in item.get("summary") or []]
+        self.reasoning += "".join(texts)
+
+
+ITEM_HANDLERS: dict[str, Callable[[_Builder, dict], None]] = {
+    "message": _Builder.message,
+    "function_call": _Builder.function_call,
+    "function_call_output": _Builder.function_call_output,
+    "reasoning": _Builder.reasoning_item,
+}
+
+
+def chat_messages(instructions: str | None, items: list[dict]) -> list[pb.ChatMessage]:
+    """The chat for ``instructions`` + items (history first, then this turn's input)."""
+    builder = _Builder()
+    if instructions:
+        builder.messages.append(pb.ChatMessage(role="system", content=[pb.ContentPart(text=instructions)]))
+    for item in items:
+        handler = ITEM_HANDLERS.get(item.get("type", ""))
+        if handler is not None:  # stored items of other kinds (none yet) have no chat form
+            handler(builder, item)
+    if not any(m.role != "system" and m.role != "developer" for m in builder.messages):
+        raise ApiError("invalid_request", "The input must contain at least one message that is not "
+                       "a system or developer message.", param="input")
+    return builder.messages
+
+
+def sampling(req: CreateRequest) -> pb.SamplingParams:
+    params = pb.SamplingParams(temperature=req.temperature, top_p=req.top_p)
+    if req.presence_penalty:
+        params.presence_penalty = req.presence_penalty
+    if req.frequency_penalty:
+        params.frequency_penalty = req.frequency_penalty
+    if req.max_output_tokens is not None:
+        params.max_tokens = req.max_output_tokens
+    if req.logprobs:
+        params.logprobs = True
+        params.top_logprobs = req.top_logprobs or 0
+    return params
+
+
+def generate_request(req: CreateRequest, chat: pb.Chat, request_id: str) -> pb.GenerateRequest:
+    return pb.GenerateRequest(request_id=request_id, chat=chat, sampling=sampling(req))
+
+
+def _cut_points(messages: list[pb.ChatMessage]) -> tuple[int, list[int]]:
+    """(length of the system/developer prefix, indices where a user turn starts after it)."""
+    prefix = 0
+    while prefix < len(messages) and messages[prefix].role in ("system", "developer"):
+        prefix += 1
+    cuts = [i for i in range(prefix + 1, len(messages)) if messages[i].role == "user"]
+    return prefix, cuts
+
+
+def _without(chat: pb.Chat, prefix: int, cut: int) -> pb.Chat:
+    out = pb.Chat()
+    out.CopyFrom(chat)
+    del out.messages[prefix:cut]
+    return out
+
+
+async def fit_context(chat: pb.Chat, count: Callable[[pb.Chat], Awaitable[tuple[int, int]]],
+                      reserve: int) -> pb.Chat:
+    """Drop the oldest turns until the prompt fits ``max_context - reserve`` (truncation=auto).
+
+    ``count(chat) -> (input_tokens, max_context_length)`` is the service's CountTokens.
+    Binary search over turn boundaries: O(log turns) CountTokens calls.
+    """
+    tokens, max_context = await count(chat)
+    budget = max_context - reserve
+    if tokens <= budget:
+        return chat
+    prefix, cuts = _cut_points(list(chat.messages))
+    lo, hi, best = 0, len(cuts) - 1, None
+    while lo <= hi:  # find the earliest cut (keeping most history) that fits
+        mid = (lo + hi) // 2
+        candidate = _without(chat, prefix, cuts[mid])
+        if (await count(candidate))[0] <= budget:
+            best, hi = candidate, mid - 1
+        else:
+            lo = mid + 1
+    if best is None:
+        raise ApiError("context_length_exceeded",
+                       f"The input ({tokens} tokens) does not fit the model's context of {max_context} "
+                       f"tokens with {reserve} tokens left for the output, even after dropping earlier turns.",
+                       param="input")
+    return best
