@@ -1,0 +1,1 @@
+"""Deployment tests: the Helm chart renders, validates and stays in sync with the code."""
