@@ -231,13 +231,19 @@ def _check_fields(body: dict) -> dict[str, Any]:
     return values
 
 
-def parse_create(body: dict, *, require_model: bool = True) -> CreateRequest:
-    """Validate a create request body (already a dict) into a :class:`CreateRequest`."""
+def parse_create(body: dict, *, for_count: bool = False) -> CreateRequest:
+    """Validate a create request body (already a dict) into a :class:`CreateRequest`.
+
+    ``for_count``: the ``/v1/responses/input_tokens`` variant, where ``model`` and
+    ``input`` are optional (the history of ``previous_response_id`` may be all there is).
+    """
     values = _check_fields(body)
-    if require_model and "model" not in values:
+    if not for_count and "model" not in values:
         raise _bad("model", "Missing required parameter: 'model'.")
     if body.get("input") is None:
-        raise _bad("input", "Missing required parameter: 'input'.")
+        if not for_count:
+            raise _bad("input", "Missing required parameter: 'input'.")
+        body = {**body, "input": []}
     values["input"] = normalize_input(body["input"])
     values.setdefault("model", "")
     return CreateRequest(**values)

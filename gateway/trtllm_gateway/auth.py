@@ -1,0 +1,54 @@
+"""Optional API-key authentication and tenant derivation.
+
+Protocol: ``Authorization: Bearer <key>`` (OpenAI's scheme). With no keys configured,
+auth is off and every request belongs to tenant ``""``. With keys, a missing or unknown key
+is a 401 ``authentication_error``; the key is compared against every configured key with
+``hmac.compare_digest`` (constant time, no early exit). The tenant is a hash of the key, so
+stored responses are visible only to requests made with the same key, and the store never
+holds a key itself. Liveness, readiness and metrics stay public (probes carry no keys).
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from aiohttp import web
+
+from .errors import ApiError
+
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def tenant_of(key: bytes) -> str:
+    return hashlib.sha256(b"trtllm-gateway-tenant:" + key).hexdigest()[:32]
+
+
+class Authenticator:
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self.keys = [k.encode() for k in keys]
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.keys)
+
+    def tenant(self, request: web.Request) -> str:
+        if not self.keys:
+            return ""
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError("authentication", "Missing API key: send 'Authorization: Bearer <key>'.")
+        presented = token.strip().encode()
+        matched = False
+        for key in self.keys:
+            matched |= hmac.compare_digest(key, presented)
+        if not matched:
+            raise ApiError("authentication", "Incorrect API key provided.")
+        return tenant_of(presented)
+
+    def middleware(self):
+        @web.middleware
+        async def auth_middleware(request: web.Request, handler) -> web.StreamResponse:
+            request["tenant"] = "" if request.path in PUBLIC_PATHS else self.tenant(request)
+            return await handler(request)
+        return auth_middleware

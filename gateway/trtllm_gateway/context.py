@@ -1,0 +1,36 @@
+"""Shared state of one gateway app, found by handlers on ``app[GATEWAY]``."""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Awaitable
+
+from aiohttp import web
+
+from .auth import Authenticator
+from .metrics import GatewayMetrics
+from .service_client import ServiceClient
+from .settings import GatewaySettings
+from .store import ResponseStore
+
+
+@dataclass
+class Gateway:
+    """Shared state of one gateway app."""
+
+    settings: GatewaySettings
+    metrics: GatewayMetrics
+    auth: Authenticator
+    store: ResponseStore
+    service: ServiceClient | None = None
+    background: set[asyncio.Task] = field(default_factory=set)
+    purger: asyncio.Task | None = None
+
+    def spawn(self, coro: Awaitable) -> None:
+        """Run work that must outlive a cancelled handler (e.g. saving its final state)."""
+        task = asyncio.ensure_future(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+
+GATEWAY = web.AppKey("gateway", Gateway)

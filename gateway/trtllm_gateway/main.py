@@ -1,0 +1,60 @@
+"""``trtllm-responses-gateway``: parse settings, serve the Responses API until SIGTERM/SIGINT.
+
+Shutdown: the listening socket closes first (no new requests), open requests and streams
+get up to ``--shutdown-timeout-s`` to finish, background saves complete, then the store and
+the service channels close. Exit codes: 0 after a clean shutdown, 2 for bad settings or a
+store that cannot be opened, 1 for anything else.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from typing import Sequence
+
+from aiohttp import web
+
+from .app import build_app
+from .logs import setup_logging
+from .settings import GatewaySettings, parse_settings
+from .store import StoreError
+
+log = logging.getLogger("trtllm_gateway")
+
+
+async def serve(settings: GatewaySettings) -> None:
+    app = build_app(settings)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
+                           shutdown_timeout=settings.shutdown_timeout_s)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+        await site.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        port = runner.addresses[0][1] if runner.addresses else settings.port
+        print(f"trtllm-responses-gateway: listening on http://{settings.host}:{port}/v1 "
+              f"(service {', '.join(settings.service)})", file=sys.stderr, flush=True)
+        await stop.wait()
+        log.info("shutting down", extra={"timeout_s": settings.shutdown_timeout_s})
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = parse_settings(argv)
+    setup_logging(settings.log_level, settings.log_format)
+    try:
+        asyncio.run(serve(settings))
+    except (StoreError, OSError) as exc:
+        log.error("cannot start the gateway: %s", exc)
+        print(f"trtllm-responses-gateway: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

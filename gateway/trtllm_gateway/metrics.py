@@ -1,0 +1,97 @@
+"""Every Prometheus metric of the gateway, declared in one place (served on ``GET /metrics``).
+
+Names are a contract: the Helm chart's dashboard and alerts query them.
+
+* ``trtllm_gateway_http_requests_total{route,method,status}`` and
+  ``trtllm_gateway_http_request_duration_seconds{route,method}``: every HTTP request; the
+  route is the matched pattern (``/v1/responses/{response_id}``), ``unmatched`` otherwise.
+* ``trtllm_gateway_time_to_first_token_seconds``: request arrival -> first output piece sent.
+* ``trtllm_gateway_inter_token_latency_seconds``: gap between output pieces.
+* ``trtllm_gateway_e2e_request_latency_seconds``: arrival -> response finished (any status).
+* ``trtllm_gateway_active_streams``: generations in flight (SSE and JSON).
+* ``trtllm_gateway_output_tokens_total``: generated tokens, from the service's usage.
+* ``trtllm_gateway_store_operation_seconds{operation}``: store calls.
+* ``trtllm_gateway_overhead_seconds``: time per request spent in the gateway outside the
+  service call (validation, store, translation, event encoding, writes).
+* ``trtllm_gateway_upstream_requests_total{replica}``: generations sent to each replica.
+"""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 30.0, 60.0)
+TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5)
+E2E_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 60.0, 120.0, 300.0, 600.0)
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class GatewayMetrics:
+    """The gateway's metrics on their own registry (several apps per process stay separate)."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.http_requests = Counter("trtllm_gateway_http_requests_total", "HTTP requests.",
+                                     ["route", "method", "status"], registry=r)
+        self.http_duration = Histogram("trtllm_gateway_http_request_duration_seconds",
+                                       "HTTP request duration (whole stream for SSE).",
+                                       ["route", "method"], buckets=E2E_BUCKETS, registry=r)
+        self.ttft = Histogram("trtllm_gateway_time_to_first_token_seconds",
+                              "Request arrival to the first output piece sent.", buckets=LATENCY_BUCKETS, registry=r)
+        self.itl = Histogram("trtllm_gateway_inter_token_latency_seconds",
+                             "Time between output pieces of one response.", buckets=TOKEN_BUCKETS, registry=r)
+        self.e2e = Histogram("trtllm_gateway_e2e_request_latency_seconds",
+                             "Request arrival to the finished response.", buckets=E2E_BUCKETS, registry=r)
+        self.active_streams = Gauge("trtllm_gateway_active_streams", "Generations in flight.", registry=r)
+        self.output_tokens = Counter("trtllm_gateway_output_tokens_total", "Generated tokens.", registry=r)
+        self.store_seconds = Histogram("trtllm_gateway_store_operation_seconds", "Store operation latency.",
+                                       ["operation"], buckets=STORE_BUCKETS, registry=r)
+        self.overhead = Histogram("trtllm_gateway_overhead_seconds",
+                                  "Per-request time spent in the gateway outside the service call.",
+                                  buckets=OVERHEAD_BUCKETS, registry=r)
+        self.upstream_requests = Counter("trtllm_gateway_upstream_requests_total",
+                                         "Generations sent to each inference replica.", ["replica"], registry=r)
+
+    @contextmanager
+    def store_op(self, operation: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.store_seconds.labels(operation).observe(time.perf_counter() - started)
+
+    def exposition(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class TokenClock:
+    """Per-response timing: TTFT, inter-token gaps and time spent waiting on the service."""
+
+    __slots__ = ("metrics", "arrived", "last_piece", "upstream")
+
+    def __init__(self, metrics: GatewayMetrics, arrived: float) -> None:
+        self.metrics = metrics
+        self.arrived = arrived
+        self.last_piece: float | None = None
+        self.upstream = 0.0  # seconds awaiting the service
+
+    def piece(self) -> None:
+        """An output piece was sent (or, for JSON replies, received)."""
+        now = time.perf_counter()
+        if self.last_piece is None:
+            self.metrics.ttft.observe(now - self.arrived)
+        else:
+            self.metrics.itl.observe(now - self.last_piece)
+        self.last_piece = now
+
+    def finish(self, output_tokens: int) -> None:
+        total = time.perf_counter() - self.arrived
+        self.metrics.e2e.observe(total)
+        self.metrics.overhead.observe(max(0.0, total - self.upstream))
+        if output_tokens:
+            self.metrics.output_tokens.inc(output_tokens)

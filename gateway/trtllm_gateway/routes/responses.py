@@ -1,0 +1,105 @@
+"""``/v1/responses`` routes (OpenAI Responses API, REFERENCE.md §1).
+
+* ``POST /v1/responses``: create; JSON, or SSE with ``stream: true`` (``generation.py``).
+* ``GET /v1/responses/{id}``: the stored response (tenant-scoped; others' ids are 404).
+* ``DELETE /v1/responses/{id}``: ``{"id", "object": "response.deleted", "deleted": true}``.
+* ``GET /v1/responses/{id}/input_items``: a list page; ``after``/``before``/``limit``/``order``.
+* ``POST /v1/responses/input_tokens``: ``{"object": "response.input_tokens", "input_tokens"}``
+  via the service's CountTokens, over the same chat a create would send.
+"""
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from trtllm_responses.inference.v1 import inference_pb2 as pb
+
+from .. import generation
+from ..context import GATEWAY
+from ..errors import ApiError
+from ..objects import deleted
+from ..request import parse_create, parse_json_object
+from ..translate import chat_messages, fit_context
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _json(body: dict) -> web.Response:
+    return web.Response(text=_dumps(body), content_type="application/json")
+
+
+def _not_found(response_id: str) -> ApiError:
+    return ApiError("not_found", f"Response with id '{response_id}' not found.", param="response_id")
+
+
+async def create(request: web.Request) -> web.StreamResponse:
+    gw = request.app[GATEWAY]
+    req = parse_create(parse_json_object(await request.read()))
+    g = await generation.prepare(gw, req, request["tenant"], request["arrived"])
+    if req.stream:
+        return await generation.stream(gw, request, g)
+    return _json(await generation.complete(gw, g))
+
+
+async def retrieve(request: web.Request) -> web.Response:
+    gw, response_id = request.app[GATEWAY], request.match_info["response_id"]
+    if request.query.get("stream", "false").lower() == "true":
+        raise ApiError("unsupported", "Streaming a stored response is not supported yet.", param="stream")
+    with gw.metrics.store_op("get"):
+        record = await gw.store.get(response_id, request["tenant"])
+    if record is None:
+        raise _not_found(response_id)
+    return _json(record.response)
+
+
+async def delete(request: web.Request) -> web.Response:
+    gw, response_id = request.app[GATEWAY], request.match_info["response_id"]
+    with gw.metrics.store_op("delete"):
+        found = await gw.store.delete(response_id, request["tenant"])
+    if not found:
+        raise _not_found(response_id)
+    return _json(deleted(response_id))
+
+
+def _limit(raw: str | None) -> int:
+    if raw is None:
+        return 20
+    try:
+        return int(raw)
+    except ValueError:
+        raise ApiError("invalid_request", "Invalid 'limit': expected an integer in 1..100.", param="limit") from None
+
+
+async def input_items(request: web.Request) -> web.Response:
+    gw, response_id, q = request.app[GATEWAY], request.match_info["response_id"], request.query
+    with gw.metrics.store_op("list_input_items"):
+        page = await gw.store.list_input_items(response_id, request["tenant"], after=q.get("after"),
+                                               before=q.get("before"), limit=_limit(q.get("limit")),
+                                               order=q.get("order", "desc"))
+    if page is None:
+        raise _not_found(response_id)
+    return _json({"object": "list", "data": page.data, "first_id": page.first_id,
+                  "last_id": page.last_id, "has_more": page.has_more})
+
+
+async def input_tokens(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    req = parse_create(parse_json_object(await request.read()), for_count=True)
+    if req.model:
+        generation.resolve_model(req.model, await gw.service.model_info())
+    history = await generation.load_history(gw, req, request["tenant"])
+    chat = pb.Chat(messages=chat_messages(req.instructions, history + req.input.items))
+    if req.truncation == "auto":
+        reserve = req.max_output_tokens or gw.settings.truncation_reserve_tokens
+        chat = await fit_context(chat, gw.service.count_tokens, reserve)
+    tokens, _ = await gw.service.count_tokens(chat)
+    return _json({"object": "response.input_tokens", "input_tokens": tokens})
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    router.add_post("/v1/responses", create)
+    router.add_post("/v1/responses/input_tokens", input_tokens)
+    router.add_get("/v1/responses/{response_id}", retrieve)
+    router.add_delete("/v1/responses/{response_id}", delete)
+    router.add_get("/v1/responses/{response_id}/input_items", input_items)
