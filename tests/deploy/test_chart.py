@@ -15,8 +15,10 @@ from .chart import CHART, HelmFailed, kind_counts, run_helm, template
 from .conftest import MULTI_VALUES
 from .crds import SCHEMAS, validate_crd_object
 
-kv = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is not installed "
-                         "(pip install kubernetes-validate==1.37.0)")
+try:
+    import kubernetes_validate
+except ImportError:  # only the two strict-validation tests need it
+    kubernetes_validate = None
 
 K8S_VERSIONS = ("1.29.0", "1.37.0")  # Chart.yaml kubeVersion floor, newest bundled schemas
 
@@ -45,8 +47,15 @@ def _core(docs: list[dict]) -> list[dict]:
     return [d for d in docs if (d["apiVersion"], d["kind"]) not in SCHEMAS]
 
 
+@pytest.fixture
+def kv():
+    if kubernetes_validate is None:
+        pytest.skip("kubernetes-validate is not installed (pip install kubernetes-validate==1.37.0)")
+    return kubernetes_validate
+
+
 @pytest.mark.parametrize("version", K8S_VERSIONS)
-def test_core_objects_validate_strictly(rendered: list[dict], version: str) -> None:
+def test_core_objects_validate_strictly(rendered: list[dict], version: str, kv) -> None:
     core = _core(rendered)
     assert len(core) >= 11
     for doc in core:
@@ -57,7 +66,7 @@ def test_core_objects_validate_strictly(rendered: list[dict], version: str) -> N
                         f"at {list(exc.path)}")
 
 
-def test_strict_validation_rejects_a_misspelt_field(default_docs: list[dict]) -> None:
+def test_strict_validation_rejects_a_misspelt_field(default_docs: list[dict], kv) -> None:
     """Negative control: the validator used above does reject what a template typo produces."""
     deployment = copy.deepcopy(next(d for d in default_docs if d["kind"] == "Deployment"))
     deployment["spec"]["template"]["spec"]["containers"][0]["livenesProbe"] = {}
@@ -124,3 +133,24 @@ def test_inconsistent_values_are_refused(helm: str, sets: dict[str, str], messag
 def test_values_schema_rejects_bad_values(helm: str, sets: dict[str, str], message: str) -> None:
     with pytest.raises(HelmFailed, match=message):
         template(helm, sets=sets)
+
+
+@pytest.mark.parametrize("sets", [
+    {"inference.model.source": "hostPath"},
+    {"inference.model.source": "image", "inference.model.path": "/opt/model"},
+    {"inference.model.source": "pvc", "inference.model.pvc.subPath": "llama"},
+    {"inference.hpa.enabled": "true"},
+    {"inference.engine.backend": "cpu", "inference.gpusPerReplica": "0", "inference.nodeSelector": "null",
+     "inference.tolerations": "null"},
+    {"gateway.auth.enabled": "false", "inference.networkPolicy.enabled": "false", "inference.pdb.enabled": "false"},
+    {"gateway.store.sqlite.existingClaim": "mine", "gateway.auth.existingSecret": "keys"},
+], ids=["hostPath", "image", "pvc-subPath", "custom-metric-hpa", "cpu-engine", "features-off", "existing"])
+def test_value_variants_render_valid_objects(helm: str, sets: dict[str, str], kv) -> None:
+    docs = template(helm, sets=sets)
+    for doc in _core(docs):
+        kv.validate(doc, K8S_VERSIONS[-1], strict=True)
+    inference = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-inference"))
+    volumes = {v["name"] for v in inference["spec"]["template"]["spec"]["volumes"]}
+    assert ("model" in volumes) == (sets.get("inference.model.source") != "image")
+    limits = inference["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert ("nvidia.com/gpu" in limits) == (sets.get("inference.gpusPerReplica") != "0")

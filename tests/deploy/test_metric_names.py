@@ -73,13 +73,13 @@ def _exported_or_skip(module: str) -> dict[str, set[str]]:
     return series
 
 
-@pytest.mark.parametrize("tier", sorted(TIERS))
-def test_queried_metrics_and_labels_are_exported(tier: str, queries: list[tuple[str, Refs]]) -> None:
+def _problems(tier: str, queries: list[tuple[str, Refs]]) -> list[str]:
+    """Names and labels in `queries` that the tier's metrics module does not export."""
     module, _prefixes = TIERS[tier]
     exported = _exported_or_skip(module)
     known = {**{n: labels | TARGET_LABELS for n, labels in exported.items()}, **EXTERNAL}
     problems: list[str] = []
-    for expr, r in queries:
+    for _expr, r in queries:
         mine = {n for n in r.metrics if _tier(n) == tier}
         if not mine:
             continue
@@ -89,7 +89,24 @@ def test_queried_metrics_and_labels_are_exported(tier: str, queries: list[tuple[
         available = set().union(*(known.get(n, set()) for n in r.metrics))
         problems += [f"grouping label {lab!r} exists on none of {sorted(r.metrics)}"
                      for lab in sorted(r.grouped - available)]
-    assert not problems, "\n".join(sorted(set(problems)))
+    return sorted(set(problems))
+
+
+@pytest.mark.parametrize("tier", sorted(TIERS))
+def test_queried_metrics_and_labels_are_exported(tier: str, queries: list[tuple[str, Refs]]) -> None:
+    problems = _problems(tier, queries)
+    assert not problems, "\n".join(problems)
+
+
+def test_the_check_reports_unknown_names_and_labels() -> None:
+    """Negative control: a misspelt metric, a wrong label and a wrong grouping are each caught."""
+    bad = ['sum(trtllm:num_requests_queued{namespace="x"})',
+           'max(trtllm:kv_cache_usage_perc{replica="r"})',
+           'histogram_quantile(0.9, sum by (le, code) (rate(grpc_server_handling_seconds_bucket[5m])))']
+    problems = _problems("service", [(e, refs(e)) for e in bad])
+    assert len(problems) == 3, problems
+    assert any("trtllm:num_requests_queued" in p for p in problems)
+    assert any("'replica'" in p for p in problems) and any("'code'" in p for p in problems)
 
 
 def test_grpc_code_matchers_use_the_codes_the_service_exports(queries: list[tuple[str, Refs]]) -> None:
