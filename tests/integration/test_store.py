@@ -2,8 +2,8 @@
 
 Each backend in BACKEND_KINDS supplies: ``make(**options)`` (a new, unopened store on the
 test's database, as a second process would open it) and ``tamper(response_id, **columns)``
-(writes raw column values, to simulate corruption or rows from another gateway version).
-The Postgres backend (a later issue) adds an entry here and must pass unchanged.
+(writes raw column values, to simulate corruption or rows from another gateway version);
+a backend may name fixtures it needs in ``fixtures``, passed to it by keyword.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import sqlite3
 
 import pytest
 
+from tests.fixtures.postgres import PostgresBackend
 from trtllm_gateway.store import (
     HistoryTooDeep,
     InvalidPageRequest,
@@ -23,6 +24,9 @@ from trtllm_gateway.store import (
     StoredResponse,
     open_store,
 )
+
+# Also listed in tests/conftest.py; naming it here too lets this module run on its own.
+pytest_plugins = ["tests.fixtures.postgres"]
 
 
 class SQLiteBackend:
@@ -42,12 +46,14 @@ class SQLiteBackend:
         await asyncio.to_thread(write)
 
 
-BACKEND_KINDS = {"sqlite": SQLiteBackend}
+BACKEND_KINDS = {"sqlite": SQLiteBackend, "postgres": PostgresBackend}
 
 
 @pytest.fixture(params=sorted(BACKEND_KINDS))
 def backend(request, tmp_path):
-    return BACKEND_KINDS[request.param](tmp_path)
+    kind = BACKEND_KINDS[request.param]
+    needs = {name: request.getfixturevalue(name) for name in getattr(kind, "fixtures", ())}
+    return kind(tmp_path, **needs)
 
 
 @pytest.fixture

@@ -4,15 +4,14 @@
 
 * ``sqlite:///relative/or/absolute.db``, ``sqlite:////abs/path.db``, ``sqlite://:memory:``,
   or a plain filesystem path -> :class:`~trtllm_gateway.store.sqlite.SQLiteStore`.
-* ``postgresql://...`` / ``postgres://...`` -> reserved for the asyncpg backend (a later
-  issue registers it here; it must pass ``tests/integration/test_store.py`` unchanged).
+* ``postgresql://...`` / ``postgres://...`` (libpq DSN) ->
+  :class:`~trtllm_gateway.store.postgres.PostgresStore` (asyncpg connection pool).
 
 The returned store is not yet opened: call ``await store.open()`` (or use ``async with``).
 """
 from __future__ import annotations
 
 from typing import Any, Callable
-from urllib.parse import urlsplit
 
 from .base import (
     MAX_HISTORY_DEPTH,
@@ -45,10 +44,17 @@ def _sqlite_path(url: str) -> str:
     return rest
 
 
-# scheme -> factory(url, **options). Add "postgresql"/"postgres" here when the asyncpg
-# backend lands; options every backend accepts: max_history_depth.
+def _postgres(url: str, **options: Any) -> ResponseStore:
+    from .postgres import PostgresStore  # lazily: asyncpg is only needed for this scheme
+
+    return PostgresStore(url, **options)
+
+
+# scheme -> factory(url, **options); options every backend accepts: max_history_depth.
 BACKENDS: dict[str, Callable[..., ResponseStore]] = {
     "sqlite": _sqlite,
+    "postgresql": _postgres,
+    "postgres": _postgres,
 }
 
 
@@ -58,7 +64,7 @@ def open_store(url: str, **options: Any) -> ResponseStore:
         raise StoreError("store URL is empty")
     if "://" not in url:
         return _sqlite("sqlite:///" + url, **options)  # a plain path is a SQLite file
-    scheme = urlsplit(url).scheme.lower()
+    scheme = url.split("://", 1)[0].lower()  # not urlsplit: it raises on bad hosts ("[::1")
     factory = BACKENDS.get(scheme)
     if factory is None:
         known = ", ".join(sorted(BACKENDS))
