@@ -17,7 +17,7 @@ import time
 from aiohttp import web
 
 from .auth import Authenticator
-from .context import GATEWAY, Gateway
+from .context import ARRIVED, GATEWAY, Gateway
 from .errors import error_middleware
 from .metrics import GatewayMetrics
 from .routes import health, models, responses
@@ -38,7 +38,7 @@ def _route_label(request: web.Request) -> str:
 def _metrics_middleware(metrics: GatewayMetrics):
     @web.middleware
     async def metrics_middleware(request: web.Request, handler) -> web.StreamResponse:
-        request["arrived"] = started = time.perf_counter()
+        request[ARRIVED] = started = time.perf_counter()
         status = 499  # nginx's "client closed request": the handler was cancelled
         try:
             response = await handler(request)

@@ -16,6 +16,8 @@ from aiohttp import web
 
 from .errors import ApiError
 
+TENANT = web.RequestKey("tenant", str)  # the API-key owner ("" when auth is off)
+
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
@@ -49,6 +51,6 @@ class Authenticator:
     def middleware(self):
         @web.middleware
         async def auth_middleware(request: web.Request, handler) -> web.StreamResponse:
-            request["tenant"] = "" if request.path in PUBLIC_PATHS else self.tenant(request)
+            request[TENANT] = "" if request.path in PUBLIC_PATHS else self.tenant(request)
             return await handler(request)
         return auth_middleware

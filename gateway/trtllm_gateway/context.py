@@ -7,7 +7,7 @@ from typing import Awaitable
 
 from aiohttp import web
 
-from .auth import Authenticator
+from .auth import TENANT, Authenticator  # noqa: F401 - TENANT re-exported for handlers
 from .metrics import GatewayMetrics
 from .service_client import ServiceClient
 from .settings import GatewaySettings
@@ -34,3 +34,4 @@ class Gateway:
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
+ARRIVED = web.RequestKey("arrived", float)  # perf_counter() when the request arrived

@@ -111,6 +111,15 @@ HTTP_KINDS: dict[int, str] = {
     413: "body_too_large",
 }
 
+# The service names request fields as the proto does; clients know the Responses names.
+SERVICE_PARAMS: dict[str, str] = {
+    "max_tokens": "max_output_tokens",
+    "top_logprobs": "top_logprobs",
+    "prompt": "input",
+    "chat": "input",
+    "messages": "input",
+}
+
 # Client-facing messages for codes where the service's own text is not meant for clients.
 _GRPC_MESSAGES: dict[str, str] = {
     "rate_limited": "The inference service is at capacity; retry shortly.",
@@ -128,7 +137,8 @@ def from_grpc(exc: grpc.aio.AioRpcError) -> ApiError:
     if kind == "invalid_request":
         code = trailers.get(CODE_KEY)
         kind = "context_length_exceeded" if code == "context_length_exceeded" else kind
-        return ApiError(kind, exc.details() or "invalid request", param=trailers.get(PARAM_KEY), code=code)
+        param = trailers.get(PARAM_KEY)
+        return ApiError(kind, exc.details() or "invalid request", param=SERVICE_PARAMS.get(param, param), code=code)
     headers = {"Retry-After": RETRY_AFTER_S} if kind == "rate_limited" else None
     if kind == "server_error":
         log.error("service call failed: %s %s", exc.code(), exc.details())

@@ -22,6 +22,8 @@ GRPC_CASES = [
     (grpc.StatusCode.INVALID_ARGUMENT, {"x-error-param": "temperature"}, 400, "invalid_request_error", None, "temperature"),
     (grpc.StatusCode.INVALID_ARGUMENT, {"x-error-code": "context_length_exceeded", "x-error-param": "input"},
      400, "invalid_request_error", "context_length_exceeded", "input"),
+    (grpc.StatusCode.INVALID_ARGUMENT, {"x-error-code": "context_length_exceeded", "x-error-param": "max_tokens"},
+     400, "invalid_request_error", "context_length_exceeded", "max_output_tokens"),
     (grpc.StatusCode.RESOURCE_EXHAUSTED, {}, 429, "rate_limit_error", "rate_limit_exceeded", None),
     (grpc.StatusCode.UNAVAILABLE, {}, 503, "server_error", "service_unavailable", None),
     (grpc.StatusCode.DEADLINE_EXCEEDED, {}, 504, "server_error", "timeout", None),

@@ -16,7 +16,7 @@ from aiohttp import web
 from trtllm_responses.inference.v1 import inference_pb2 as pb
 
 from .. import generation
-from ..context import GATEWAY
+from ..context import ARRIVED, GATEWAY, TENANT
 from ..errors import ApiError
 from ..objects import deleted
 from ..request import parse_create, parse_json_object
@@ -36,7 +36,7 @@ def _not_found(response_id: str) -> ApiError:
 async def create(request: web.Request) -> web.StreamResponse:
     gw = request.app[GATEWAY]
     req = parse_create(parse_json_object(await request.read()))
-    g = await generation.prepare(gw, req, request["tenant"], request["arrived"])
+    g = await generation.prepare(gw, req, request[TENANT], request[ARRIVED])
     if req.stream:
         return await generation.stream(gw, request, g)
     return _json(await generation.complete(gw, g))
@@ -47,7 +47,7 @@ async def retrieve(request: web.Request) -> web.Response:
     if request.query.get("stream", "false").lower() == "true":
         raise ApiError("unsupported", "Streaming a stored response is not supported yet.", param="stream")
     with gw.metrics.store_op("get"):
-        record = await gw.store.get(response_id, request["tenant"])
+        record = await gw.store.get(response_id, request[TENANT])
     if record is None:
         raise _not_found(response_id)
     return _json(record.response)
@@ -56,7 +56,7 @@ async def retrieve(request: web.Request) -> web.Response:
 async def delete(request: web.Request) -> web.Response:
     gw, response_id = request.app[GATEWAY], request.match_info["response_id"]
     with gw.metrics.store_op("delete"):
-        found = await gw.store.delete(response_id, request["tenant"])
+        found = await gw.store.delete(response_id, request[TENANT])
     if not found:
         raise _not_found(response_id)
     return _json(deleted(response_id))
@@ -74,7 +74,7 @@ def _limit(raw: str | None) -> int:
 async def input_items(request: web.Request) -> web.Response:
     gw, response_id, q = request.app[GATEWAY], request.match_info["response_id"], request.query
     with gw.metrics.store_op("list_input_items"):
-        page = await gw.store.list_input_items(response_id, request["tenant"], after=q.get("after"),
+        page = await gw.store.list_input_items(response_id, request[TENANT], after=q.get("after"),
                                                before=q.get("before"), limit=_limit(q.get("limit")),
                                                order=q.get("order", "desc"))
     if page is None:
@@ -88,7 +88,7 @@ async def input_tokens(request: web.Request) -> web.Response:
     req = parse_create(parse_json_object(await request.read()), for_count=True)
     if req.model:
         generation.resolve_model(req.model, await gw.service.model_info())
-    history = await generation.load_history(gw, req, request["tenant"])
+    history = await generation.load_history(gw, req, request[TENANT])
     chat = pb.Chat(messages=chat_messages(req.instructions, history + req.input.items))
     if req.truncation == "auto":
         reserve = req.max_output_tokens or gw.settings.truncation_reserve_tokens
