@@ -26,6 +26,8 @@ stubs: venv
 	PYTHON=$(BIN)/python scripts/gen_proto.sh
 
 test: venv
+	# A real PostgreSQL for the store tests (Debian's package; installed when missing).
+	bash scripts/ensure_postgres.sh >/dev/null || test -z "$$CI"
 	bash scripts/test.sh
 
 run: venv

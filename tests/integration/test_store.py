@@ -26,7 +26,6 @@ from trtllm_gateway.store import (
 )
 
 # Also listed in tests/conftest.py; naming it here too lets this module run on its own.
-pytest_plugins = ["tests.fixtures.postgres"]
 
 
 class SQLiteBackend:

@@ -20,7 +20,6 @@ from trtllm_gateway.store.migrations import postgres as pg_migrations
 
 
 # Also listed in tests/conftest.py; naming it here too lets this module run on its own.
-pytest_plugins = ["tests.fixtures.postgres"]
 
 async def fetch(dsn: str, sql: str, *args):
     conn = await asyncpg.connect(dsn)
