@@ -157,6 +157,9 @@ def _failure_message(exc: grpc.aio.AioRpcError) -> str:
     return f"The inference service failed mid-response ({exc.code().name})."
 
 
+_NO_FINAL = "The inference service ended the stream without a final message."
+
+
 def _output_tokens(resp: dict) -> int:
     return (resp.get("usage") or {}).get("output_tokens", 0)
 
@@ -203,7 +206,7 @@ async def complete(gw: Gateway, g: Generation) -> dict:
         raise
     finally:
         gw.metrics.active_streams.dec()
-    resp, _ = finalize(g.state, final, error=error)
+    resp, _ = finalize(g.state, final, error=error or (None if final is not None else _NO_FINAL))
     await save(gw, g, resp)
     g.clock.finish(_output_tokens(resp))
     return resp
@@ -226,7 +229,7 @@ async def stream(gw: Gateway, request: web.Request, g: Generation) -> web.Stream
                     g.clock.piece()
             else:
                 final = msg.final
-        resp, events = finalize(g.state, final)
+        resp, events = finalize(g.state, final, error=None if final is not None else _NO_FINAL)
     except grpc.aio.AioRpcError as exc:
         resp, events = finalize(g.state, None, error=_failure_message(exc))
     except asyncio.CancelledError:
