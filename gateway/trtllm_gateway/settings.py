@@ -32,7 +32,8 @@ class GatewaySettings:
         ("127.0.0.1:50051",), "Inference service gRPC address(es), comma-separated host:port.")
     store_url: str = _field(
         "sqlite:///./var/responses.db",
-        "Response store URL: sqlite:///relative.db, sqlite:////abs.db or sqlite://:memory:.")
+        "Response store URL: sqlite:///relative.db, sqlite:////abs.db, sqlite://:memory: or "
+        "postgresql://user@host/db.")
     store_retention_s: float = _field(
         0.0, "Delete stored responses older than this many seconds (0 keeps them forever).")
     api_keys: tuple[str, ...] = _field(
@@ -91,11 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trtllm-responses-gateway",
         description="OpenAI Responses API gateway over the trtllm_responses inference service.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     for f in dataclasses.fields(GatewaySettings):
         env = ENV_PREFIX + f.name.upper()
-        kw: dict[str, Any] = {"dest": f.name, "default": None, "help": f"{f.metadata['help']} [env {env}]"}
+        default = ",".join(f.default) if isinstance(f.default, tuple) else f.default
+        help_text = f"{f.metadata['help']} [env {env}; default: {default if default not in ('', None) else 'none'}]"
+        kw: dict[str, Any] = {"dest": f.name, "default": None, "help": help_text.replace("%", "%%")}
         if "choices" in f.metadata:
             kw["choices"] = f.metadata["choices"]
         if "bool" in str(f.type):
