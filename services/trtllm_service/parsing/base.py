@@ -16,6 +16,8 @@ Protocol (what the serving core relies on):
   known when the call is announced (unknown function name), otherwise on the last piece the
   call gets (possibly one with an empty `arguments_delta`). When `error` is set the
   arguments are whatever raw text the model produced for the call and may not be JSON.
+- Markup opened with nothing after it when the output ends (`<tool_call>` cut off by
+  max_tokens) is dropped: no call, no text.
 - `saw_tool_calls` turns True with the first announced call (finish reason "tool_calls").
 """
 from __future__ import annotations

@@ -33,6 +33,7 @@ class CallEmitter:
         self._pending: list[str] = []  # argument text not yet emitted
         self._streamed: list[str] = []  # argument text already emitted
         self._args_kind = ""
+        self._args_done = False
         if name is not None:
             self.set_name(name)
 
@@ -51,6 +52,8 @@ class CallEmitter:
             return self._on_name(value)
         if kind == "args":
             return self._on_args(value)
+        if kind == "args_end":
+            self._args_done = True
         return []
 
     def _on_name(self, raw: str) -> list[ToolCallPiece]:
@@ -89,6 +92,8 @@ class CallEmitter:
     def close(self, complete: bool, raw: str = "", reason: str = "") -> list[ToolCallPiece]:
         """Ends the call. `complete`: the wrapper was well-formed and closed; otherwise
         `reason` says why not and `raw` is the call's raw text, used if nothing was emitted."""
+        # A wrapper broken or cut short after its name and arguments is still a usable call.
+        complete = complete or (self.name is not None and self._args_done)
         if not complete:
             self._fail(reason or "the output ended inside a tool call")
         if self.announced:

@@ -129,6 +129,9 @@ class ToolParser(OutputParser):
             self._emit_text(self._buf)
         elif self._call is not None and self._state in self.call_states:
             self._raw += self._buf
+            if not self._call.announced and not self._raw.strip() and self._call.name is None:
+                self._count -= 1  # markup opened with nothing after it: no call at all
+                return
             self._close_broken(self.end_reasons.get(self._state, "the output ended inside a tool call"))
 
     #: States in which a call is open (closed as broken by `_at_end`), and their reasons.
