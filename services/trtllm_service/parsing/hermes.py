@@ -57,7 +57,10 @@ class HermesToolParser(ToolParser):
         if closed:
             self._buf = self._buf[len(CLOSE):]
             return self._to_text()
-        if match_literal(self._buf, OPEN) is not False:  # the next call, close tag omitted
+        reopened = match_literal(self._buf, OPEN)
+        if reopened is None:
+            return False
+        if reopened:  # the next call, close tag omitted
             return self._to_text()
         self._state = "junk"
         return True

@@ -93,7 +93,7 @@ class MistralToolParser(ToolParser):
             if _NAME_SO_FAR.fullmatch(self._name_raw):
                 return False
             return self._not_a_name()
-        done = _NAME_DONE.fullmatch(self._name_raw.strip())
+        done = _NAME_DONE.fullmatch(self._name_raw)
         if done is None:
             return self._not_a_name()
         self._buf = self._buf[len(ARGS):]
@@ -128,7 +128,7 @@ class MistralToolParser(ToolParser):
             self._add(self._call.close(True))  # a bare number or literal: the JSON check decides
             return
         if self._state == "name":
-            name = _NAME_DONE.fullmatch((self._name_raw + self._buf).strip())
+            name = _NAME_DONE.fullmatch(self._name_raw)  # the buffer holds at most a partial [ARGS]
             if name is None:
                 self._not_a_name()
             else:  # cut short between the name and its arguments
