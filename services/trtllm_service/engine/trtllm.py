@@ -11,8 +11,8 @@ Protocol, as this adapter uses it:
   `if __name__ == "__main__":`.
 - Start failures raise `TrtllmUnavailable` with a one-line reason (tensorrt_llm missing or
   broken, no GPU visible, too few GPUs for --tensor-parallel-size, no/unsupported --model,
-  load or warm-up failure). The service's main should exit with `TrtllmUnavailable.exit_code`
-  (2) and print the message, not a traceback.
+  load or warm-up failure). The service's main exits with code 2 and prints the message,
+  not a traceback (`TrtllmUnavailable.exit_code`).
 - Generate. `llm.generate_async({"prompt_token_ids": ids}, SamplingParams(...),
   streaming=True)` is called ON the event-loop thread (its result queue binds to the running
   loop) and the returned RequestOutput, mutated in place, is read with `async for`. Each
@@ -79,8 +79,11 @@ GUIDES: dict[str, str] = {"json_schema": "json", "regex": "regex", "grammar": "g
 FINISH_REASONS: dict[str, str] = {"stop": "stop", "length": "length", "cancelled": "cancelled"}
 
 
-class TrtllmUnavailable(RuntimeError):
-    """The TensorRT-LLM engine cannot start here; the message says why."""
+class TrtllmUnavailable(RuntimeError, ValueError):
+    """The TensorRT-LLM engine cannot start here; the message says why.
+
+    Also a ValueError so that main's "bad settings or unusable engine" clause (exit code 2,
+    message only) catches it without knowing this class."""
 
     exit_code = 2
 
