@@ -32,7 +32,6 @@ CONTROLS = Controls()
 
 def reset() -> None:
     """Forget injected faults and recorded calls."""
-    global CONTROLS
     fresh = Controls()
     for name in fresh.__dataclass_fields__:
         setattr(CONTROLS, name, getattr(fresh, name))
