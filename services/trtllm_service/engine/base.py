@@ -29,6 +29,11 @@ class EngineRejected(ValueError):
     """The engine refused a request as invalid (maps to INVALID_ARGUMENT)."""
 
 
+class EngineUnavailable(RuntimeError):
+    """The engine cannot run on this machine (missing package, no device); the service
+    exits with code 2 and this message."""
+
+
 class EngineOverloaded(Exception):
     """The engine's admission queue is full (maps to RESOURCE_EXHAUSTED)."""
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..settings import ServiceSettings
-from .base import GuidedDecoding, SamplingConfig, TokenLogprobs
+from .base import EngineUnavailable, GuidedDecoding, SamplingConfig, TokenLogprobs
 
 # --trtllm-backend -> the LLM class for it.
 BACKENDS: dict[str, str] = {
@@ -36,7 +36,7 @@ GUIDES: dict[str, str] = {"json_schema": "json", "regex": "regex", "grammar": "g
 FINISH_REASONS: dict[str, str] = {"stop": "stop", "length": "length", "cancelled": "cancelled"}
 
 
-class TrtllmUnavailable(RuntimeError, ValueError):
+class TrtllmUnavailable(EngineUnavailable, ValueError):
     """The TensorRT-LLM engine cannot start here; the message says why.
 
     Also a ValueError so that main's "bad settings or unusable engine" clause (exit code 2,

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-trtllm_responses/inference/v1/inference.proto\x12\x1dtrtllm_responses.inference.v1\"`\n\x0b\x43ontentPart\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x39\n\x05image\x18\x02 \x01(\x0b\x32(.trtllm_responses.inference.v1.ImagePartH\x00\x42\x06\n\x04part\"I\n\tImagePart\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x11\n\tmime_type\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"7\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\targuments\x18\x03 \x01(\t\"\xcc\x01\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12;\n\x07\x63ontent\x18\x02 \x03(\x0b\x32*.trtllm_responses.inference.v1.ContentPart\x12;\n\ntool_calls\x18\x03 \x03(\x0b\x32\'.trtllm_responses.inference.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x04 \x01(\t\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x11\n\treasoning\x18\x06 \x01(\t\"R\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x17\n\x0fparameters_json\x18\x03 \x01(\t\x12\x0e\n\x06strict\x18\x04 \x01(\x08\"\xbe\x01\n\nToolChoice\x12>\n\x04mode\x18\x01 \x01(\x0e\x32..trtllm_responses.inference.v1.ToolChoice.ModeH\x00\x12\x17\n\rfunction_name\x18\x02 \x01(\tH\x00\"M\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\r\n\tMODE_AUTO\x10\x01\x12\r\n\tMODE_NONE\x10\x02\x12\x11\n\rMODE_REQUIRED\x10\x03\x42\x08\n\x06\x63hoice\"\xc9\x02\n\x04\x43hat\x12<\n\x08messages\x18\x01 \x03(\x0b\x32*.trtllm_responses.inference.v1.ChatMessage\x12\x32\n\x05tools\x18\x02 \x03(\x0b\x32#.trtllm_responses.inference.v1.Tool\x12>\n\x0btool_choice\x18\x03 \x01(\x0b\x32).trtllm_responses.inference.v1.ToolChoice\x12\x1d\n\x10reasoning_effort\x18\x04 \x01(\tH\x00\x88\x01\x01\x12!\n\x19\x63hat_template_kwargs_json\x18\x05 \x01(\t\x12 \n\x13parallel_tool_calls\x18\x06 \x01(\x08H\x01\x88\x01\x01\x42\x13\n\x11_reasoning_effortB\x16\n\x14_parallel_tool_calls\"\x17\n\x08TokenIds\x12\x0b\n\x03ids\x18\x01 \x03(\r\"\xc0\x04\n\x0eSamplingParams\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x12\n\x05min_p\x18\x04 \x01(\x02H\x03\x88\x01\x01\x12\x11\n\x04seed\x18\x05 \x01(\x04H\x04\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\x06 \x01(\x02H\x05\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x07 \x01(\x02H\x06\x88\x01\x01\x12\x1f\n\x12repetition_penalty\x18\x08 \x01(\x02H\x07\x88\x01\x01\x12\x17\n\nmax_tokens\x18\t \x01(\rH\x08\x88\x01\x01\x12\x0c\n\x04stop\x18\n \x03(\t\x12\x16\n\x0estop_token_ids\x18\x0b \x03(\r\x12\x15\n\x08logprobs\x18\x0c \x01(\x08H\t\x88\x01\x01\x12\x19\n\x0ctop_logprobs\x18\r \x01(\rH\n\x88\x01\x01\x12\x17\n\nmin_tokens\x18\x0e \x01(\rH\x0b\x88\x01\x01\x12\x17\n\nignore_eos\x18\x0f \x01(\x08H\x0c\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x08\n\x06_min_pB\x07\n\x05_seedB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penaltyB\x15\n\x13_repetition_penaltyB\r\n\x0b_max_tokensB\x0b\n\t_logprobsB\x0f\n\r_top_logprobsB\r\n\x0b_min_tokensB\r\n\x0b_ignore_eos\"E\n\x10JsonSchemaFormat\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bschema_json\x18\x02 \x01(\t\x12\x0e\n\x06strict\x18\x03 \x01(\x08\"\x8a\x01\n\x0eResponseFormat\x12\x46\n\x0bjson_schema\x18\x01 \x01(\x0b\x32/.trtllm_responses.inference.v1.JsonSchemaFormatH\x00\x12\x15\n\x0bjson_object\x18\x02 \x01(\x08H\x00\x12\x0f\n\x05regex\x18\x03 \x01(\tH\x00\x42\x08\n\x06\x66ormat\"\xdd\x02\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x33\n\x04\x63hat\x18\x02 \x01(\x0b\x32#.trtllm_responses.inference.v1.ChatH\x00\x12\x10\n\x06prompt\x18\x03 \x01(\tH\x00\x12\x43\n\x10prompt_token_ids\x18\x04 \x01(\x0b\x32\'.trtllm_responses.inference.v1.TokenIdsH\x00\x12?\n\x08sampling\x18\x05 \x01(\x0b\x32-.trtllm_responses.inference.v1.SamplingParams\x12\x46\n\x0fresponse_format\x18\x06 \x01(\x0b\x32-.trtllm_responses.inference.v1.ResponseFormat\x12\x18\n\x10return_token_ids\x18\x07 \x01(\x08\x42\x07\n\x05input\";\n\nTopLogprob\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07logprob\x18\x02 \x01(\x02\x12\r\n\x05\x62ytes\x18\x03 \x01(\x0c\"~\n\x0cTokenLogprob\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07logprob\x18\x02 \x01(\x02\x12\r\n\x05\x62ytes\x18\x03 \x01(\x0c\x12?\n\x0ctop_logprobs\x18\x04 \x03(\x0b\x32).trtllm_responses.inference.v1.TopLogprob\"Q\n\rToolCallDelta\x12\r\n\x05index\x18\x01 \x01(\r\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x17\n\x0f\x61rguments_delta\x18\x04 \x01(\t\"\xc1\x01\n\x05\x44\x65lta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x16\n\x0ereasoning_text\x18\x02 \x01(\t\x12@\n\ntool_calls\x18\x03 \x03(\x0b\x32,.trtllm_responses.inference.v1.ToolCallDelta\x12\x11\n\ttoken_ids\x18\x04 \x03(\r\x12=\n\x08logprobs\x18\x05 \x03(\x0b\x32+.trtllm_responses.inference.v1.TokenLogprob\"j\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x15\n\rcached_tokens\x18\x03 \x01(\r\x12\x18\n\x10reasoning_tokens\x18\x04 \x01(\r\"\xad\x01\n\x05\x46inal\x12\x42\n\rfinish_reason\x18\x01 \x01(\x0e\x32+.trtllm_responses.inference.v1.FinishReason\x12\x14\n\x0cmatched_stop\x18\x02 \x01(\t\x12\x33\n\x05usage\x18\x03 \x01(\x0b\x32$.trtllm_responses.inference.v1.Usage\x12\x15\n\rerror_message\x18\x04 \x01(\t\"\x88\x01\n\x10GenerateResponse\x12\x35\n\x05\x64\x65lta\x18\x01 \x01(\x0b\x32$.trtllm_responses.inference.v1.DeltaH\x00\x12\x35\n\x05\x66inal\x18\x02 \x01(\x0b\x32$.trtllm_responses.inference.v1.FinalH\x00\x42\x06\n\x04kind\"d\n\x12\x43ountTokensRequest\x12\x33\n\x04\x63hat\x18\x01 \x01(\x0b\x32#.trtllm_responses.inference.v1.ChatH\x00\x12\x10\n\x06prompt\x18\x02 \x01(\tH\x00\x42\x07\n\x05input\"G\n\x13\x43ountTokensResponse\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\r\x12\x1a\n\x12max_context_length\x18\x02 \x01(\r\"\x15\n\x13GetModelInfoRequest\"m\n\x0c\x43\x61pabilities\x12\r\n\x05tools\x18\x01 \x01(\x08\x12\x11\n\treasoning\x18\x02 \x01(\x08\x12\x19\n\x11structured_output\x18\x03 \x01(\x08\x12\x0e\n\x06images\x18\x04 \x01(\x08\x12\x10\n\x08logprobs\x18\x05 \x01(\x08\"\xcc\x01\n\tModelInfo\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x1a\n\x12max_context_length\x18\x02 \x01(\r\x12\x41\n\x0c\x63\x61pabilities\x18\x03 \x01(\x0b\x32+.trtllm_responses.inference.v1.Capabilities\x12\x0e\n\x06\x65ngine\x18\x04 \x01(\t\x12\x13\n\x0btool_parser\x18\x05 \x01(\t\x12\x18\n\x10reasoning_parser\x18\x06 \x01(\t\x12\x0f\n\x07\x63reated\x18\x07 \x01(\x03\"\x10\n\x0eGetLoadRequest\"\x87\x01\n\x04Load\x12\x0e\n\x06queued\x18\x01 \x01(\r\x12\x0f\n\x07running\x18\x02 \x01(\r\x12\x1c\n\x14kv_cache_utilization\x18\x03 \x01(\x02\x12\x19\n\x11kv_cache_hit_rate\x18\x04 \x01(\x02\x12\x13\n\x0bmax_running\x18\x05 \x01(\r\x12\x10\n\x08\x64raining\x18\x06 \x01(\x08*\xb3\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1c\n\x18\x46INISH_REASON_TOOL_CALLS\x10\x03\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x04\x12\x17\n\x13\x46INISH_REASON_ERROR\x10\x05\x32\xc4\x03\n\x10InferenceService\x12m\n\x08Generate\x12..trtllm_responses.inference.v1.GenerateRequest\x1a/.trtllm_responses.inference.v1.GenerateResponse0\x01\x12t\n\x0b\x43ountTokens\x12\x31.trtllm_responses.inference.v1.CountTokensRequest\x1a\x32.trtllm_responses.inference.v1.CountTokensResponse\x12l\n\x0cGetModelInfo\x12\x32.trtllm_responses.inference.v1.GetModelInfoRequest\x1a(.trtllm_responses.inference.v1.ModelInfo\x12]\n\x07GetLoad\x12-.trtllm_responses.inference.v1.GetLoadRequest\x1a#.trtllm_responses.inference.v1.Loadb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-trtllm_responses/inference/v1/inference.proto\x12\x1dtrtllm_responses.inference.v1\"`\n\x0b\x43ontentPart\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x39\n\x05image\x18\x02 \x01(\x0b\x32(.trtllm_responses.inference.v1.ImagePartH\x00\x42\x06\n\x04part\"I\n\tImagePart\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x11\n\tmime_type\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"7\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\targuments\x18\x03 \x01(\t\"\xcc\x01\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12;\n\x07\x63ontent\x18\x02 \x03(\x0b\x32*.trtllm_responses.inference.v1.ContentPart\x12;\n\ntool_calls\x18\x03 \x03(\x0b\x32\'.trtllm_responses.inference.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x04 \x01(\t\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x11\n\treasoning\x18\x06 \x01(\t\"R\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x17\n\x0fparameters_json\x18\x03 \x01(\t\x12\x0e\n\x06strict\x18\x04 \x01(\x08\"\xbe\x01\n\nToolChoice\x12>\n\x04mode\x18\x01 \x01(\x0e\x32..trtllm_responses.inference.v1.ToolChoice.ModeH\x00\x12\x17\n\rfunction_name\x18\x02 \x01(\tH\x00\"M\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\r\n\tMODE_AUTO\x10\x01\x12\r\n\tMODE_NONE\x10\x02\x12\x11\n\rMODE_REQUIRED\x10\x03\x42\x08\n\x06\x63hoice\"\xf9\x02\n\x04\x43hat\x12<\n\x08messages\x18\x01 \x03(\x0b\x32*.trtllm_responses.inference.v1.ChatMessage\x12\x32\n\x05tools\x18\x02 \x03(\x0b\x32#.trtllm_responses.inference.v1.Tool\x12>\n\x0btool_choice\x18\x03 \x01(\x0b\x32).trtllm_responses.inference.v1.ToolChoice\x12\x1d\n\x10reasoning_effort\x18\x04 \x01(\tH\x00\x88\x01\x01\x12!\n\x19\x63hat_template_kwargs_json\x18\x05 \x01(\t\x12 \n\x13parallel_tool_calls\x18\x06 \x01(\x08H\x01\x88\x01\x01\x12\x1b\n\x0emax_tool_calls\x18\x07 \x01(\rH\x02\x88\x01\x01\x42\x13\n\x11_reasoning_effortB\x16\n\x14_parallel_tool_callsB\x11\n\x0f_max_tool_calls\"\x17\n\x08TokenIds\x12\x0b\n\x03ids\x18\x01 \x03(\r\"\xc0\x04\n\x0eSamplingParams\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x12\n\x05min_p\x18\x04 \x01(\x02H\x03\x88\x01\x01\x12\x11\n\x04seed\x18\x05 \x01(\x04H\x04\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\x06 \x01(\x02H\x05\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x07 \x01(\x02H\x06\x88\x01\x01\x12\x1f\n\x12repetition_penalty\x18\x08 \x01(\x02H\x07\x88\x01\x01\x12\x17\n\nmax_tokens\x18\t \x01(\rH\x08\x88\x01\x01\x12\x0c\n\x04stop\x18\n \x03(\t\x12\x16\n\x0estop_token_ids\x18\x0b \x03(\r\x12\x15\n\x08logprobs\x18\x0c \x01(\x08H\t\x88\x01\x01\x12\x19\n\x0ctop_logprobs\x18\r \x01(\rH\n\x88\x01\x01\x12\x17\n\nmin_tokens\x18\x0e \x01(\rH\x0b\x88\x01\x01\x12\x17\n\nignore_eos\x18\x0f \x01(\x08H\x0c\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x08\n\x06_min_pB\x07\n\x05_seedB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penaltyB\x15\n\x13_repetition_penaltyB\r\n\x0b_max_tokensB\x0b\n\t_logprobsB\x0f\n\r_top_logprobsB\r\n\x0b_min_tokensB\r\n\x0b_ignore_eos\"E\n\x10JsonSchemaFormat\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bschema_json\x18\x02 \x01(\t\x12\x0e\n\x06strict\x18\x03 \x01(\x08\"\x8a\x01\n\x0eResponseFormat\x12\x46\n\x0bjson_schema\x18\x01 \x01(\x0b\x32/.trtllm_responses.inference.v1.JsonSchemaFormatH\x00\x12\x15\n\x0bjson_object\x18\x02 \x01(\x08H\x00\x12\x0f\n\x05regex\x18\x03 \x01(\tH\x00\x42\x08\n\x06\x66ormat\"\xdd\x02\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x33\n\x04\x63hat\x18\x02 \x01(\x0b\x32#.trtllm_responses.inference.v1.ChatH\x00\x12\x10\n\x06prompt\x18\x03 \x01(\tH\x00\x12\x43\n\x10prompt_token_ids\x18\x04 \x01(\x0b\x32\'.trtllm_responses.inference.v1.TokenIdsH\x00\x12?\n\x08sampling\x18\x05 \x01(\x0b\x32-.trtllm_responses.inference.v1.SamplingParams\x12\x46\n\x0fresponse_format\x18\x06 \x01(\x0b\x32-.trtllm_responses.inference.v1.ResponseFormat\x12\x18\n\x10return_token_ids\x18\x07 \x01(\x08\x42\x07\n\x05input\";\n\nTopLogprob\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07logprob\x18\x02 \x01(\x02\x12\r\n\x05\x62ytes\x18\x03 \x01(\x0c\"~\n\x0cTokenLogprob\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07logprob\x18\x02 \x01(\x02\x12\r\n\x05\x62ytes\x18\x03 \x01(\x0c\x12?\n\x0ctop_logprobs\x18\x04 \x03(\x0b\x32).trtllm_responses.inference.v1.TopLogprob\"`\n\rToolCallDelta\x12\r\n\x05index\x18\x01 \x01(\r\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x17\n\x0f\x61rguments_delta\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"\xc1\x01\n\x05\x44\x65lta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x16\n\x0ereasoning_text\x18\x02 \x01(\t\x12@\n\ntool_calls\x18\x03 \x03(\x0b\x32,.trtllm_responses.inference.v1.ToolCallDelta\x12\x11\n\ttoken_ids\x18\x04 \x03(\r\x12=\n\x08logprobs\x18\x05 \x03(\x0b\x32+.trtllm_responses.inference.v1.TokenLogprob\"j\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x15\n\rcached_tokens\x18\x03 \x01(\r\x12\x18\n\x10reasoning_tokens\x18\x04 \x01(\r\"\xad\x01\n\x05\x46inal\x12\x42\n\rfinish_reason\x18\x01 \x01(\x0e\x32+.trtllm_responses.inference.v1.FinishReason\x12\x14\n\x0cmatched_stop\x18\x02 \x01(\t\x12\x33\n\x05usage\x18\x03 \x01(\x0b\x32$.trtllm_responses.inference.v1.Usage\x12\x15\n\rerror_message\x18\x04 \x01(\t\"\x88\x01\n\x10GenerateResponse\x12\x35\n\x05\x64\x65lta\x18\x01 \x01(\x0b\x32$.trtllm_responses.inference.v1.DeltaH\x00\x12\x35\n\x05\x66inal\x18\x02 \x01(\x0b\x32$.trtllm_responses.inference.v1.FinalH\x00\x42\x06\n\x04kind\"d\n\x12\x43ountTokensRequest\x12\x33\n\x04\x63hat\x18\x01 \x01(\x0b\x32#.trtllm_responses.inference.v1.ChatH\x00\x12\x10\n\x06prompt\x18\x02 \x01(\tH\x00\x42\x07\n\x05input\"G\n\x13\x43ountTokensResponse\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\r\x12\x1a\n\x12max_context_length\x18\x02 \x01(\r\"\x15\n\x13GetModelInfoRequest\"m\n\x0c\x43\x61pabilities\x12\r\n\x05tools\x18\x01 \x01(\x08\x12\x11\n\treasoning\x18\x02 \x01(\x08\x12\x19\n\x11structured_output\x18\x03 \x01(\x08\x12\x0e\n\x06images\x18\x04 \x01(\x08\x12\x10\n\x08logprobs\x18\x05 \x01(\x08\"\xcc\x01\n\tModelInfo\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x1a\n\x12max_context_length\x18\x02 \x01(\r\x12\x41\n\x0c\x63\x61pabilities\x18\x03 \x01(\x0b\x32+.trtllm_responses.inference.v1.Capabilities\x12\x0e\n\x06\x65ngine\x18\x04 \x01(\t\x12\x13\n\x0btool_parser\x18\x05 \x01(\t\x12\x18\n\x10reasoning_parser\x18\x06 \x01(\t\x12\x0f\n\x07\x63reated\x18\x07 \x01(\x03\"\x10\n\x0eGetLoadRequest\"\x87\x01\n\x04Load\x12\x0e\n\x06queued\x18\x01 \x01(\r\x12\x0f\n\x07running\x18\x02 \x01(\r\x12\x1c\n\x14kv_cache_utilization\x18\x03 \x01(\x02\x12\x19\n\x11kv_cache_hit_rate\x18\x04 \x01(\x02\x12\x13\n\x0bmax_running\x18\x05 \x01(\r\x12\x10\n\x08\x64raining\x18\x06 \x01(\x08*\xb3\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1c\n\x18\x46INISH_REASON_TOOL_CALLS\x10\x03\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x04\x12\x17\n\x13\x46INISH_REASON_ERROR\x10\x05\x32\xc4\x03\n\x10InferenceService\x12m\n\x08Generate\x12..trtllm_responses.inference.v1.GenerateRequest\x1a/.trtllm_responses.inference.v1.GenerateResponse0\x01\x12t\n\x0b\x43ountTokens\x12\x31.trtllm_responses.inference.v1.CountTokensRequest\x1a\x32.trtllm_responses.inference.v1.CountTokensResponse\x12l\n\x0cGetModelInfo\x12\x32.trtllm_responses.inference.v1.GetModelInfoRequest\x1a(.trtllm_responses.inference.v1.ModelInfo\x12]\n\x07GetLoad\x12-.trtllm_responses.inference.v1.GetLoadRequest\x1a#.trtllm_responses.inference.v1.Loadb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'trtllm_responses.inference.v1.inference_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FINISHREASON']._serialized_start=3858
-  _globals['_FINISHREASON']._serialized_end=4037
+  _globals['_FINISHREASON']._serialized_start=3921
+  _globals['_FINISHREASON']._serialized_end=4100
   _globals['_CONTENTPART']._serialized_start=80
   _globals['_CONTENTPART']._serialized_end=176
   _globals['_IMAGEPART']._serialized_start=178
@@ -48,45 +48,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOOLCHOICE_MODE']._serialized_start=705
   _globals['_TOOLCHOICE_MODE']._serialized_end=782
   _globals['_CHAT']._serialized_start=795
-  _globals['_CHAT']._serialized_end=1124
-  _globals['_TOKENIDS']._serialized_start=1126
-  _globals['_TOKENIDS']._serialized_end=1149
-  _globals['_SAMPLINGPARAMS']._serialized_start=1152
-  _globals['_SAMPLINGPARAMS']._serialized_end=1728
-  _globals['_JSONSCHEMAFORMAT']._serialized_start=1730
-  _globals['_JSONSCHEMAFORMAT']._serialized_end=1799
-  _globals['_RESPONSEFORMAT']._serialized_start=1802
-  _globals['_RESPONSEFORMAT']._serialized_end=1940
-  _globals['_GENERATEREQUEST']._serialized_start=1943
-  _globals['_GENERATEREQUEST']._serialized_end=2292
-  _globals['_TOPLOGPROB']._serialized_start=2294
-  _globals['_TOPLOGPROB']._serialized_end=2353
-  _globals['_TOKENLOGPROB']._serialized_start=2355
-  _globals['_TOKENLOGPROB']._serialized_end=2481
-  _globals['_TOOLCALLDELTA']._serialized_start=2483
-  _globals['_TOOLCALLDELTA']._serialized_end=2564
-  _globals['_DELTA']._serialized_start=2567
-  _globals['_DELTA']._serialized_end=2760
-  _globals['_USAGE']._serialized_start=2762
-  _globals['_USAGE']._serialized_end=2868
-  _globals['_FINAL']._serialized_start=2871
-  _globals['_FINAL']._serialized_end=3044
-  _globals['_GENERATERESPONSE']._serialized_start=3047
-  _globals['_GENERATERESPONSE']._serialized_end=3183
-  _globals['_COUNTTOKENSREQUEST']._serialized_start=3185
-  _globals['_COUNTTOKENSREQUEST']._serialized_end=3285
-  _globals['_COUNTTOKENSRESPONSE']._serialized_start=3287
-  _globals['_COUNTTOKENSRESPONSE']._serialized_end=3358
-  _globals['_GETMODELINFOREQUEST']._serialized_start=3360
-  _globals['_GETMODELINFOREQUEST']._serialized_end=3381
-  _globals['_CAPABILITIES']._serialized_start=3383
-  _globals['_CAPABILITIES']._serialized_end=3492
-  _globals['_MODELINFO']._serialized_start=3495
-  _globals['_MODELINFO']._serialized_end=3699
-  _globals['_GETLOADREQUEST']._serialized_start=3701
-  _globals['_GETLOADREQUEST']._serialized_end=3717
-  _globals['_LOAD']._serialized_start=3720
-  _globals['_LOAD']._serialized_end=3855
-  _globals['_INFERENCESERVICE']._serialized_start=4040
-  _globals['_INFERENCESERVICE']._serialized_end=4492
+  _globals['_CHAT']._serialized_end=1172
+  _globals['_TOKENIDS']._serialized_start=1174
+  _globals['_TOKENIDS']._serialized_end=1197
+  _globals['_SAMPLINGPARAMS']._serialized_start=1200
+  _globals['_SAMPLINGPARAMS']._serialized_end=1776
+  _globals['_JSONSCHEMAFORMAT']._serialized_start=1778
+  _globals['_JSONSCHEMAFORMAT']._serialized_end=1847
+  _globals['_RESPONSEFORMAT']._serialized_start=1850
+  _globals['_RESPONSEFORMAT']._serialized_end=1988
+  _globals['_GENERATEREQUEST']._serialized_start=1991
+  _globals['_GENERATEREQUEST']._serialized_end=2340
+  _globals['_TOPLOGPROB']._serialized_start=2342
+  _globals['_TOPLOGPROB']._serialized_end=2401
+  _globals['_TOKENLOGPROB']._serialized_start=2403
+  _globals['_TOKENLOGPROB']._serialized_end=2529
+  _globals['_TOOLCALLDELTA']._serialized_start=2531
+  _globals['_TOOLCALLDELTA']._serialized_end=2627
+  _globals['_DELTA']._serialized_start=2630
+  _globals['_DELTA']._serialized_end=2823
+  _globals['_USAGE']._serialized_start=2825
+  _globals['_USAGE']._serialized_end=2931
+  _globals['_FINAL']._serialized_start=2934
+  _globals['_FINAL']._serialized_end=3107
+  _globals['_GENERATERESPONSE']._serialized_start=3110
+  _globals['_GENERATERESPONSE']._serialized_end=3246
+  _globals['_COUNTTOKENSREQUEST']._serialized_start=3248
+  _globals['_COUNTTOKENSREQUEST']._serialized_end=3348
+  _globals['_COUNTTOKENSRESPONSE']._serialized_start=3350
+  _globals['_COUNTTOKENSRESPONSE']._serialized_end=3421
+  _globals['_GETMODELINFOREQUEST']._serialized_start=3423
+  _globals['_GETMODELINFOREQUEST']._serialized_end=3444
+  _globals['_CAPABILITIES']._serialized_start=3446
+  _globals['_CAPABILITIES']._serialized_end=3555
+  _globals['_MODELINFO']._serialized_start=3558
+  _globals['_MODELINFO']._serialized_end=3762
+  _globals['_GETLOADREQUEST']._serialized_start=3764
+  _globals['_GETLOADREQUEST']._serialized_end=3780
+  _globals['_LOAD']._serialized_start=3783
+  _globals['_LOAD']._serialized_end=3918
+  _globals['_INFERENCESERVICE']._serialized_start=4103
+  _globals['_INFERENCESERVICE']._serialized_end=4555
 # @@protoc_insertion_point(module_scope)
