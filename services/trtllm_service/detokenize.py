@@ -24,9 +24,16 @@ _CONTEXT_TOKENS = 6
 class IncrementalDetokenizer:
     """Turns a growing list of token ids into text deltas."""
 
-    def __init__(self, tokenizer: Any, skip_special_tokens: bool = True) -> None:
+    def __init__(self, tokenizer: Any, skip_special_tokens: bool = True, keep_special: Sequence[str] = ()) -> None:
+        """`keep_special` names special tokens that must stay in the text even though
+        special tokens are skipped (a parser's markup, e.g. Mistral's `[TOOL_CALLS]`)."""
         self._tok = tokenizer
         self._skip = skip_special_tokens
+        self._drop: frozenset[int] = frozenset()
+        if skip_special_tokens and keep_special:
+            keep = {tokenizer.convert_tokens_to_ids(t) for t in keep_special}
+            self._drop = frozenset(set(tokenizer.all_special_ids) - keep)
+            self._skip = False
         self._ids: list[int] = []
         self._prefix = 0  # start of the decode window
         self._read = 0  # ids before this are already emitted
@@ -36,7 +43,7 @@ class IncrementalDetokenizer:
 
     def push(self, token_ids: Sequence[int]) -> str:
         """Adds tokens; returns the text that became final (may be empty)."""
-        self._ids.extend(token_ids)
+        self._ids.extend(i for i in token_ids if i not in self._drop)
         return self._advance(final=False)
 
     def flush(self) -> str:

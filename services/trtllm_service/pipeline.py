@@ -17,6 +17,7 @@ becomes `Final{ERROR}` so the caller keeps what it already received.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
@@ -26,11 +27,12 @@ from typing import AsyncIterator
 
 from trtllm_responses.inference.v1 import inference_pb2 as pb
 
+from .agentic import OutputPlanner
 from .detokenize import IncrementalDetokenizer
 from .engine.base import Engine, EngineError, SamplingConfig, TokenLogprobs
 from .errors import QueueFull
 from .metrics import ServiceMetrics
-from .parsing import OutputParser, ParsedDelta, create_parser
+from .parsing import OutputParser, ParsedDelta
 from .sampling import check_budget, sampling_config
 from .stops import StopMatcher
 from .template import Templater
@@ -86,12 +88,12 @@ class Admission:
 
 class GenerationPipeline:
     def __init__(self, engine: Engine, templater: Templater, metrics: ServiceMetrics,
-                 admission: Admission, parser_name: str | None = None) -> None:
+                 admission: Admission, planner: OutputPlanner) -> None:
         self.engine = engine
         self.templater = templater
         self.metrics = metrics
         self.admission = admission
-        self.parser_name = parser_name
+        self.planner = planner
 
     async def prompt_ids(self, request: pb.GenerateRequest | pb.CountTokensRequest) -> list[int]:
         return await asyncio.to_thread(self.templater.prompt_ids, request)
@@ -99,13 +101,16 @@ class GenerationPipeline:
     async def generate(self, request: pb.GenerateRequest) -> AsyncIterator[pb.GenerateResponse]:
         started = time.monotonic()
         sampling, stops = sampling_config(request, self.engine)
-        prompt = await self.prompt_ids(request)
+        text, prompt = await asyncio.to_thread(self.templater.prompt, request)
+        plan = self.planner.plan(request, text)
+        if plan.guided is not None:
+            sampling = dataclasses.replace(sampling, guided=plan.guided)
         sampling = check_budget(sampling, len(prompt), self.engine.max_context_length)
         self.admission.enter()
         run = _Run(
             request_id=request.request_id or uuid.uuid4().hex, prompt_len=len(prompt),
-            detok=IncrementalDetokenizer(self.templater.tokenizer), stops=StopMatcher(stops),
-            parser=create_parser(self.parser_name), started=started,
+            detok=IncrementalDetokenizer(self.templater.tokenizer, keep_special=plan.keep_special_tokens),
+            stops=StopMatcher(stops), parser=plan.parser, started=started,
             return_token_ids=request.return_token_ids,
         )
         try:
@@ -191,7 +196,8 @@ class GenerationPipeline:
             return None
         delta = pb.Delta(text=parsed.text, reasoning_text=parsed.reasoning)
         for piece in parsed.tool_calls:
-            delta.tool_calls.add(index=piece.index, id=piece.id, name=piece.name, arguments_delta=piece.arguments_delta)
+            delta.tool_calls.add(index=piece.index, id=piece.id, name=piece.name,
+                                 arguments_delta=piece.arguments_delta, error=piece.error or "")
         if run.return_token_ids:
             delta.token_ids.extend(run.pending_ids)
         for lp in run.pending_logprobs:

@@ -25,7 +25,7 @@ from trtllm_responses.inference.v1 import inference_pb2_grpc as pb_grpc
 from .engine.base import Engine
 from .errors import NotServing, status_for
 from .metrics import ServiceMetrics
-from .parsing import create_parser
+from .agentic import OutputPlanner
 from .pipeline import Admission, GenerationPipeline
 from .settings import ServiceSettings
 from .template import Templater
@@ -171,8 +171,8 @@ class InferenceServer:
         self.metrics.bind_model(self.settings.served_model_name or self.engine.model_id)
         templater = Templater(self.engine.tokenizer, supports_images=self.engine.supports_images)
         limit = self.settings.max_batch_size + self.settings.max_queue
-        self.pipeline = GenerationPipeline(self.engine, templater, self.metrics, Admission(limit),
-                                           parser_name=self.settings.tool_parser)
+        self.planner = OutputPlanner(self.engine, self.settings.tool_parser, self.settings.reasoning_parser)
+        self.pipeline = GenerationPipeline(self.engine, templater, self.metrics, Admission(limit), self.planner)
         self._poller = asyncio.create_task(self._poll_load())
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info("serving", extra={"port": self.port, "metrics_port": self.metrics_port,
@@ -186,14 +186,13 @@ class InferenceServer:
         return self.pipeline
 
     def model_info(self) -> pb.ModelInfo:
-        parser = create_parser(self.settings.tool_parser)
-        caps = pb.Capabilities(tools=getattr(parser, "supports_tools", False),
-                               reasoning=getattr(parser, "supports_reasoning", False),
+        planner = self.planner
+        caps = pb.Capabilities(tools=True, reasoning=planner.supports_reasoning,
                                structured_output=self.engine.supports_guided, images=self.engine.supports_images,
                                logprobs=self.engine.supports_logprobs)
         return pb.ModelInfo(model_id=self.metrics.model_name, max_context_length=self.engine.max_context_length,
-                            capabilities=caps, engine=self.engine.name, tool_parser=self.settings.tool_parser or "",
-                            reasoning_parser=self.settings.reasoning_parser or "", created=self.loaded_at)
+                            capabilities=caps, engine=self.engine.name, tool_parser=planner.tool_parser,
+                            reasoning_parser=planner.reasoning_parser or "", created=self.loaded_at)
 
     async def _poll_load(self) -> None:
         while True:

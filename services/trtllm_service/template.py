@@ -9,6 +9,14 @@ Role handling: "developer" is OpenAI's newer name for "system"; templates that d
 it get "system". Tool results are role "tool" with `tool_call_id`; assistant tool calls are
 `tool_calls: [{id, type: function, function: {name, arguments}}]` (the HF convention), with
 arguments parsed back to an object because most templates `tojson` them.
+
+Templates without tool support (no `tools` variable, e.g. SmolLM2's ChatML) get the tools
+described in the system prompt in Hermes format, assistant calls rendered as
+`<tool_call>{json}</tool_call>` text and results as `<tool_response>` text, so the model
+sees the whole exchange and the `hermes` parser reads its calls.
+
+Reasoning effort: templates with a thinking switch (`enable_thinking`, Qwen3) get it set
+from the effort ("none" turns thinking off); other templates ignore the effort.
 """
 from __future__ import annotations
 
@@ -64,14 +72,55 @@ def _tools(chat: pb.Chat) -> list[dict] | None:
     return tools
 
 
+_TOOLS_PROMPT = """# Tools
+
+You may call one or more functions to assist with the user query.
+
+You are provided with function signatures within <tools></tools> XML tags:
+<tools>
+{tools}
+</tools>
+
+For each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:
+<tool_call>
+{{"name": <function-name>, "arguments": <args-json-object>}}
+</tool_call>"""
+
+
+def _with_tools_in_text(messages: list[dict], tools: list[dict] | None) -> list[dict]:
+    """Hermes-format rendering of tools, calls and results for templates without tools."""
+    out = []
+    for m in messages:
+        m = dict(m)
+        calls = m.pop("tool_calls", None)
+        if calls:
+            rendered = [json.dumps({"name": c["function"]["name"], "arguments": c["function"]["arguments"]})
+                        for c in calls]
+            m["content"] = (m["content"] + "\n" if m["content"] else "") + "\n".join(
+                f"<tool_call>\n{r}\n</tool_call>" for r in rendered)
+        if m["role"] == "tool":
+            m["content"] = f"<tool_response>\n{m['content']}\n</tool_response>"
+            m.pop("tool_call_id", None)
+        out.append(m)
+    if tools:
+        prompt = _TOOLS_PROMPT.format(tools="\n".join(json.dumps(t) for t in tools))
+        if out and out[0]["role"] == "system":
+            out[0] = {**out[0], "content": out[0]["content"] + "\n\n" + prompt}
+        else:
+            out.insert(0, {"role": "system", "content": prompt})
+    return out
+
+
 class Templater:
     """Renders chats with one tokenizer's template; safe to call from worker threads."""
 
     def __init__(self, tokenizer: Any, supports_images: bool = False) -> None:
         self.tokenizer = tokenizer
         self.supports_images = supports_images
-        source = getattr(tokenizer, "chat_template", None) or ""
-        self._knows_developer = "developer" in str(source)
+        source = str(getattr(tokenizer, "chat_template", None) or "")
+        self._knows_developer = "developer" in source
+        self._native_tools = "tools" in source
+        self._thinking_switch = "enable_thinking" in source
 
     def messages(self, chat: pb.Chat) -> list[dict]:
         if not chat.messages:
@@ -102,9 +151,14 @@ class Templater:
                 raise InvalidRequest(f"chat_template_kwargs is not valid JSON: {exc.msg}", "chat_template_kwargs")
             if not isinstance(kwargs, dict):
                 raise InvalidRequest("chat_template_kwargs must be a JSON object", "chat_template_kwargs")
+        if self._thinking_switch and chat.HasField("reasoning_effort") and "enable_thinking" not in kwargs:
+            kwargs["enable_thinking"] = chat.reasoning_effort != "none"
+        messages, tools = self.messages(chat), _tools(chat)
+        if not self._native_tools:
+            messages, tools = _with_tools_in_text(messages, tools), None
         try:
             return self.tokenizer.apply_chat_template(
-                self.messages(chat), tools=_tools(chat), add_generation_prompt=True, tokenize=False, **kwargs
+                messages, tools=tools, add_generation_prompt=True, tokenize=False, **kwargs
             )
         except InvalidRequest:
             raise
@@ -116,13 +170,18 @@ class Templater:
 
     def prompt_ids(self, request: pb.GenerateRequest | pb.CountTokensRequest) -> list[int]:
         """Token ids for a request's input, exactly as Generate feeds the engine."""
+        return self.prompt(request)[1]
+
+    def prompt(self, request: pb.GenerateRequest | pb.CountTokensRequest) -> tuple[str | None, list[int]]:
+        """(rendered text or None for token-id input, token ids) of a request's input."""
         kind = request.WhichOneof("input")
         if kind == "chat":
-            return self.encode(self.render(request.chat))
+            text = self.render(request.chat)
+            return text, self.encode(text)
         if kind == "prompt":
             if not request.prompt:
                 raise InvalidRequest("prompt must not be empty", "prompt")
-            return list(self.tokenizer(request.prompt)["input_ids"])
+            return request.prompt, list(self.tokenizer(request.prompt)["input_ids"])
         if kind == "prompt_token_ids":
             ids = list(request.prompt_token_ids.ids)
             if not ids:
@@ -130,5 +189,5 @@ class Templater:
             vocab = len(self.tokenizer)
             if any(i >= vocab for i in ids):
                 raise InvalidRequest(f"prompt_token_ids has ids outside the vocabulary (size {vocab})", "prompt_token_ids")
-            return ids
+            return None, ids
         raise InvalidRequest("one of chat, prompt or prompt_token_ids is required", "input")

@@ -1,0 +1,100 @@
+"""Per-request output plan: which parser reads the model's text, and whether decoding is
+constrained so that a tool call must come out.
+
+Parsers come from settings (`--tool-parser`, `--reasoning-parser`) or, when unset, from the
+model family (`parsing.default_parsers`). A model whose chat template has no tool support
+(SmolLM2) still serves tools: the templater describes them in the system prompt in Hermes
+format, and the `hermes` parser reads the calls.
+
+tool_choice:
+- auto: the model decides; its calls are parsed.
+- none: no tool parsing; text stays text.
+- required / a named function: decoding is constrained with a grammar that only admits a
+  call in the parser's format (`guided.tool_call_constraint`), so even a small model emits
+  a valid call whose arguments match the tool's schema. This needs an engine with guided
+  decoding; otherwise the request is refused with a clear error.
+A request with its own `response_format` and a forced tool call is refused: one constraint
+per request.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from trtllm_responses.inference.v1 import inference_pb2 as pb
+
+from .engine.base import Engine, GuidedDecoding
+from .errors import InvalidRequest
+from .guided import ToolConstraintError, tool_call_constraint
+from .parsing import OutputParser, create_parser, default_parsers, prompt_opens_reasoning
+from .parsing.registry import TOOL_PARSERS
+
+FALLBACK_TOOL_PARSER = "hermes"
+_MODE = pb.ToolChoice
+
+
+@dataclass
+class OutputPlan:
+    parser: OutputParser
+    guided: GuidedDecoding | None
+    keep_special_tokens: tuple[str, ...]
+
+
+class OutputPlanner:
+    """Chooses parsers once per server and builds a plan per request."""
+
+    def __init__(self, engine: Engine, tool_parser: str | None, reasoning_parser: str | None) -> None:
+        template = str(getattr(engine.tokenizer, "chat_template", "") or "")
+        if tool_parser is None and reasoning_parser is None:
+            tool_parser, reasoning_parser = default_parsers(engine.model_id, template)
+        self.native_tool_parser = tool_parser
+        self.tool_parser = tool_parser or FALLBACK_TOOL_PARSER
+        self.reasoning_parser = reasoning_parser
+        self.engine = engine
+        parser_cls = TOOL_PARSERS.get(self.tool_parser)
+        self.keep_special = tuple(getattr(parser_cls, "special_tokens", ()))
+
+    @property
+    def supports_reasoning(self) -> bool:
+        return self.reasoning_parser is not None
+
+    def plan(self, request: pb.GenerateRequest, prompt_text: str | None) -> OutputPlan:
+        chat = request.chat if request.WhichOneof("input") == "chat" else None
+        tools_on = bool(chat and chat.tools) and _mode(chat) != _MODE.MODE_NONE
+        parser = create_parser(
+            self.tool_parser if tools_on else None, self.reasoning_parser,
+            tool_names=[t.name for t in chat.tools] if chat else None, tools_enabled=tools_on,
+            starts_in_reasoning=bool(prompt_text and self.reasoning_parser and prompt_opens_reasoning(prompt_text)))
+        guided = self._forced_call(request, chat) if tools_on else None
+        return OutputPlan(parser, guided, self.keep_special if tools_on else ())
+
+    def _forced_call(self, request: pb.GenerateRequest, chat: pb.Chat) -> GuidedDecoding | None:
+        choice = chat.tool_choice.WhichOneof("choice")
+        if choice == "function_name":
+            wanted: str | dict = {"name": chat.tool_choice.function_name}
+        elif _mode(chat) == _MODE.MODE_REQUIRED:
+            wanted = "required"
+        else:
+            return None
+        if not self.engine.supports_guided:
+            raise InvalidRequest(f"tool_choice {_describe(wanted)} needs constrained decoding, which the "
+                                 f"{self.engine.name} engine does not support", "tool_choice")
+        if request.HasField("response_format") and request.response_format.WhichOneof("format"):
+            raise InvalidRequest("a forced tool call cannot be combined with a response format", "tool_choice")
+        tools = [{"name": t.name, "parameters": t.parameters_json} for t in chat.tools]
+        parallel = chat.parallel_tool_calls if chat.HasField("parallel_tool_calls") else True
+        max_calls = chat.max_tool_calls if chat.HasField("max_tool_calls") else None
+        try:
+            return tool_call_constraint(tools, wanted, parallel, self.tool_parser, max_calls=max_calls)
+        except ToolConstraintError as exc:
+            raise InvalidRequest(str(exc), "tool_choice") from None
+
+
+def _mode(chat: pb.Chat) -> int:
+    if chat.tool_choice.WhichOneof("choice") == "mode":
+        return chat.tool_choice.mode
+    return _MODE.MODE_AUTO
+
+
+def _describe(wanted: str | dict) -> str:
+    return json.dumps(wanted) if isinstance(wanted, dict) else repr(wanted)
