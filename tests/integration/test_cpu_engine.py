@@ -1,0 +1,204 @@
+"""The CPU engine on the real default model (SmolLM2-135M), at the Engine contract level."""
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import aclosing
+
+import pytest
+
+from trtllm_service.engine.base import EngineRejected, GuidedDecoding, SamplingConfig, TokenStep
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+def chat(engine, text: str) -> list[int]:
+    ids = engine.tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                               return_dict=False)
+    return list(ids["input_ids"]) if not isinstance(ids, list) else list(ids)
+
+
+async def run(engine, rid: str, prompt: list[int], sampling: SamplingConfig) -> tuple[list[int], list[TokenStep]]:
+    tokens, steps = [], []
+    async for step in engine.generate(rid, prompt, sampling):
+        steps.append(step)
+        tokens.extend(step.token_ids)
+    return tokens, steps
+
+
+async def wait_until_idle(engine, limit_s: float = 30.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while engine.load().running and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+
+
+async def test_engine_is_ready(cpu_engine):
+    assert cpu_engine.health()
+    assert cpu_engine.model_id == "SmolLM2-135M-Instruct"
+    assert 0 < cpu_engine.max_context_length <= 8192
+    assert "<|im_start|>" in cpu_engine.tokenizer.chat_template
+
+
+async def test_streams_sensible_text_and_stops_at_eos(cpu_engine):
+    tokens, steps = await run(cpu_engine, "paris", chat(cpu_engine, "What is the capital of France?"),
+                              SamplingConfig(max_tokens=40))
+    assert len(steps) > 1 and all(s.token_ids for s in steps[:-1])
+    assert all(s.finish_reason is None for s in steps[:-1])
+    assert "Paris" in cpu_engine.tokenizer.decode(tokens)
+    assert steps[-1].finish_reason == "stop"
+    assert steps[-1].stop_token_id == cpu_engine.tokenizer.eos_token_id
+    assert cpu_engine.tokenizer.eos_token_id not in tokens
+
+
+async def test_max_tokens_ends_with_length(cpu_engine):
+    tokens, steps = await run(cpu_engine, "len", chat(cpu_engine, "Tell me a long story."), SamplingConfig(max_tokens=7))
+    assert len(tokens) == 7
+    assert steps[-1].finish_reason == "length"
+    assert steps[-1].stop_token_id is None
+
+
+async def test_stop_token_id_ends_the_request(cpu_engine):
+    prompt = chat(cpu_engine, "What is the capital of France?")
+    first, _ = await run(cpu_engine, "probe", prompt, SamplingConfig(max_tokens=3))
+    tokens, steps = await run(cpu_engine, "stopid", prompt, SamplingConfig(max_tokens=20, stop_token_ids=(first[1],)))
+    assert tokens == first[:1]
+    assert (steps[-1].finish_reason, steps[-1].stop_token_id) == ("stop", first[1])
+
+
+async def test_min_tokens_suppresses_eos(cpu_engine):
+    prompt = chat(cpu_engine, "What is the capital of France?")
+    natural, _ = await run(cpu_engine, "natural", prompt, SamplingConfig(max_tokens=40))
+    want = len(natural) + 5
+    tokens, steps = await run(cpu_engine, "min", prompt, SamplingConfig(max_tokens=want, min_tokens=want))
+    assert len(tokens) == want and steps[-1].finish_reason == "length"
+
+
+async def test_greedy_is_deterministic(cpu_engine):
+    prompt = chat(cpu_engine, "Name three colours.")
+    a, _ = await run(cpu_engine, "g1", prompt, SamplingConfig(max_tokens=16, temperature=0.0))
+    b, _ = await run(cpu_engine, "g2", prompt, SamplingConfig(max_tokens=16))
+    assert a == b and len(a) > 3
+
+
+async def test_seed_reproduces_sampling(cpu_engine):
+    prompt = chat(cpu_engine, "Write a sentence about the moon.")
+    sampling = SamplingConfig(max_tokens=24, temperature=1.2, top_p=0.95, top_k=100, seed=1234, ignore_eos=True)
+    a, _ = await run(cpu_engine, "s1", prompt, sampling)
+    b, _ = await run(cpu_engine, "s2", prompt, sampling)
+    c, _ = await run(cpu_engine, "s3", prompt, SamplingConfig(**{**sampling.__dict__, "seed": 99}))
+    assert a == b
+    assert a != c
+
+
+async def test_penalties_change_greedy_output(cpu_engine):
+    prompt = chat(cpu_engine, "Repeat the word 'cat' many times.")
+    plain, _ = await run(cpu_engine, "p0", prompt, SamplingConfig(max_tokens=16, ignore_eos=True))
+    penalised, _ = await run(cpu_engine, "p1", prompt,
+                             SamplingConfig(max_tokens=16, ignore_eos=True, frequency_penalty=2.0,
+                                            presence_penalty=2.0, repetition_penalty=1.5))
+    assert plain != penalised
+    assert len(set(penalised)) == len(penalised)  # a 2.0 presence penalty forbids repeats here
+
+
+async def test_logprobs_match_tokens(cpu_engine):
+    tokens, steps = await run(cpu_engine, "lp", chat(cpu_engine, "Say hello."),
+                              SamplingConfig(max_tokens=10, logprobs=3, ignore_eos=True))
+    logprobs = [lp for s in steps for lp in (s.logprobs or [])]
+    assert len(logprobs) == len(tokens) == 10
+    for token, lp in zip(tokens, logprobs):
+        assert lp.token_id == token and lp.logprob <= 0.0
+        assert len(lp.top) == 3
+        assert [v for _, v in lp.top] == sorted((v for _, v in lp.top), reverse=True)
+        assert lp.top[0][1] >= lp.logprob  # greedy: the sampled token is the most likely one
+    assert all(s.logprobs is None for s in (await run(cpu_engine, "nolp", chat(cpu_engine, "Hi"),
+                                                      SamplingConfig(max_tokens=3)))[1])
+
+
+async def test_concurrent_requests_are_batched(cpu_engine):
+    prompt = chat(cpu_engine, "Tell me about the ocean.")
+    sampling = SamplingConfig(max_tokens=32, ignore_eos=True)
+    start = time.perf_counter()
+    single, _ = await run(cpu_engine, "solo", prompt, sampling)
+    single_rate = len(single) / (time.perf_counter() - start)
+    peak = 0
+
+    async def one(i: int) -> list[int]:
+        nonlocal peak
+        tokens = []
+        async for step in cpu_engine.generate(f"conc-{i}", prompt, sampling):
+            peak = max(peak, cpu_engine.load().running)
+            tokens.extend(step.token_ids)
+        return tokens
+
+    start = time.perf_counter()
+    results = await asyncio.gather(*(one(i) for i in range(8)))
+    aggregate = sum(map(len, results)) / (time.perf_counter() - start)
+    print(f"\nsingle stream {single_rate:.1f} tok/s, 8 concurrent {aggregate:.1f} tok/s aggregate, peak running {peak}")
+    assert all(len(r) == 32 for r in results)
+    assert peak >= 4  # decoded together, not one after another
+    assert aggregate > single_rate
+
+
+async def test_closing_the_stream_frees_the_slot(cpu_engine):
+    prompt = chat(cpu_engine, "Tell me a very long story.")
+    got = 0
+    async with aclosing(cpu_engine.generate("closer", prompt, SamplingConfig(max_tokens=200, ignore_eos=True))) as it:
+        async for step in it:
+            got += len(step.token_ids)
+            if got >= 3:
+                break
+    await wait_until_idle(cpu_engine)
+    assert cpu_engine.load().running == 0
+    assert "closer" not in cpu_engine._requests
+
+
+async def test_abort_ends_with_cancelled(cpu_engine):
+    prompt = chat(cpu_engine, "Tell me a very long story.")
+    steps: list[TokenStep] = []
+    first = asyncio.Event()
+
+    async def consume():
+        async for step in cpu_engine.generate("victim", prompt, SamplingConfig(max_tokens=200, ignore_eos=True)):
+            steps.append(step)
+            first.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(first.wait(), 60)
+    await cpu_engine.abort("victim")
+    await asyncio.wait_for(task, 10)
+    assert steps[-1].finish_reason == "cancelled"
+    assert sum(len(s.token_ids) for s in steps) < 200
+    await wait_until_idle(cpu_engine)
+    assert cpu_engine.load().running == 0
+    await cpu_engine.abort("no-such-request")  # unknown ids are ignored
+
+
+async def test_cancelling_the_consumer_task_frees_the_slot(cpu_engine):
+    prompt = chat(cpu_engine, "Tell me a very long story.")
+    first = asyncio.Event()
+
+    async def consume():
+        async for _ in cpu_engine.generate("cancelled-task", prompt, SamplingConfig(max_tokens=200, ignore_eos=True)):
+            first.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(first.wait(), 60)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await wait_until_idle(cpu_engine)
+    assert cpu_engine.load().running == 0
+
+
+@pytest.mark.parametrize("sampling, prompt_len, match", [
+    (SamplingConfig(max_tokens=4, guided=GuidedDecoding(json_object=True)), 3, "guided"),
+    (SamplingConfig(max_tokens=4), 0, "empty"),
+    (SamplingConfig(max_tokens=10**6), 3, "context length"),
+    (SamplingConfig(max_tokens=4, top_p=1.5), 3, "top_p"),
+    (SamplingConfig(max_tokens=4, stop_token_ids=(10**7,)), 3, "vocabulary"),
+    (SamplingConfig(max_tokens=4, logprobs=50), 3, "logprobs"),
+])
+async def test_bad_requests_are_rejected(cpu_engine, sampling, prompt_len, match):
+    with pytest.raises(EngineRejected, match=match):
+        await run(cpu_engine, "bad", [1] * prompt_len, sampling)
+    assert "bad" not in cpu_engine._requests
