@@ -18,6 +18,18 @@ Protocol implemented (OpenAI Responses API, see REFERENCE.md §1-§2):
 Every row carries ``schema_version``, the version of the stored payload. Readers upgrade
 older versions they know and raise :class:`StoreCorrupt` for payloads they cannot read,
 never returning garbage. Backends are chosen by URL scheme in ``store/__init__.py``.
+
+Conversations and idempotency keys (their own migration; rows in ``store/conv_codec.py``):
+
+* ``/v1/conversations``: a :class:`StoredConversation` (tenant-scoped like responses) owns
+  an ordered list of items; appends are atomic per call and never interleave with another
+  append to the same conversation; item ids are unique within a conversation
+  (:class:`DuplicateItemId` otherwise). ``list_conversation_items`` pages like
+  ``list_input_items`` (``after`` only).
+* ``Idempotency-Key``: ``claim_idempotency_key`` is an atomic insert-if-absent per (tenant,
+  key); a ``running`` claim older than ``stale_before`` (its replica died) may be taken over.
+* ``purge_conversations_older_than`` drops conversations idle since before ``ts`` and keys
+  claimed before ``ts`` (the store's retention).
 """
 from __future__ import annotations
 
@@ -82,6 +94,30 @@ class InvalidRecord(StoreError, ValueError):
     """save() was given a record that cannot be stored (a caller bug, not bad user input)."""
 
 
+@dataclass
+class StoredConversation:
+    id: str                      # "conv_..."
+    tenant: str
+    created_at: int
+    metadata: dict               # <= 16 string pairs (validated by the gateway)
+
+
+@dataclass
+class IdempotencyRecord:
+    state: str                   # "running" (claimed, not finished) | "done"
+    body_hash: str               # hash of the canonical request body
+    response: dict | None        # the finished response object ("done")
+    created_at: int              # when the key was claimed (unix seconds)
+
+
+class DuplicateItemId(StoreError, ValueError):
+    """An item id that is already in the conversation (or twice in one append)."""
+
+    def __init__(self, item_id: str):
+        super().__init__(f"item id {item_id!r} is already in the conversation")
+        self.item_id = item_id
+
+
 class ResponseStore(abc.ABC):
     """A tenant-scoped store of responses and their items. All methods are coroutines."""
 
@@ -141,6 +177,66 @@ class ResponseStore(abc.ABC):
     @abc.abstractmethod
     async def purge_older_than(self, ts: int) -> int:
         """Delete responses with created_at < ts (retention TTL); returns how many."""
+
+    # -- conversations and idempotency keys -----------------------------------------------
+    @abc.abstractmethod
+    async def create_conversation(self, conversation: StoredConversation, items: list[dict]) -> None:
+        """Insert a conversation with its first items, atomically (StoreError if the id exists)."""
+
+    @abc.abstractmethod
+    async def get_conversation(self, conversation_id: str, tenant: str) -> StoredConversation | None:
+        """The conversation, or None if absent, deleted or another tenant's."""
+
+    @abc.abstractmethod
+    async def update_conversation(self, conversation_id: str, tenant: str, metadata: dict,
+                                  now: int) -> StoredConversation | None:
+        """Replace its metadata; None if absent."""
+
+    @abc.abstractmethod
+    async def delete_conversation(self, conversation_id: str, tenant: str) -> bool:
+        """Remove the conversation and its items; False if there was nothing to delete."""
+
+    @abc.abstractmethod
+    async def append_conversation_items(self, conversation_id: str, tenant: str, items: list[dict],
+                                        now: int) -> bool:
+        """Append items (each with a unique "id") after the existing ones, atomically;
+        False if the conversation is absent. Raises DuplicateItemId."""
+
+    @abc.abstractmethod
+    async def list_conversation_items(self, conversation_id: str, tenant: str, *, after: str | None = None,
+                                      limit: int = 20, order: str = "desc") -> ItemPage | None:
+        """A page of items (semantics of list_input_items without ``before``); None if absent."""
+
+    @abc.abstractmethod
+    async def conversation_items(self, conversation_id: str, tenant: str) -> list[dict] | None:
+        """Every item, oldest first (the history of a create); None if absent."""
+
+    @abc.abstractmethod
+    async def get_conversation_item(self, conversation_id: str, item_id: str, tenant: str) -> dict | None:
+        """One item; None if it or its conversation is absent."""
+
+    @abc.abstractmethod
+    async def delete_conversation_item(self, conversation_id: str, item_id: str, tenant: str) -> bool | None:
+        """Remove one item: True; False if the item is absent; None if the conversation is."""
+
+    @abc.abstractmethod
+    async def claim_idempotency_key(self, tenant: str, key: str, body_hash: str, now: int,
+                                    stale_before: int) -> IdempotencyRecord | None:
+        """None when this caller now holds the key (new, or a ``running`` claim made before
+        ``stale_before`` taken over); otherwise the existing record, unchanged."""
+
+    @abc.abstractmethod
+    async def finish_idempotency_key(self, tenant: str, key: str, response: dict) -> None:
+        """Record the finished response of a claimed key (state ``done``)."""
+
+    @abc.abstractmethod
+    async def release_idempotency_key(self, tenant: str, key: str) -> None:
+        """Forget a ``running`` claim (nothing was produced; a retry runs again)."""
+
+    @abc.abstractmethod
+    async def purge_conversations_older_than(self, ts: int) -> int:
+        """Delete conversations not updated since ``ts`` and idempotency keys claimed before
+        ``ts``; returns how many rows of both."""
 
     async def __aenter__(self) -> "ResponseStore":
         await self.open()

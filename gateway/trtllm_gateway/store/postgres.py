@@ -50,6 +50,7 @@ from .base import (
     check_page_args,
 )
 from .migrations.postgres import apply_migrations
+from .postgres_conversations import PostgresConversations
 
 PURGE_BATCH = 500
 CLOSE_TIMEOUT_S = 10.0
@@ -112,7 +113,7 @@ _CONNECTION_LOST = (asyncpg.PostgresConnectionError, asyncpg.AdminShutdownError,
                     asyncpg.CannotConnectNowError, ConnectionError)
 
 
-class PostgresStore(ResponseStore):
+class PostgresStore(PostgresConversations, ResponseStore):
     """A response store on a PostgreSQL database, through an asyncpg connection pool."""
 
     def __init__(self, url: str, *, max_history_depth: int = MAX_HISTORY_DEPTH,

@@ -36,6 +36,7 @@ from .base import (
     StoredResponse,
     check_page_args,
 )
+from .sqlite_conversations import CONVERSATIONS_MIGRATION, SQLiteConversations
 
 BUSY_TIMEOUT_MS = 10_000
 PURGE_BATCH = 500
@@ -63,6 +64,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         # cursor look-ups now; item_reference resolution by id later
         "CREATE INDEX items_item_id ON items(item_id)",
     ),
+    3: CONVERSATIONS_MIGRATION,  # conversations, idempotency keys (sqlite_conversations.py)
 }
 
 _RESPONSE_COLS = "id, tenant, created_at, status, previous_response_id, schema_version, payload"
@@ -105,7 +107,7 @@ def _row(values: Any) -> codec.ResponseRow:
     return codec.ResponseRow(*values)
 
 
-class SQLiteStore(ResponseStore):
+class SQLiteStore(SQLiteConversations, ResponseStore):
     """One writer connection plus one reader connection on a WAL-mode SQLite file."""
 
     def __init__(self, path: str, *, max_history_depth: int = MAX_HISTORY_DEPTH):

@@ -41,6 +41,7 @@ import time
 import asyncpg
 
 from ..base import StoreError
+from ..postgres_conversations import CONVERSATIONS_MIGRATION
 
 # pg_advisory_xact_lock key serialising migrations: any fixed int64 (locks are per database).
 MIGRATION_LOCK = 0x7472_746C_6C6D_0001
@@ -68,6 +69,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         # cursor look-ups now; item_reference resolution by id later
         "CREATE INDEX items_item_id ON items (item_id)",
     ),
+    3: CONVERSATIONS_MIGRATION,  # conversations, idempotency keys (postgres_conversations.py)
 }
 
 
