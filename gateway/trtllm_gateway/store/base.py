@@ -30,6 +30,23 @@ Conversations and idempotency keys (their own migration; rows in ``store/conv_co
   key); a ``running`` claim older than ``stale_before`` (its replica died) may be taken over.
 * ``purge_conversations_older_than`` drops conversations idle since before ``ts`` and keys
   claimed before ``ts`` (the store's retention).
+
+Jobs and event logs (migration 2; the gateway's side is ``background.py``/``events.py``):
+
+* A *job* row per background response (``kind="background"``, created ``queued`` by
+  :meth:`ResponseStore.enqueue_job`) and per stored streaming response (``kind="stream"``,
+  created ``running`` by its own replica with :meth:`ResponseStore.open_stream`). A
+  replica claims with :meth:`ResponseStore.claim_jobs` the queued jobs and the running
+  ones whose lease expired; every claim raises ``attempt`` by one, and every write of a
+  job's state goes through :meth:`ResponseStore.write_job`, fenced by
+  :class:`JobOwner` (replica, attempt): a replica that lost its lease writes nothing.
+  Leases are renewed, and cancel requests seen, by :meth:`ResponseStore.watch_jobs`.
+* The *event log*: a response's SSE events, ``sequence_number`` 0..n-1, appended by the
+  job's owner and read by :meth:`ResponseStore.read_events` in the same snapshot as the
+  response status and whether the log can still grow.
+
+Times are unix milliseconds (``now_ms``, default: this host's clock); replicas need
+clocks in sync to well under the lease.
 """
 from __future__ import annotations
 
@@ -37,6 +54,8 @@ import abc
 from dataclasses import dataclass
 
 SCHEMA_VERSION = 1  # version of the stored payload; rows carry it, readers upgrade/reject older ones
+FINAL_STATUSES = frozenset({"completed", "incomplete", "failed", "cancelled"})
+JOB_KINDS = ("background", "stream")
 
 MAX_HISTORY_DEPTH = 1000  # longest previous_response_id chain history() will walk
 MAX_PAGE_LIMIT = 100
@@ -61,6 +80,55 @@ class ItemPage:
     first_id: str | None
     last_id: str | None
     has_more: bool
+
+
+@dataclass(frozen=True)
+class JobOwner:
+    """Who may write a job's state: the replica that claimed it, at that claim's attempt."""
+
+    replica: str
+    attempt: int
+
+
+@dataclass
+class Job:
+    """A claimed job (``claim_jobs``, ``request_cancel``)."""
+
+    response_id: str
+    tenant: str
+    kind: str                # "background" | "stream"
+    attempt: int             # 1 at the first claim; each re-claim adds one
+    spec: dict               # what to run (set by enqueue_job; {} for streams)
+    cancel_requested: bool
+
+
+@dataclass(frozen=True)
+class LoggedEvent:
+    sequence_number: int
+    type: str
+    payload: str             # the event as JSON, its sequence_number included
+
+
+@dataclass
+class EventPage:
+    """Events after a cursor, read in one snapshot with the response's state."""
+
+    status: str              # the response's status
+    last: int                # highest sequence_number logged; -1 when there is no log
+    open: bool               # the log may still grow (its job is not done)
+    events: list[LoggedEvent]
+
+
+@dataclass
+class JobWatch:
+    lost: set[str]           # no longer this owner's (re-claimed, deleted, done): stop, write nothing
+    cancel: set[str]         # still owned, and a cancel was requested
+
+
+@dataclass
+class CancelResult:
+    state: str               # "absent" (no background job) | "done" | "requested" | "claimed"
+    job: Job | None = None   # with "claimed": the job, now the canceller's to finish
 
 
 class StoreError(Exception):
@@ -145,7 +213,7 @@ class ResponseStore(abc.ABC):
 
     @abc.abstractmethod
     async def delete(self, response_id: str, tenant: str) -> bool:
-        """Remove the response and its items; False if there was nothing to delete."""
+        """Remove the response, its items, job and event log; False if there was nothing."""
 
     @abc.abstractmethod
     async def list_input_items(
@@ -176,7 +244,55 @@ class ResponseStore(abc.ABC):
 
     @abc.abstractmethod
     async def purge_older_than(self, ts: int) -> int:
-        """Delete responses with created_at < ts (retention TTL); returns how many."""
+        """Delete responses with created_at < ts (retention TTL), with their jobs and event
+        logs; returns how many."""
+
+    # -- jobs and event logs ------------------------------------------------------------
+    @abc.abstractmethod
+    async def enqueue_job(self, record: StoredResponse, spec: dict, events: list[LoggedEvent],
+                          *, now_ms: int | None = None) -> None:
+        """Atomically: insert ``record`` (status queued; StoreError if the id exists), a
+        queued background job running ``spec`` (JSON-able), and the log's first events."""
+
+    @abc.abstractmethod
+    async def open_stream(self, record: StoredResponse, replica: str, lease_ms: int,
+                          events: list[LoggedEvent], *, now_ms: int | None = None) -> JobOwner:
+        """A stored streaming response's first write: insert ``record`` unless its id exists
+        (a final save may have landed first), a running ``stream`` job claimed by
+        ``replica`` (attempt 1) and the first events. Returns the owner for write_job."""
+
+    @abc.abstractmethod
+    async def claim_jobs(self, replica: str, limit: int, lease_ms: int,
+                         *, now_ms: int | None = None) -> list[Job]:
+        """Claim up to ``limit`` jobs, oldest first: queued ones, and running ones whose
+        lease has expired. Each gets ``attempt + 1``, ``replica`` as owner and a lease to
+        ``now + lease_ms``. Replicas claiming at once never get the same job."""
+
+    @abc.abstractmethod
+    async def watch_jobs(self, replica: str, attempts: dict[str, int], lease_ms: int | None,
+                         *, now_ms: int | None = None) -> JobWatch:
+        """For the jobs ``replica`` runs (response id -> attempt): which it no longer owns
+        and which have a cancel request. With ``lease_ms``, renews the owned ones' leases."""
+
+    @abc.abstractmethod
+    async def write_job(self, owner: JobOwner, response_id: str, *, events: list[LoggedEvent] = (),
+                        record: StoredResponse | None = None, done: bool = False) -> bool:
+        """Atomically, only while ``owner`` holds the running job: append ``events``, save
+        ``record`` (as ``save``) and, with ``done``, finish the job (its log is complete).
+        False, with nothing written, when the owner lost the job."""
+
+    @abc.abstractmethod
+    async def request_cancel(self, response_id: str, tenant: str, replica: str, lease_ms: int,
+                             *, now_ms: int | None = None) -> CancelResult:
+        """Flag a background job for cancellation. If nobody runs it (queued, or its lease
+        expired) the job is also claimed for ``replica`` ("claimed"), which must finish it;
+        otherwise its owner sees the flag through watch_jobs ("requested")."""
+
+    @abc.abstractmethod
+    async def read_events(self, response_id: str, tenant: str, after: int,
+                          limit: int) -> EventPage | None:
+        """Up to ``limit`` logged events with sequence_number > ``after``, in order; None if
+        the response is absent or another tenant's."""
 
     # -- conversations and idempotency keys -----------------------------------------------
     @abc.abstractmethod

@@ -23,11 +23,11 @@ it half-way, so a save either completes or leaves the previous state. ``purge_ol
 deletes in small batches claimed with ``FOR UPDATE SKIP LOCKED``, so replicas purging at
 the same time neither block each other nor count a row twice.
 
-Planned migration 2 (issue 7, designed, not built): a ``background_jobs`` table that
-replicas claim work from with ``FOR UPDATE SKIP LOCKED`` (leases recover a crashed
-replica's jobs) and a ``stream_events`` table of persisted SSE events replayed by
-``starting_after``; both cascade-delete with their response. How they fit is written
-down in ``store/migrations/postgres.py``: one more ``MIGRATIONS[2]`` entry there.
+Migration 2: a ``background_jobs`` table that replicas claim work from with ``FOR UPDATE
+SKIP LOCKED`` (leases recover a crashed replica's jobs) and a ``stream_events`` table of
+persisted SSE events replayed by ``starting_after``; both cascade-delete with their
+response. The methods are in ``postgres_jobs.py``, the layout in
+``store/migrations/postgres.py``.
 """
 from __future__ import annotations
 
@@ -51,6 +51,7 @@ from .base import (
 )
 from .migrations.postgres import apply_migrations
 from .postgres_conversations import PostgresConversations
+from .postgres_jobs import PostgresJobs
 
 PURGE_BATCH = 500
 CLOSE_TIMEOUT_S = 10.0
@@ -66,6 +67,11 @@ ON CONFLICT (id) DO UPDATE SET
     previous_response_id = EXCLUDED.previous_response_id,
     schema_version = EXCLUDED.schema_version, payload = EXCLUDED.payload
 WHERE responses.tenant = EXCLUDED.tenant
+"""
+
+_INSERT_NEW = f"""
+INSERT INTO responses ({_RESPONSE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (id) DO NOTHING
 """
 
 # One round trip for all of a response's items.
@@ -113,7 +119,7 @@ _CONNECTION_LOST = (asyncpg.PostgresConnectionError, asyncpg.AdminShutdownError,
                     asyncpg.CannotConnectNowError, ConnectionError)
 
 
-class PostgresStore(PostgresConversations, ResponseStore):
+class PostgresStore(PostgresConversations, PostgresJobs, ResponseStore):
     """A response store on a PostgreSQL database, through an asyncpg connection pool."""
 
     def __init__(self, url: str, *, max_history_depth: int = MAX_HISTORY_DEPTH,
@@ -179,22 +185,31 @@ class PostgresStore(PostgresConversations, ResponseStore):
 
     # -- writes --------------------------------------------------------------------
     async def save(self, record: StoredResponse) -> None:
-        enc = await asyncio.to_thread(_encode, record)
+        enc = await self._encoded(record)
+        await self._run("write", lambda conn: self._write_record(conn, record, enc))
+
+    @staticmethod
+    async def _encoded(record: StoredResponse) -> codec.EncodedRecord:
+        return await asyncio.to_thread(_encode, record)
+
+    @staticmethod
+    async def _write_record(conn: asyncpg.Connection, record: StoredResponse,
+                            enc: codec.EncodedRecord, *, if_absent: bool = False) -> None:
+        """The body of ``save`` (``if_absent``: only when the id is new), for use inside
+        another write transaction too."""
         items = [(codec.KIND_INPUT, *r) for r in enc.inputs] + [
             (codec.KIND_OUTPUT, *r) for r in enc.outputs]
-
-        async def body(conn: asyncpg.Connection) -> None:
-            status = await conn.execute(_UPSERT, record.id, record.tenant, record.created_at,
-                                        record.status, record.previous_response_id,
-                                        record.schema_version, enc.payload)
-            if _count(status) != 1:
-                raise StoreError(f"response id {record.id!r} already belongs to another tenant")
-            await conn.execute("DELETE FROM items WHERE response_id = $1", record.id)
-            if items:
-                kinds, positions, item_ids, payloads = map(list, zip(*items))
-                await conn.execute(_INSERT_ITEMS, record.id, kinds, positions, item_ids, payloads)
-
-        await self._run("write", body)
+        status = await conn.execute(_INSERT_NEW if if_absent else _UPSERT, record.id, record.tenant,
+                                    record.created_at, record.status, record.previous_response_id,
+                                    record.schema_version, enc.payload)
+        if _count(status) != 1:
+            if if_absent:
+                return
+            raise StoreError(f"response id {record.id!r} already belongs to another tenant")
+        await conn.execute("DELETE FROM items WHERE response_id = $1", record.id)
+        if items:
+            kinds, positions, item_ids, payloads = map(list, zip(*items))
+            await conn.execute(_INSERT_ITEMS, record.id, kinds, positions, item_ids, payloads)
 
     async def delete(self, response_id: str, tenant: str) -> bool:
         if not _lookupable(response_id, tenant):

@@ -4,9 +4,9 @@ Layout (migration 1): ``responses`` (one row per response, payload JSON without 
 items), ``items`` (one row per input or output item, keyed by response, kind and
 position) and ``schema_migrations`` (versions applied). Migrations in :data:`MIGRATIONS`
 run at ``open()`` inside a ``BEGIN IMMEDIATE`` transaction, so two gateway processes
-opening the same file cannot both apply one. Later issues add tables here the same way
-(e.g. persisted stream events for background responses, keyed by response id and
-sequence number).
+opening the same file cannot both apply one. Migration 2 adds ``background_jobs`` and
+``stream_events`` (``sqlite_jobs.py``: jobs claimed under ``BEGIN IMMEDIATE``, the
+single-writer equivalent of PostgreSQL's ``SKIP LOCKED``).
 
 Concurrency: aiosqlite runs every query on the connection's own thread, so the event loop
 never waits on disk. WAL mode lets a reader connection take snapshots while the writer
@@ -37,6 +37,7 @@ from .base import (
     check_page_args,
 )
 from .sqlite_conversations import CONVERSATIONS_MIGRATION, SQLiteConversations
+from .sqlite_jobs import JOBS_MIGRATION, SQLiteJobs
 
 BUSY_TIMEOUT_MS = 10_000
 PURGE_BATCH = 500
@@ -64,8 +65,11 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         # cursor look-ups now; item_reference resolution by id later
         "CREATE INDEX items_item_id ON items(item_id)",
     ),
+    2: JOBS_MIGRATION,  # background_jobs + stream_events (sqlite_jobs.py)
     3: CONVERSATIONS_MIGRATION,  # conversations, idempotency keys (sqlite_conversations.py)
 }
+# Rows keyed by response_id that go with their response (SQLite enforces no foreign keys).
+DEPENDENT_TABLES = ("items", "background_jobs", "stream_events")
 
 _RESPONSE_COLS = "id, tenant, created_at, status, previous_response_id, schema_version, payload"
 
@@ -76,6 +80,11 @@ ON CONFLICT(id) DO UPDATE SET
     previous_response_id = excluded.previous_response_id,
     schema_version = excluded.schema_version, payload = excluded.payload
 WHERE responses.tenant = excluded.tenant
+"""
+
+_INSERT_NEW = f"""
+INSERT INTO responses ({_RESPONSE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT(id) DO NOTHING
 """
 
 # Walks previous_response_id from the newest response; depth bounds long or cyclic chains.
@@ -107,7 +116,7 @@ def _row(values: Any) -> codec.ResponseRow:
     return codec.ResponseRow(*values)
 
 
-class SQLiteStore(SQLiteConversations, ResponseStore):
+class SQLiteStore(SQLiteConversations, SQLiteJobs, ResponseStore):
     """One writer connection plus one reader connection on a WAL-mode SQLite file."""
 
     def __init__(self, path: str, *, max_history_depth: int = MAX_HISTORY_DEPTH):
@@ -208,24 +217,33 @@ class SQLiteStore(SQLiteConversations, ResponseStore):
 
     # -- writes --------------------------------------------------------------------
     async def save(self, record: StoredResponse) -> None:
-        enc = await asyncio.to_thread(codec.encode_record, record)
+        enc = await self._encoded(record)
+        await self._write(lambda conn: self._write_record(conn, record, enc))
 
-        async def body(conn: aiosqlite.Connection) -> None:
-            cur = await conn.execute(_UPSERT, (
-                record.id, record.tenant, record.created_at, record.status,
-                record.previous_response_id, record.schema_version, enc.payload,
-            ))
-            if cur.rowcount != 1:
-                raise StoreError(f"response id {record.id!r} already belongs to another tenant")
-            await conn.execute("DELETE FROM items WHERE response_id = ?", (record.id,))
-            await conn.executemany(
-                "INSERT INTO items (response_id, kind, position, item_id, payload) "
-                "VALUES (?, ?, ?, ?, ?)",
-                [(record.id, codec.KIND_INPUT, *r) for r in enc.inputs]
-                + [(record.id, codec.KIND_OUTPUT, *r) for r in enc.outputs],
-            )
+    @staticmethod
+    async def _encoded(record: StoredResponse) -> codec.EncodedRecord:
+        return await asyncio.to_thread(codec.encode_record, record)
 
-        await self._write(body)
+    @staticmethod
+    async def _write_record(conn: aiosqlite.Connection, record: StoredResponse,
+                            enc: codec.EncodedRecord, *, if_absent: bool = False) -> None:
+        """The body of ``save`` (``if_absent``: only when the id is new), for use inside
+        another write transaction too."""
+        cur = await conn.execute(_INSERT_NEW if if_absent else _UPSERT, (
+            record.id, record.tenant, record.created_at, record.status,
+            record.previous_response_id, record.schema_version, enc.payload,
+        ))
+        if cur.rowcount != 1:
+            if if_absent:
+                return
+            raise StoreError(f"response id {record.id!r} already belongs to another tenant")
+        await conn.execute("DELETE FROM items WHERE response_id = ?", (record.id,))
+        await conn.executemany(
+            "INSERT INTO items (response_id, kind, position, item_id, payload) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [(record.id, codec.KIND_INPUT, *r) for r in enc.inputs]
+            + [(record.id, codec.KIND_OUTPUT, *r) for r in enc.outputs],
+        )
 
     async def delete(self, response_id: str, tenant: str) -> bool:
         async def body(conn: aiosqlite.Connection) -> bool:
@@ -234,7 +252,8 @@ class SQLiteStore(SQLiteConversations, ResponseStore):
             )
             if cur.rowcount == 0:
                 return False
-            await conn.execute("DELETE FROM items WHERE response_id = ?", (response_id,))
+            for table in DEPENDENT_TABLES:  # no foreign keys here: delete what hangs off it
+                await conn.execute(f"DELETE FROM {table} WHERE response_id = ?", (response_id,))
             return True
 
         return await self._write(body)
@@ -248,9 +267,10 @@ class SQLiteStore(SQLiteConversations, ResponseStore):
                 "SELECT id FROM responses WHERE created_at < ? LIMIT ?", (ts, PURGE_BATCH)
             )
             ids = json.dumps([r[0] for r in rows])
-            await conn.execute(
-                "DELETE FROM items WHERE response_id IN (SELECT value FROM json_each(?))", (ids,)
-            )
+            for table in DEPENDENT_TABLES:
+                await conn.execute(
+                    f"DELETE FROM {table} WHERE response_id IN (SELECT value FROM json_each(?))",
+                    (ids,))
             await conn.execute(
                 "DELETE FROM responses WHERE id IN (SELECT value FROM json_each(?))", (ids,)
             )

@@ -11,25 +11,26 @@ Migration 1 is the SQLite backend's layout (see ``store/codec.py``): ``responses
 kept as TEXT, because ``jsonb`` reorders keys and the served object must not change) and
 ``items``, which cascade-delete with their response.
 
-Migration 2 (issue 7; designed, not built) adds, in one more ``MIGRATIONS[2]`` entry:
+Migration 2 (issue 7) adds the jobs and event logs of ``store/postgres_jobs.py``:
 
-* ``background_jobs (response_id TEXT PRIMARY KEY REFERENCES responses ON DELETE CASCADE,
-  tenant TEXT, state TEXT CHECK (state IN ('queued','running','done','cancelled')),
-  attempts INT, claimed_by TEXT, lease_until BIGINT, created_at BIGINT)`` with a partial
-  index on ``(created_at) WHERE state = 'queued'``. A replica claims work with
-  ``UPDATE background_jobs SET state='running', claimed_by=$me, lease_until=$now+$lease,
-  attempts=attempts+1 WHERE response_id IN (SELECT response_id FROM background_jobs
-  WHERE state='queued' OR (state='running' AND lease_until < $now) ORDER BY created_at
-  LIMIT $n FOR UPDATE SKIP LOCKED) RETURNING *``: no two replicas get one job, none waits
-  on another, and an expired lease hands a crashed replica's job on (the owner renews its
-  lease while generating). ``POST /v1/responses/{id}/cancel`` sets ``state='cancelled'``
-  and ``NOTIFY``s the owner's channel.
-* ``stream_events (response_id TEXT REFERENCES responses ON DELETE CASCADE,
-  sequence_number INT, type TEXT, payload TEXT, PRIMARY KEY (response_id,
-  sequence_number))``: a background stream appends its SSE events as it goes;
-  ``GET /v1/responses/{id}?stream=true&starting_after=N`` replays ``sequence_number > N``
-  in order from the primary key, then tails new ones via ``LISTEN``/``NOTIFY`` (any
-  replica can serve the resumed stream). Retention purges them with their response
+* ``background_jobs (response_id PRIMARY KEY REFERENCES responses ON DELETE CASCADE,
+  tenant, kind ('background' | 'stream'), state ('queued' | 'running' | 'done'), attempts,
+  claimed_by, lease_until (unix ms), cancel_requested, spec (JSON), created_at (unix ms))``
+  with partial indexes on ``(created_at) WHERE state = 'queued'`` and ``(lease_until)
+  WHERE state = 'running'``. A replica claims work with ``UPDATE ... WHERE response_id IN
+  (SELECT ... WHERE state = 'queued' OR (state = 'running' AND lease_until < now) ORDER BY
+  created_at LIMIT n FOR UPDATE SKIP LOCKED) RETURNING ...``: no two replicas get one job,
+  none waits on another, and an expired lease hands a crashed replica's job on (the owner
+  renews its lease while it runs). Every claim adds one to ``attempts``; the owner's writes
+  lock the row and check ``(claimed_by, attempts)``, so a replica that lost its lease
+  writes nothing. ``POST /v1/responses/{id}/cancel`` sets ``cancel_requested``; owners
+  poll for it (no ``LISTEN``/``NOTIFY``: it would need a connection held outside the pool,
+  and the poll costs one indexed query per replica per interval).
+* ``stream_events (response_id REFERENCES responses ON DELETE CASCADE, sequence_number,
+  type, payload, PRIMARY KEY (response_id, sequence_number))``: the SSE events of a
+  background or stored streaming response, appended as they are produced;
+  ``GET /v1/responses/{id}?stream=true&starting_after=N`` reads ``sequence_number > N``
+  from the primary key and polls for more. Retention purges both with their response
   through the cascade.
 
 SQLite gets the same two tables in its own migration 2 (one writer, so no SKIP LOCKED).
@@ -68,6 +69,29 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         )""",
         # cursor look-ups now; item_reference resolution by id later
         "CREATE INDEX items_item_id ON items (item_id)",
+    ),
+    2: (
+        """CREATE TABLE background_jobs (
+            response_id TEXT PRIMARY KEY REFERENCES responses (id) ON DELETE CASCADE,
+            tenant TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('background', 'stream')),
+            state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done')),
+            attempts INTEGER NOT NULL,
+            claimed_by TEXT,
+            lease_until BIGINT,
+            cancel_requested BOOLEAN NOT NULL DEFAULT FALSE,
+            spec TEXT NOT NULL,
+            created_at BIGINT NOT NULL
+        )""",
+        "CREATE INDEX background_jobs_queued ON background_jobs (created_at) WHERE state = 'queued'",
+        "CREATE INDEX background_jobs_leases ON background_jobs (lease_until) WHERE state = 'running'",
+        """CREATE TABLE stream_events (
+            response_id TEXT NOT NULL REFERENCES responses (id) ON DELETE CASCADE,
+            sequence_number INTEGER NOT NULL,
+            type TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            PRIMARY KEY (response_id, sequence_number)
+        )""",
     ),
     3: CONVERSATIONS_MIGRATION,  # conversations, idempotency keys (postgres_conversations.py)
 }
