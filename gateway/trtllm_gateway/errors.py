@@ -118,6 +118,8 @@ SERVICE_PARAMS: dict[str, str] = {
     "prompt": "input",
     "chat": "input",
     "messages": "input",
+    "response_format": "text.format",
+    "response_format.json_schema": "text.format.schema",
 }
 
 # Client-facing messages for codes where the service's own text is not meant for clients.

@@ -32,6 +32,7 @@ from aiohttp import web
 
 from trtllm_responses.inference.v1 import inference_pb2 as pb
 
+from . import capabilities
 from .context import Gateway
 from .errors import ApiError, CODE_KEY
 from .ids import new_id
@@ -41,7 +42,8 @@ from .request import CreateRequest
 from .sse import SSEWriter
 from .store import StoredResponse
 from .streaming import StreamState, finalize, on_delta, start
-from .translate import chat_messages, fit_context, generate_request
+from .tools import call_rules
+from .translate import build_chat, fit_context, generate_request
 
 log = logging.getLogger("trtllm_gateway.generation")
 
@@ -80,11 +82,7 @@ async def load_history(gw: Gateway, req: CreateRequest, tenant: str) -> list[dic
 
 
 def check_capabilities(req: CreateRequest, info: pb.ModelInfo) -> None:
-    if req.input.image_params and not info.capabilities.images:
-        raise ApiError("invalid_request", f"The model '{info.model_id}' does not accept image inputs.",
-                       param=req.input.image_params[0])
-    if req.logprobs and not info.capabilities.logprobs:
-        raise ApiError("invalid_request", f"The model '{info.model_id}' does not return logprobs.", param="include")
+    capabilities.check(req, info)
 
 
 async def prepare(gw: Gateway, req: CreateRequest, tenant: str, arrived: float) -> Generation:
@@ -92,10 +90,10 @@ async def prepare(gw: Gateway, req: CreateRequest, tenant: str, arrived: float) 
     model_id = resolve_model(req.model, info)
     check_capabilities(req, info)
     history = await load_history(gw, req, tenant)
-    chat = pb.Chat(messages=chat_messages(req.instructions, history + req.input.items))
+    chat = build_chat(req, history + req.input.items)
     response_id = new_id("resp")
     state = StreamState(new_response(req, response_id, model_id, int(time.time())),
-                        logprobs=req.logprobs, dialect=gw.settings.reasoning_dialect)
+                        logprobs=req.logprobs, dialect=gw.settings.reasoning_dialect, **call_rules(req))
     reserve = req.max_output_tokens or gw.settings.truncation_reserve_tokens
     return Generation(req, tenant, generate_request(req, chat, response_id), state,
                       TokenClock(gw.metrics, arrived), reserve)

@@ -3,6 +3,10 @@
 Every field is present, ``null`` where nullable; request settings are echoed. The stream's
 ``response.created`` snapshot, the terminal event's payload, the JSON reply and the stored
 copy all start from :func:`new_response` and are finished by ``streaming.finalize``.
+The agentic settings are echoed in their validated form (``tools.py``, ``output_format.py``):
+``tools`` (function tools with ``type, name, description, parameters, strict``),
+``tool_choice``, ``max_tool_calls``, ``reasoning`` (``{effort, summary}`` or null) and
+``text`` (``{format, verbosity}``).
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ def new_response(req: CreateRequest, response_id: str, model_id: str, created_at
         "output": [],
         "parallel_tool_calls": req.parallel_tool_calls,
         "previous_response_id": req.previous_response_id,
-        "reasoning": None,
+        "reasoning": dict(req.reasoning) if req.reasoning is not None else None,
         "store": req.store,
         "temperature": req.temperature,
         "top_p": req.top_p,
@@ -33,10 +37,10 @@ def new_response(req: CreateRequest, response_id: str, model_id: str, created_at
         "frequency_penalty": req.frequency_penalty,
         "top_logprobs": req.top_logprobs,
         "max_output_tokens": req.max_output_tokens,
-        "max_tool_calls": None,
-        "text": {"format": {"type": "text"}, "verbosity": "medium"},
+        "max_tool_calls": req.max_tool_calls,
+        "text": req.text,
         "tool_choice": req.tool_choice,
-        "tools": [],
+        "tools": req.tools,
         "truncation": req.truncation,
         "usage": None,
         "user": req.user,

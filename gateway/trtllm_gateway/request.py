@@ -4,9 +4,11 @@ Protocol: the OpenAI Responses create request (REFERENCE.md §1). Policy, table-
 
 * a top-level field not in :data:`FIELDS` -> 400 ``unknown_parameter`` naming it;
 * a known field we do not serve yet (:data:`UNSUPPORTED`) -> 400 ``unsupported_parameter``
-  naming it, unless its value is the default (``tools: []``, ``tool_choice: "auto"``...);
+  naming it, unless its value is the default (``background: false``...);
 * every other field is type- and range-checked by its validator in :data:`FIELDS`;
-  ``null`` always means "use the default".
+  ``null`` always means "use the default". The agentic fields (``tools``, ``tool_choice``,
+  ``max_tool_calls``, ``reasoning``, ``text``) are validated in ``tools.py`` and
+  ``output_format.py``.
 
 Ranges: temperature 0..2, top_p 0..1, top_logprobs 0..20, presence/frequency penalty -2..2,
 ``max_output_tokens`` >= 16 (OpenAI's own minimum), ``truncation`` auto|disabled,
@@ -22,12 +24,16 @@ from typing import Any, Callable
 
 from .errors import ApiError
 from .input_items import Normalized, normalize_input
+from .output_format import PLAIN_TEXT, validate_reasoning, validate_text
+from .tools import check_choice, validate_tool_choice, validate_tools
 
 MIN_OUTPUT_TOKENS = 16
 METADATA_MAX_PAIRS = 16
 METADATA_MAX_KEY = 64
 METADATA_MAX_VALUE = 512
 LOGPROBS_INCLUDE = "message.output_text.logprobs"
+# Accepted and ignored: reasoning items carry their text in `content`, which replays as is.
+IGNORED_INCLUDES = ("reasoning.encrypted_content",)
 
 
 @dataclass
@@ -49,7 +55,11 @@ class CreateRequest:
     truncation: str = "disabled"
     metadata: dict[str, str] = field(default_factory=dict)
     parallel_tool_calls: bool = True
-    tool_choice: str = "auto"
+    tool_choice: str | dict = "auto"
+    tools: list[dict] = field(default_factory=list)
+    max_tool_calls: int | None = None
+    reasoning: dict | None = None
+    text: dict = field(default_factory=lambda: {**PLAIN_TEXT, "format": dict(PLAIN_TEXT["format"])})
     include: list[str] = field(default_factory=list)
     user: str | None = None
     safety_identifier: str | None = None
@@ -58,7 +68,9 @@ class CreateRequest:
 
     @property
     def logprobs(self) -> bool:
-        return LOGPROBS_INCLUDE in self.include
+        """Per-token logprobs are returned when ``include`` asks for them or when
+        ``top_logprobs`` asks for alternatives (which come with the token's own logprob)."""
+        return LOGPROBS_INCLUDE in self.include or bool(self.top_logprobs)
 
 
 def _bad(param: str, message: str) -> ApiError:
@@ -125,7 +137,7 @@ def _include(name: str, value: Any) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise _bad(name, "Invalid type for 'include': expected an array of strings.")
     for entry in value:
-        if entry != LOGPROBS_INCLUDE:
+        if entry != LOGPROBS_INCLUDE and entry not in IGNORED_INCLUDES:
             raise ApiError("unsupported", f"include value {entry!r} is not supported.", param=name)
     return list(value)
 
@@ -133,10 +145,6 @@ def _include(name: str, value: Any) -> list[str]:
 def _service_tier(name: str, value: Any) -> str:
     _choice("auto", "default", "flex", "priority", "scale")(name, value)
     return "default"  # one tier here; the response reports the tier actually used
-
-
-def _tool_choice(name: str, value: Any) -> str:
-    return _choice("auto", "none")(name, value)
 
 
 def _ignored(name: str, value: Any) -> None:
@@ -160,7 +168,11 @@ FIELDS: dict[str, Callable[[str, Any], Any]] = {
     "truncation": _choice("auto", "disabled"),
     "metadata": _metadata,
     "parallel_tool_calls": _boolean,
-    "tool_choice": _tool_choice,
+    "tool_choice": validate_tool_choice,
+    "tools": validate_tools,
+    "max_tool_calls": _integer(1),
+    "reasoning": validate_reasoning,
+    "text": validate_text,
     "include": _include,
     "user": _string,
     "safety_identifier": _string,
@@ -175,26 +187,11 @@ def _empty(value: Any) -> bool:
     return value in ([], {}, False)
 
 
-def _text_is_plain(value: Any) -> bool:
-    if not isinstance(value, dict) or set(value) - {"format", "verbosity"}:
-        return False
-    fmt = value.get("format")
-    return (fmt is None or fmt == {"type": "text"}) and value.get("verbosity") in (None, "medium")
-
-
-def _reasoning_unset(value: Any) -> bool:
-    return isinstance(value, dict) and all(v is None for v in value.values())
-
-
 # Known fields that a later issue enables: field -> "is this value the harmless default?".
 UNSUPPORTED: dict[str, Callable[[Any], bool]] = {
-    "tools": _empty,
-    "reasoning": _reasoning_unset,
-    "text": _text_is_plain,
     "background": _empty,
     "conversation": lambda v: False,
     "prompt": lambda v: False,
-    "max_tool_calls": lambda v: False,
     "context_management": _empty,
     "moderation": lambda v: False,
     "image": lambda v: False,
@@ -245,5 +242,6 @@ def parse_create(body: dict, *, for_count: bool = False) -> CreateRequest:
             raise _bad("input", "Missing required parameter: 'input'.")
         body = {**body, "input": []}
     values["input"] = normalize_input(body["input"])
+    check_choice(values.get("tools", []), values.get("tool_choice", "auto"))
     values.setdefault("model", "")
     return CreateRequest(**values)

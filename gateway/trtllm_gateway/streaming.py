@@ -15,6 +15,15 @@ text message the events are::
     output_item.added -> content_part.added -> output_text.delta* -> output_text.done
     -> content_part.done -> output_item.done
 
+Function calls: the service's tool parser streams ``ToolCallDelta`` pieces (id and name on
+the first). A call whose piece carries ``error`` (arguments not a JSON object, unknown
+function, output ended inside the call) -- or whose arguments the gateway finds not to be
+a JSON object, or whose name is not among the offered tools -- closes with ``status:
+"incomplete"``, its raw ``arguments`` kept, and the extension field ``error: {code:
+"invalid_tool_call", message}`` (absent on good calls). Calls past the turn's limit
+(``parallel_tool_calls: false`` -> 1, ``max_tool_calls``; ``tools.call_limit``) are
+dropped: no events, no item.
+
 Item ids (``msg_``/``rs_``/``fc_``) are minted once at ``added`` and reused in every later
 event, in the final response and in the store. ``finalize`` is the only place that finishes
 the response object, for the JSON reply, the terminal event and the stored copy alike:
@@ -28,6 +37,7 @@ No sequence numbers here: ``sse.py`` assigns them as it writes. No I/O, no clock
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 
@@ -51,6 +61,7 @@ class OpenItem:
     call_id: str = ""
     name: str = ""
     logprobs: list[dict] = field(default_factory=list)
+    error: str = ""
 
 
 @dataclass
@@ -58,6 +69,8 @@ class StreamState:
     response: dict                 # objects.new_response(...), status in_progress
     logprobs: bool = False         # include per-token logprobs in text events
     dialect: str = "openai"
+    max_calls: int | None = None   # function calls past this many are dropped
+    tool_names: frozenset[str] | None = None  # calls of other names are invalid (None: no check)
     output: list[dict | None] = field(default_factory=list)  # finished items by output index
     current: OpenItem | None = None                          # the open message/reasoning item
     calls: dict[int, OpenItem] = field(default_factory=dict)  # open function calls by call index
@@ -144,9 +157,27 @@ class FunctionCallKind(ItemKind):
 
     def done(self, st, it, status):
         arguments = "".join(it.pieces)
-        return self._item(it, status, arguments), [
+        error = it.error or _call_problem(st, it.name, arguments)
+        item = self._item(it, "incomplete" if error else status, arguments)
+        if error:
+            item["error"] = {"code": INVALID_CALL, "message": error}
+        return item, [
             {"type": "response.function_call_arguments.done", "item_id": it.item_id,
              "output_index": it.index, "name": it.name, "arguments": arguments}]
+
+
+INVALID_CALL = "invalid_tool_call"
+
+
+def _call_problem(st: StreamState, name: str, arguments: str) -> str:
+    """Why a call the service passed as good is unusable after all ("" when it is fine)."""
+    if st.tool_names is not None and name not in st.tool_names:
+        return f"the model called {name!r}, which is not among the offered tools"
+    try:
+        parsed = json.loads(arguments)
+    except ValueError:
+        return "the arguments are not valid JSON"
+    return "" if isinstance(parsed, dict) else "the arguments are not a JSON object"
 
 
 MESSAGE, REASONING, FUNCTION_CALL = MessageKind(), ReasoningKind(), FunctionCallKind()
@@ -216,6 +247,8 @@ def _text(st: StreamState, kind: ItemKind, text: str, logprobs, events: list[dic
 
 
 def _call(st: StreamState, call: pb.ToolCallDelta, events: list[dict]) -> None:
+    if st.max_calls is not None and call.index >= st.max_calls:
+        return
     it = st.calls.get(call.index)
     if it is None:
         if st.current is not None:
@@ -223,6 +256,8 @@ def _call(st: StreamState, call: pb.ToolCallDelta, events: list[dict]) -> None:
             st.current = None
         it = st.calls[call.index] = _open(st, FUNCTION_CALL, events, call_id=call.id or new_id("call"),
                                           name=call.name)
+    if call.error and not it.error:
+        it.error = call.error
     if call.arguments_delta:
         it.pieces.append(call.arguments_delta)
         events.append(FUNCTION_CALL.delta(st, it, call.arguments_delta, None))

@@ -13,8 +13,13 @@ Protocol: Responses input items (canonical form from ``input_items.py``) become
 * ``function_call_output`` -> ChatMessage(role ``tool``, tool_call_id=call_id);
 * ``reasoning`` -> ``reasoning`` of the next assistant message.
 
+Agentic fields (:func:`build_chat`, :func:`generate_request`): ``tools``/``tool_choice``/
+``parallel_tool_calls``/``max_tool_calls`` -> the Chat's tool fields (``tools.apply_to_chat``),
+``reasoning.effort`` -> ``Chat.reasoning_effort``, ``text.format`` -> ``response_format``
+(not sent when the turn forces a tool call: the call grammar is the constraint).
+
 Sampling: temperature, top_p, presence/frequency penalty, ``max_output_tokens`` ->
-``max_tokens``, logprobs/top_logprobs when ``include`` asks for them.
+``max_tokens``, logprobs/top_logprobs when the request asks for them.
 
 Truncation ``auto`` (:func:`fit_context`) drops whole turns from the oldest (never the
 leading system/developer messages, never the last user turn) until CountTokens fits
@@ -27,7 +32,9 @@ from typing import Awaitable, Callable
 from trtllm_responses.inference.v1 import inference_pb2 as pb
 
 from .errors import ApiError
+from .output_format import response_format, service_effort
 from .request import CreateRequest
+from .tools import apply_to_chat, forces_call
 
 
 def _parts(content: list[dict]) -> list[pb.ContentPart]:
@@ -115,8 +122,22 @@ def sampling(req: CreateRequest) -> pb.SamplingParams:
     return params
 
 
+def build_chat(req: CreateRequest, items: list[dict]) -> pb.Chat:
+    """The whole Chat for a request: messages (history + input) and the agentic fields."""
+    chat = pb.Chat(messages=chat_messages(req.instructions, items))
+    apply_to_chat(chat, req.tools, req.tool_choice, req.parallel_tool_calls, req.max_tool_calls)
+    effort = service_effort(req.reasoning)
+    if effort is not None:
+        chat.reasoning_effort = effort
+    return chat
+
+
 def generate_request(req: CreateRequest, chat: pb.Chat, request_id: str) -> pb.GenerateRequest:
-    return pb.GenerateRequest(request_id=request_id, chat=chat, sampling=sampling(req))
+    out = pb.GenerateRequest(request_id=request_id, chat=chat, sampling=sampling(req))
+    fmt = response_format(req.text)
+    if fmt is not None and not (chat.tools and forces_call(req.tool_choice)):
+        out.response_format.CopyFrom(fmt)
+    return out
 
 
 def _cut_points(messages: list[pb.ChatMessage]) -> tuple[int, list[int]]:

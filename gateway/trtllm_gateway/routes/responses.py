@@ -20,7 +20,7 @@ from ..context import ARRIVED, GATEWAY, TENANT
 from ..errors import ApiError
 from ..objects import deleted
 from ..request import parse_create, parse_json_object
-from ..translate import chat_messages, fit_context
+from ..translate import build_chat, fit_context
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -89,7 +89,7 @@ async def input_tokens(request: web.Request) -> web.Response:
     if req.model:
         generation.resolve_model(req.model, await gw.service.model_info())
     history = await generation.load_history(gw, req, request[TENANT])
-    chat = pb.Chat(messages=chat_messages(req.instructions, history + req.input.items))
+    chat = build_chat(req, history + req.input.items)  # tools count too (they are in the prompt)
     if req.truncation == "auto":
         reserve = req.max_output_tokens or gw.settings.truncation_reserve_tokens
         chat = await fit_context(chat, gw.service.count_tokens, reserve)
