@@ -14,6 +14,8 @@ from tests.fixtures.gateway import plain, raw_stream, start_gateway
 from tests.fixtures.scripted_engine import ScriptedEngine
 
 CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+# calls are parsed only for requests that offer tools (tool_choice "none" or no tools: text)
+TOOLS = [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -41,7 +43,8 @@ async def tool_gateway(tokenizer, tmp_path_factory):
 
 
 async def test_function_call_item_streams_and_is_stored(tool_gateway):
-    status, events, final = await raw_stream(tool_gateway, {"model": "default", "input": "Weather in Paris?"})
+    status, events, final = await raw_stream(tool_gateway, {"model": "default", "input": "Weather in Paris?",
+                                                            "tools": TOOLS})
     assert status == 200 and final["status"] == "completed"
     calls = [item for item in final["output"] if item["type"] == "function_call"]
     assert len(calls) == 1, final["output"]
@@ -57,15 +60,15 @@ async def test_function_call_item_streams_and_is_stored(tool_gateway):
 
 async def test_function_call_history_is_replayed(tool_gateway):
     c = tool_gateway.client
-    first = await c.responses.create(model="default", input="Weather in Paris?")
+    first = await c.responses.create(model="default", input="Weather in Paris?", tools=TOOLS)
     call = next(item for item in first.output if item.type == "function_call")
     second = await c.responses.create(
-        model="default", previous_response_id=first.id,
+        model="default", previous_response_id=first.id, tools=TOOLS,
         input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny, 21C"}])
     assert second.output_text == "It is sunny in Paris."
     assert second.usage.input_tokens > first.usage.input_tokens
     # stateless: the same history sent in full gives the same prompt
-    stateless = await c.responses.create(model="default", store=False, input=[
+    stateless = await c.responses.create(model="default", store=False, tools=TOOLS, input=[
         {"role": "user", "content": "Weather in Paris?"},
         {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
         {"type": "function_call_output", "call_id": call.call_id, "output": "sunny, 21C"}])
