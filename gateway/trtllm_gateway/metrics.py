@@ -13,7 +13,14 @@ Names are a contract: the Helm chart's dashboard and alerts query them.
 * ``trtllm_gateway_store_operation_seconds{operation}``: store calls.
 * ``trtllm_gateway_overhead_seconds``: time per request spent in the gateway outside the
   service call (validation, store, translation, event encoding, writes).
-* ``trtllm_gateway_upstream_requests_total{replica}``: generations sent to each replica.
+* ``trtllm_gateway_upstream_requests_total{replica}``: generations sent to each replica
+  (every attempt, so a retried generation counts once on each replica it tried).
+* ``trtllm_gateway_upstream_retries_total{replica}``: generations moved to another replica
+  after ``replica`` failed before their first message (``routing.may_retry``).
+* ``trtllm_gateway_replica_healthy{replica}``: 1 while the replica is in rotation (health
+  SERVING, not draining), else 0; the series goes away when the replica leaves DNS.
+* ``trtllm_gateway_replica_outstanding{replica}``: the router's estimate of its outstanding
+  requests (own in-flight + other clients' share of the last GetLoad).
 """
 from __future__ import annotations
 
@@ -56,6 +63,14 @@ class GatewayMetrics:
                                   buckets=OVERHEAD_BUCKETS, registry=r)
         self.upstream_requests = Counter("trtllm_gateway_upstream_requests_total",
                                          "Generations sent to each inference replica.", ["replica"], registry=r)
+        self.upstream_retries = Counter("trtllm_gateway_upstream_retries_total",
+                                        "Generations retried elsewhere after this replica failed before output.",
+                                        ["replica"], registry=r)
+        self.replica_healthy = Gauge("trtllm_gateway_replica_healthy", "1 while the replica is in rotation.",
+                                     ["replica"], registry=r)
+        self.replica_outstanding = Gauge("trtllm_gateway_replica_outstanding",
+                                         "Outstanding requests of the replica as the router estimates them.",
+                                         ["replica"], registry=r)
 
     @contextmanager
     def store_op(self, operation: str) -> Iterator[None]:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from .discovery import parse_targets
+
 ENV_PREFIX = "TRTLLM_GATEWAY_"
 
 REASONING_DIALECTS = ("openai", "open_responses")
@@ -29,13 +31,28 @@ class GatewaySettings:
     host: str = _field("127.0.0.1", "Address the HTTP server binds to.")
     port: int = _field(8080, "HTTP port (0 picks a free port).")
     service: tuple[str, ...] = _field(
-        ("127.0.0.1:50051",), "Inference service gRPC address(es), comma-separated host:port.")
+        ("127.0.0.1:50051",), "Inference service replicas, comma-separated: host:port (one replica) "
+        "and/or dns:///name:port (every A/AAAA record is a replica, re-resolved periodically).")
+    resolve_interval_s: float = _field(10.0, "How often dns:/// service targets are re-resolved, in seconds.")
+    load_poll_interval_s: float = _field(
+        1.0, "How often each replica's gRPC health and GetLoad are polled for routing, in seconds.")
     store_url: str = _field(
         "sqlite:///./var/responses.db",
         "Response store URL: sqlite:///relative.db, sqlite:////abs.db, sqlite://:memory: or "
         "postgresql://user@host/db.")
     store_retention_s: float = _field(
         0.0, "Delete stored responses older than this many seconds (0 keeps them forever).")
+    background_workers: int = _field(
+        16, "Background responses this replica runs at once (0: it runs none, other replicas do).")
+    job_lease_s: float = _field(
+        30.0, "Lease of a running background response or stored stream, renewed every third of it; "
+        "when its replica dies, another takes it over after this long.")
+    job_max_attempts: int = _field(
+        3, "Claims of a background response before it is failed (it is re-run only when none of "
+        "its output had been streamed).")
+    event_poll_interval_s: float = _field(
+        0.2, "How often resumed streams, cancel requests and the background queue are polled "
+        "in the store.")
     api_keys: tuple[str, ...] = _field(
         (), "Accepted API keys, comma-separated. Empty (and no --api-keys-file) disables auth.")
     api_keys_file: str | None = _field(None, "File with one accepted API key per line (# comments).")
@@ -132,8 +149,15 @@ def parse_settings(argv: Sequence[str] | None = None, env: dict[str, str] | None
 
 
 def _check(parser: argparse.ArgumentParser, s: GatewaySettings) -> None:
-    if not s.service:
-        parser.error("--service needs at least one host:port")
+    try:
+        parse_targets(s.service)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if s.resolve_interval_s <= 0 or s.load_poll_interval_s <= 0:
+        parser.error("--resolve-interval-s and --load-poll-interval-s must be positive")
+    if s.background_workers < 0 or s.job_lease_s <= 0 or s.job_max_attempts < 1 or s.event_poll_interval_s <= 0:
+        parser.error("--background-workers must be >= 0, --job-max-attempts >= 1, and --job-lease-s "
+                     "and --event-poll-interval-s positive")
     if s.max_body_bytes <= 0 or s.ping_interval_s <= 0 or s.request_timeout_s <= 0:
         parser.error("--max-body-bytes, --ping-interval-s and --request-timeout-s must be positive")
     if s.api_keys_file and not Path(s.api_keys_file).is_file():
