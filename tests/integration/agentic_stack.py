@@ -59,6 +59,15 @@ def reply_for(prompt: str) -> str:
     return SCRIPT.get(match.group(1), "OK.") if match else "OK."
 
 
+def cpu_guided() -> bool:
+    """Whether the real CPU engine does guided decoding (forced calls, structured output)."""
+    try:
+        from trtllm_service.engine.cpu import CpuEngine
+    except ImportError:
+        return False
+    return bool(CpuEngine.supports_guided)
+
+
 class GuidedScriptedEngine(ScriptedEngine):
     supports_guided = True
 
