@@ -118,10 +118,15 @@ def _message(item: dict, path: str, images: list[str]) -> dict:
     return out
 
 
+ITEM_STATUSES = ("in_progress", "completed", "incomplete")
+
+
 def _function_call(item: dict, path: str, images: list[str]) -> dict:
+    # a replayed malformed call keeps its status (the gateway's own `error` field is dropped)
+    status = item.get("status") if item.get("status") in ITEM_STATUSES else "completed"
     return {"id": _id(item, path, "fc"), "type": "function_call",
             "call_id": _str_field(item, "call_id", path), "name": _str_field(item, "name", path),
-            "arguments": _str_field(item, "arguments", path), "status": "completed"}
+            "arguments": _str_field(item, "arguments", path), "status": status}
 
 
 def _function_call_output(item: dict, path: str, images: list[str]) -> dict:

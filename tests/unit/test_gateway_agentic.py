@@ -237,3 +237,11 @@ def test_capability_free_requests_pass_a_bare_model():
     bare = _info(tools=False, reasoning=False, structured_output=False, images=False, logprobs=False)
     capabilities.check(_req(reasoning={"effort": "high"}), bare)  # effort is accepted and ignored
     capabilities.check(_req(tools=[TIME], tool_choice="none"), bare)  # no tools offered
+
+
+def test_replayed_function_call_keeps_its_status():
+    items = _req(input=[
+        {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{x", "status": "incomplete",
+         "error": {"code": "invalid_tool_call", "message": "not JSON"}},
+        {"type": "function_call", "call_id": "c2", "name": "f", "arguments": "{}"}]).input.items
+    assert [(i["status"], "error" in i) for i in items] == [("incomplete", False), ("completed", False)]
