@@ -20,7 +20,8 @@ from .auth import Authenticator
 from .context import ARRIVED, GATEWAY, Gateway
 from .errors import error_middleware
 from .metrics import GatewayMetrics
-from .routes import health, models, responses
+from . import idempotency, websocket
+from .routes import compact, conversations, health, models, responses
 from .service_client import ServiceClient
 from .settings import GatewaySettings
 from .store import ResponseStore, open_store
@@ -72,6 +73,9 @@ async def _purge_loop(gw: Gateway) -> None:
         with contextlib.suppress(Exception):
             with gw.metrics.store_op("purge"):
                 await gw.store.purge_older_than(int(time.time() - gw.settings.store_retention_s))
+        with contextlib.suppress(Exception):  # idle conversations and idempotency keys
+            with gw.metrics.store_op("purge_conversations"):
+                await gw.store.purge_conversations_older_than(int(time.time() - gw.settings.store_retention_s))
         await asyncio.sleep(interval)
 
 
@@ -94,9 +98,13 @@ def build_app(settings: GatewaySettings, store: ResponseStore | None = None) -> 
     auth = Authenticator(settings.all_api_keys())
     gw = Gateway(settings, metrics, auth, store if store is not None else open_store(settings.store_url))
     app = web.Application(client_max_size=settings.max_body_bytes,
-                          middlewares=[_metrics_middleware(metrics), error_middleware, auth.middleware()])
+                          middlewares=[_metrics_middleware(metrics), error_middleware, auth.middleware(),
+                                       idempotency.middleware])
     app[GATEWAY] = gw
     responses.add_routes(app.router)
+    compact.add_routes(app.router)
+    websocket.add_routes(app.router)
+    conversations.add_routes(app.router)
     models.add_routes(app.router)
     health.add_routes(app.router)
     app.on_startup.append(_startup)

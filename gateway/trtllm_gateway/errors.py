@@ -50,6 +50,7 @@ KINDS: dict[str, ErrorKind] = {
     "model_not_found": ErrorKind(404, "invalid_request_error", "model_not_found"),
     "previous_response_not_found": ErrorKind(404, "invalid_request_error", "previous_response_not_found"),
     "method_not_allowed": ErrorKind(405, "invalid_request_error", "method_not_allowed"),
+    "conflict": ErrorKind(409, "invalid_request_error", "conflict"),
     "body_too_large": ErrorKind(413, "invalid_request_error", "request_too_large"),
     "rate_limited": ErrorKind(429, "rate_limit_error", "rate_limit_exceeded"),
     "server_error": ErrorKind(500, "server_error", "server_error"),

@@ -16,6 +16,11 @@ Protocol (REFERENCE.md §2-§3):
 4. With ``store: true`` the final state is saved BEFORE the terminal event/JSON reply, so a
    client that reads ``response.completed`` can GET it at once.
 
+Finish hooks: when a response ends (any status, also ``cancelled`` in the background),
+``save`` first runs the conversation append of a ``conversation`` turn
+(``conversations.py``), then ``Generation.on_finish`` (idempotency record, a WebSocket's
+remembered turn), each failure logged, then stores the response.
+
 Client disconnect: aiohttp cancels the handler (``handler_cancellation=True``); the
 CancelledError cancels the gRPC call (the service aborts the engine request), the response
 is saved as ``cancelled`` by a background task, and the error propagates.
@@ -25,7 +30,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
 
 import grpc
 from aiohttp import web
@@ -33,13 +39,14 @@ from aiohttp import web
 from trtllm_responses.inference.v1 import inference_pb2 as pb
 
 from . import capabilities
+from . import conversations
 from .context import Gateway
 from .errors import ApiError, CODE_KEY
 from .ids import new_id
 from .metrics import TokenClock
 from .objects import new_response
 from .request import CreateRequest
-from .sse import SSEWriter
+from .sse import EventWriter, SSEWriter
 from .store import StoredResponse
 from .streaming import StreamState, finalize, on_delta, start
 from .tools import call_rules
@@ -60,6 +67,7 @@ class Generation:
     state: StreamState
     clock: TokenClock
     reserve: int
+    on_finish: list[Callable[[dict], Awaitable[None]]] = field(default_factory=list)  # see save()
 
 
 def resolve_model(name: str, info: pb.ModelInfo) -> str:
@@ -70,6 +78,8 @@ def resolve_model(name: str, info: pb.ModelInfo) -> str:
 
 
 async def load_history(gw: Gateway, req: CreateRequest, tenant: str) -> list[dict]:
+    if req.conversation:
+        return await conversations.history(gw, req, tenant)
     if not req.previous_response_id:
         return []
     with gw.metrics.store_op("history"):
@@ -85,11 +95,14 @@ def check_capabilities(req: CreateRequest, info: pb.ModelInfo) -> None:
     capabilities.check(req, info)
 
 
-async def prepare(gw: Gateway, req: CreateRequest, tenant: str, arrived: float) -> Generation:
+async def prepare(gw: Gateway, req: CreateRequest, tenant: str, arrived: float,
+                  history: list[dict] | None = None) -> Generation:
+    """``history`` given (a WebSocket connection's remembered turn) is used as is."""
     info = await gw.service.model_info()
     model_id = resolve_model(req.model, info)
     check_capabilities(req, info)
-    history = await load_history(gw, req, tenant)
+    if history is None:
+        history = await load_history(gw, req, tenant)
     chat = build_chat(req, history + req.input.items)
     response_id = new_id("resp")
     state = StreamState(new_response(req, response_id, model_id, int(time.time())),
@@ -162,7 +175,19 @@ def _output_tokens(resp: dict) -> int:
     return (resp.get("usage") or {}).get("output_tokens", 0)
 
 
+async def _finish_hooks(gw: Gateway, g: Generation, resp: dict) -> None:
+    hooks = list(g.on_finish)
+    if g.req.conversation:
+        hooks.insert(0, conversations.turn_appender(gw, g.tenant, g.req.conversation, g.req.input.items))
+    for hook in hooks:
+        try:
+            await hook(resp)
+        except Exception:  # the client still gets its response; the failure is logged
+            log.exception("finish hook %r failed for response %s", hook, resp["id"])
+
+
 async def save(gw: Gateway, g: Generation, resp: dict) -> None:
+    await _finish_hooks(gw, g, resp)
     if not g.req.store:
         return
     record = StoredResponse(id=resp["id"], tenant=g.tenant, created_at=resp["created_at"], status=resp["status"],
@@ -210,11 +235,13 @@ async def complete(gw: Gateway, g: Generation) -> dict:
     return resp
 
 
-async def stream(gw: Gateway, request: web.Request, g: Generation) -> web.StreamResponse:
-    """The SSE reply: created/in_progress, item events as deltas arrive, one terminal event."""
+async def stream(gw: Gateway, request: web.Request | None, g: Generation,
+                 writer: EventWriter | None = None) -> web.StreamResponse:
+    """The SSE reply: created/in_progress, item events as deltas arrive, one terminal event.
+    ``writer``: another transport's EventWriter (``websocket.py``); default SSE."""
     call, first = await _open(gw, g)
     run, final, error = _Run(call, first, g.clock), None, None
-    writer = SSEWriter(request, gw.settings.ping_interval_s)
+    writer = SSEWriter(request, gw.settings.ping_interval_s) if writer is None else writer
     gw.metrics.active_streams.inc()
     try:
         await writer.open()

@@ -9,7 +9,8 @@ or a list of items; each item becomes the canonical form that is stored, listed 
   content becomes one part of the role's text type. Ids: the caller's, else ``msg_…``.
 * ``function_call`` {call_id, name, arguments} -> id ``fc_…``;
 * ``function_call_output`` {call_id, output} -> id ``fco_…``;
-* ``reasoning`` {summary, content} -> id ``rs_…``.
+* ``reasoning`` {summary, content} -> id ``rs_…``;
+* ``compaction`` {encrypted_content} (from ``/v1/responses/compact``) -> id ``cmp_…``.
 
 Anything else (files, item references, hosted-tool items) is a 400 naming the path, e.g.
 ``input[2].content[0].type``. Image parts are collected so the caller can refuse them when
@@ -20,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from . import compaction_item
 from .errors import ApiError
 from .ids import new_id
 
@@ -161,6 +163,7 @@ ITEM_TYPES: dict[str, Callable[[dict, str, list[str]], dict]] = {
     "function_call": _function_call,
     "function_call_output": _function_call_output,
     "reasoning": _reasoning,
+    "compaction": compaction_item.normalize,
 }
 
 

@@ -29,6 +29,7 @@ def new_response(req: CreateRequest, response_id: str, model_id: str, created_at
         "output": [],
         "parallel_tool_calls": req.parallel_tool_calls,
         "previous_response_id": req.previous_response_id,
+        "conversation": {"id": req.conversation} if req.conversation else None,
         "reasoning": dict(req.reasoning) if req.reasoning is not None else None,
         "store": req.store,
         "temperature": req.temperature,

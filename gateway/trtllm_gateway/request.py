@@ -65,6 +65,7 @@ class CreateRequest:
     safety_identifier: str | None = None
     prompt_cache_key: str | None = None
     service_tier: str = "default"
+    conversation: str | None = None  # conversation id (conversations.py)
 
     @property
     def logprobs(self) -> bool:
@@ -147,6 +148,15 @@ def _service_tier(name: str, value: Any) -> str:
     return "default"  # one tier here; the response reports the tier actually used
 
 
+def _conversation(name: str, value: Any) -> str:
+    """A conversation id, given as a string or as ``{"id": ...}``."""
+    if isinstance(value, dict) and set(value) == {"id"}:
+        value = value["id"]
+    if not isinstance(value, str) or not value:
+        raise _bad(name, "Invalid 'conversation': expected a conversation id or an object {\"id\": ...}.")
+    return value
+
+
 def _ignored(name: str, value: Any) -> None:
     """Accepted and ignored: hints that do not change what this server produces."""
     return None
@@ -180,6 +190,7 @@ FIELDS: dict[str, Callable[[str, Any], Any]] = {
     "service_tier": _service_tier,
     "stream_options": _ignored,
     "prompt_cache_retention": _ignored,
+    "conversation": _conversation,
 }
 
 
@@ -190,7 +201,6 @@ def _empty(value: Any) -> bool:
 # Known fields that a later issue enables: field -> "is this value the harmless default?".
 UNSUPPORTED: dict[str, Callable[[Any], bool]] = {
     "background": _empty,
-    "conversation": lambda v: False,
     "prompt": lambda v: False,
     "context_management": _empty,
     "moderation": lambda v: False,

@@ -2,7 +2,8 @@
 
 Frame: ``event: <type>\\ndata: <json>\\n\\n`` with LF line ends, written with one
 ``write()`` per event, so a frame is never split by another writer (the keep-alive task).
-``sequence_number`` is assigned here, from 0 by 1, in write order. Idle streams get a
+``sequence_number`` is assigned by :class:`EventWriter`, from 0 by 1, in write order (the
+one numbering of every transport: ``websocket.py`` subclasses it too). Idle streams get a
 ``: ping`` comment every ``ping_interval`` seconds. There is no ``[DONE]`` sentinel.
 JSON strings escape every control character, so ``data:`` always fits on one line.
 """
@@ -30,14 +31,33 @@ def frame(event: dict) -> bytes:
     return b"event: " + event["type"].encode() + b"\ndata: " + _dumps(event).encode() + b"\n\n"
 
 
-class SSEWriter:
+class EventWriter:
+    """Numbers events in write order and hands each to ``_write`` (one per transport)."""
+
+    def __init__(self) -> None:
+        self.sequence = 0
+
+    async def send(self, event: dict) -> None:
+        event["sequence_number"] = self.sequence
+        self.sequence += 1
+        await self._write(event)
+
+    async def send_all(self, events: Iterable[dict]) -> None:
+        for event in events:
+            await self.send(event)
+
+    async def _write(self, event: dict) -> None:
+        raise NotImplementedError
+
+
+class SSEWriter(EventWriter):
     """Numbers and writes events to a prepared-on-demand aiohttp StreamResponse."""
 
     def __init__(self, request: web.Request, ping_interval: float) -> None:
+        super().__init__()
         self.request = request
         self.response = web.StreamResponse(status=200, headers=HEADERS)
         self.ping_interval = ping_interval
-        self.sequence = 0
         self._last_write = 0.0
         self._pinger: asyncio.Task | None = None
         self.started = False
@@ -50,16 +70,10 @@ class SSEWriter:
         self._last_write = loop.time()
         self._pinger = loop.create_task(self._ping(loop))
 
-    async def send(self, event: dict) -> None:
-        event["sequence_number"] = self.sequence
-        self.sequence += 1
+    async def _write(self, event: dict) -> None:
         data = frame(event)
         self._last_write = asyncio.get_running_loop().time()
         await self.response.write(data)
-
-    async def send_all(self, events: Iterable[dict]) -> None:
-        for event in events:
-            await self.send(event)
 
     async def _ping(self, loop: asyncio.AbstractEventLoop) -> None:
         with contextlib.suppress(ConnectionError, RuntimeError):

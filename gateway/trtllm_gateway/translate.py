@@ -11,7 +11,10 @@ Protocol: Responses input items (canonical form from ``input_items.py``) become
 * ``function_call`` -> a ``tool_calls`` entry on the assistant message of the same turn
   (a new assistant message when the previous message is not an assistant one);
 * ``function_call_output`` -> ChatMessage(role ``tool``, tool_call_id=call_id);
-* ``reasoning`` -> ``reasoning`` of the next assistant message.
+* ``reasoning`` -> ``reasoning`` of the next assistant message;
+* ``compaction`` -> its summary as context (``compaction_item.py``): appended to the leading
+  system/developer message (a new system message if there is none) while no conversation
+  message came yet, so truncation keeps it; later, a user message.
 
 Agentic fields (:func:`build_chat`, :func:`generate_request`): ``tools``/``tool_choice``/
 ``parallel_tool_calls``/``max_tool_calls`` -> the Chat's tool fields (``tools.apply_to_chat``),
@@ -31,6 +34,7 @@ from typing import Awaitable, Callable
 
 from trtllm_responses.inference.v1 import inference_pb2 as pb
 
+from . import compaction_item
 from .errors import ApiError
 from .output_format import response_format, service_effort
 from .request import CreateRequest
@@ -84,12 +88,21 @@ class _Builder:
         texts = [p["text"] for p in item.get("content") or []] or [p["text"] for p in item.get("summary") or []]
         self.reasoning += "".join(texts)
 
+    def compaction(self, item: dict) -> None:
+        text = compaction_item.context_text(item)
+        if self.messages and all(m.role in ("system", "developer") for m in self.messages):
+            self.messages[-1].content.add(text="\n\n" + text)
+        else:
+            role = "user" if self.messages else "system"
+            self.messages.append(pb.ChatMessage(role=role, content=[pb.ContentPart(text=text)]))
+
 
 ITEM_HANDLERS: dict[str, Callable[[_Builder, dict], None]] = {
     "message": _Builder.message,
     "function_call": _Builder.function_call,
     "function_call_output": _Builder.function_call_output,
     "reasoning": _Builder.reasoning_item,
+    "compaction": _Builder.compaction,
 }
 
 

@@ -18,7 +18,6 @@ def _err(body: dict) -> ApiError:
 # (field, a value we refuse for now, a default value we accept)
 UNSUPPORTED_CASES = [
     ("background", True, False),
-    ("conversation", "conv_1", None),
     ("prompt", {"id": "pmpt_1"}, None),
     ("context_management", [{"type": "compaction"}], []),
 ]
@@ -32,7 +31,7 @@ def test_unsupported_fields_are_400_naming_the_field(name, refused, accepted):
 
 
 def test_every_unsupported_field_is_covered_by_the_table_test():
-    assert {"background", "conversation", "prompt"} <= set(UNSUPPORTED)
+    assert {"background", "prompt"} <= set(UNSUPPORTED)
     # served since the agentic issue (tests/unit/test_gateway_agentic.py)
     assert not {"tools", "reasoning", "text", "max_tool_calls"} & set(UNSUPPORTED)
 

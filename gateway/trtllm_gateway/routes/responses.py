@@ -18,6 +18,7 @@ from trtllm_responses.inference.v1 import inference_pb2 as pb
 from .. import generation
 from ..context import ARRIVED, GATEWAY, TENANT
 from ..errors import ApiError
+from ..idempotency import FINISH_HOOKS
 from ..objects import deleted
 from ..request import parse_create, parse_json_object
 from ..translate import build_chat, fit_context
@@ -37,6 +38,7 @@ async def create(request: web.Request) -> web.StreamResponse:
     gw = request.app[GATEWAY]
     req = parse_create(parse_json_object(await request.read()))
     g = await generation.prepare(gw, req, request[TENANT], request[ARRIVED])
+    g.on_finish.extend(request.get(FINISH_HOOKS, ()))  # Idempotency-Key (idempotency.py)
     if req.stream:
         return await generation.stream(gw, request, g)
     return _json(await generation.complete(gw, g))

@@ -1,0 +1,114 @@
+"""``POST /v1/responses/compact``: shrink a conversation window with a model-written summary.
+
+Protocol (``openai.types.responses.CompactedResponse``): the body takes ``model``
+(required; 400 ``param: "model"`` without it), ``input``, ``instructions``,
+``previous_response_id`` (plus the ignored cache hints ``prompt_cache_key``,
+``prompt_cache_retention``, ``service_tier``); the reply is ``{"id", "object":
+"response.compaction", "created_at", "output": [...], "usage"}``. The caller sends
+``output`` (plus its next message) as the ``input`` of its next create.
+
+The window is the ``previous_response_id`` history followed by ``input``. It splits into:
+
+* the leading system/developer messages, kept verbatim (they are the agent's standing
+  instructions; truncation never drops them either);
+* the most recent turn: the last user message and everything after it (tool calls and
+  their outputs included), kept verbatim;
+* everything in between, replaced by ONE ``compaction`` item (``compaction_item.py``)
+  whose summary the model writes: a ``Generate`` call through the service over those
+  items (earlier compaction items included, so summaries roll up), under a summarising
+  system prompt, greedy, at most :data:`SUMMARY_MAX_TOKENS` tokens, with the oldest turns
+  dropped first if even that prompt exceeds the context.
+
+``output`` = kept instructions + [compaction] + recent turn, in that (chronological) order;
+``usage`` is the summarising call's. With nothing in between (a single turn) nothing is
+summarised: ``output`` is the window as is and ``usage`` is zero. OpenAI documents its
+``output`` as "all user messages, followed by a single compaction item"; here older user
+messages are summarised too, which is what bounds the window: its size is the kept
+messages plus at most :data:`SUMMARY_MAX_TOKENS`, whatever the length of the history.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+
+from trtllm_responses.inference.v1 import inference_pb2 as pb
+
+from . import compaction_item, generation
+from .context import Gateway
+from .errors import ApiError
+from .ids import new_id
+from .objects import usage
+from .request import CreateRequest, parse_create
+from .translate import chat_messages, fit_context
+
+SUMMARY_MAX_TOKENS = 512
+COMPACT_FIELDS = ("model", "input", "instructions", "previous_response_id", "prompt_cache_key",
+                  "prompt_cache_retention", "service_tier", "prompt_cache_options", "image")
+SUMMARISER = ("You condense conversations. Write a concise summary of the conversation you are given, "
+              "keeping every fact, name, number, decision, open question and tool result that later "
+              "turns may need. Write plain prose without a preamble.")
+REQUEST = "Summarise the conversation above."
+_LEADING_ROLES = ("system", "developer")
+
+
+def parse(body: dict) -> CreateRequest:
+    for name in body:
+        if name not in COMPACT_FIELDS:
+            raise ApiError("unknown_parameter", f"Unknown parameter: '{name}'.", param=name)
+    req = parse_create(body, for_count=True)
+    if not req.model:
+        raise ApiError("invalid_request", "Missing required parameter: 'model'.", param="model")
+    return req
+
+
+def split(items: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
+    """(leading instructions, older items to summarise, the most recent turn)."""
+    lead = 0
+    while lead < len(items) and items[lead]["type"] == "message" and items[lead]["role"] in _LEADING_ROLES:
+        lead += 1
+    users = [i for i in range(lead, len(items)) if items[i]["type"] == "message" and items[i]["role"] == "user"]
+    cut = users[-1] if users else len(items)
+    return items[:lead], items[lead:cut], items[cut:]
+
+
+def summary_chat(older: list[dict], instructions: str | None) -> pb.Chat:
+    system = SUMMARISER + (f"\n\nThe conversation ran under these instructions:\n{instructions}"
+                           if instructions else "")
+    ask = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": REQUEST}]}
+    return pb.Chat(messages=chat_messages(system, older + [ask]))
+
+
+async def summarise(gw: Gateway, chat: pb.Chat) -> tuple[str, dict]:
+    """(summary text, usage) from one greedy Generate call."""
+    chat = await fit_context(chat, gw.service.count_tokens, SUMMARY_MAX_TOKENS)
+    request = pb.GenerateRequest(request_id=new_id("cmp"), chat=chat, sampling=pb.SamplingParams(
+        temperature=0.0, top_p=1.0, max_tokens=SUMMARY_MAX_TOKENS))
+    call = gw.service.generate(request)
+    pieces, final = [], None
+    try:
+        async for msg in call:
+            if msg.HasField("delta"):
+                pieces.append(msg.delta.text)
+            else:
+                final = msg.final
+    except asyncio.CancelledError:
+        call.cancel()  # the client left: abort the engine request
+        raise
+    if final is None or final.finish_reason in (pb.FINISH_REASON_ERROR, pb.FINISH_REASON_CANCELLED):
+        raise ApiError("server_error", "The model failed while writing the compaction summary.")
+    u = final.usage
+    return "".join(pieces).strip(), usage(u.prompt_tokens, u.completion_tokens, u.cached_tokens,
+                                          u.reasoning_tokens)
+
+
+async def compact(gw: Gateway, body: dict, tenant: str) -> dict:
+    req = parse(body)
+    generation.resolve_model(req.model, await gw.service.model_info())
+    history = await generation.load_history(gw, req, tenant)
+    lead, older, recent = split(history + req.input.items)
+    output, spent = lead + recent, usage(0, 0, 0, 0)
+    if older:
+        summary, spent = await summarise(gw, summary_chat(older, req.instructions))
+        output = lead + [compaction_item.new_item(summary)] + recent
+    return {"id": new_id("resp"), "object": "response.compaction", "created_at": int(time.time()),
+            "output": output, "usage": spent}

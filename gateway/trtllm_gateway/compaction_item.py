@@ -1,0 +1,64 @@
+"""The ``compaction`` item: a model-written summary that stands in for earlier turns.
+
+Protocol (``openai.types.responses.ResponseCompactionItem``): ``{"id": "cmp_…", "type":
+"compaction", "encrypted_content": str, "created_by": str | null}``, produced by
+``POST /v1/responses/compact`` (``compaction.py``) and accepted back as an input item.
+
+``encrypted_content`` is opaque to clients. Here it is ``trtllm-compaction.v1.`` followed
+by the base64url of ``{"summary": <text>}``; it is not encrypted (the summary only restates
+what the same client sent), and it is not bound to one gateway replica: any replica
+decodes it. Content this server did not produce (another provider's encrypted blob) is a
+400 naming the item, never passed to the model as gibberish. A translated compaction item
+is system context (``translate.py``): it joins the leading system message when it comes
+before any conversation message, else it is a user message that says what it is.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+
+from .errors import ApiError
+from .ids import new_id
+
+PREFIX = "trtllm-compaction.v1."
+CONTEXT_HEADER = "Summary of the earlier part of this conversation:\n"
+
+
+def encode(summary: str) -> str:
+    raw = json.dumps({"summary": summary}, ensure_ascii=False).encode()
+    return PREFIX + base64.urlsafe_b64encode(raw).decode()
+
+
+def decode(content: str) -> str | None:
+    """The summary, or None when ``content`` is not a compaction this server produced."""
+    if not isinstance(content, str) or not content.startswith(PREFIX):
+        return None
+    try:
+        value = json.loads(base64.urlsafe_b64decode(content[len(PREFIX):].encode()))
+    except (binascii.Error, ValueError):
+        return None
+    summary = value.get("summary") if isinstance(value, dict) else None
+    return summary if isinstance(summary, str) else None
+
+
+def new_item(summary: str) -> dict:
+    return {"id": new_id("cmp"), "type": "compaction", "encrypted_content": encode(summary), "created_by": None}
+
+
+def normalize(item: dict, path: str, images: list[str]) -> dict:
+    """``input_items.ITEM_TYPES`` entry: keep the item, refuse content we cannot read."""
+    content = item.get("encrypted_content")
+    if decode(content) is None:
+        raise ApiError("invalid_request", f"Invalid '{path}.encrypted_content': not a compaction produced by "
+                       "this server's POST /v1/responses/compact.", param=f"{path}.encrypted_content")
+    given = item.get("id")
+    if given is not None and (not isinstance(given, str) or not given):
+        raise ApiError("invalid_request", f"Invalid '{path}.id': expected a non-empty string.", param=f"{path}.id")
+    return {"id": given or new_id("cmp"), "type": "compaction", "encrypted_content": content,
+            "created_by": item.get("created_by") if isinstance(item.get("created_by"), str) else None}
+
+
+def context_text(item: dict) -> str:
+    """What the model reads for a (normalized, so decodable) compaction item."""
+    return CONTEXT_HEADER + (decode(item["encrypted_content"]) or "")
