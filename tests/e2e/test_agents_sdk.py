@@ -1,7 +1,8 @@
 """The OpenAI Agents SDK (`openai-agents`) runs a tool-using agent against the gateway.
 
 `OpenAIResponsesModel` is pointed at the gateway; the agent has one function tool,
-`tool_choice="required"` (enforced by the service's forced-call grammar) and
+`tool_choice="required"` (enforced by the service's forced-call grammar; one call per
+turn, so a small model cannot repeat calls until `max_tokens`) and
 `tool_use_behavior="stop_on_first_tool"`, so a small model's loop ends after the tool ran:
 the run's final output is the tool's result. Run both ways the SDK offers (`Runner.run`,
 non-streaming, and `Runner.run_streamed`, SSE).
@@ -44,7 +45,8 @@ def _weather_agent(client, calls: list[str]) -> "agents.Agent":
     model = agents.OpenAIResponsesModel(model="default", openai_client=client)
     return agents.Agent(name="weather", instructions="Answer weather questions with the get_weather tool.",
                         tools=[get_weather], model=model, tool_use_behavior="stop_on_first_tool",
-                        model_settings=agents.ModelSettings(tool_choice="required", max_tokens=64, temperature=0))
+                        model_settings=agents.ModelSettings(tool_choice="required", parallel_tool_calls=False,
+                                                                       max_tokens=64, temperature=0))
 
 
 async def _run_both_ways(client, question: str) -> list[str]:
