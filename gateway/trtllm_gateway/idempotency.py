@@ -27,6 +27,7 @@ Protocol (the de-facto HTTP convention, as Stripe and the IETF draft
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -51,6 +52,15 @@ _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 def fingerprint(body: dict) -> str:
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _read(raw: bytes) -> tuple[dict | None, str]:
+    """(the body if it is a JSON object, its fingerprint)."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return None, ""
+    return (body, fingerprint(body)) if isinstance(body, dict) else (None, "")
 
 
 def check_key(key: str) -> None:
@@ -136,13 +146,10 @@ async def middleware(request: web.Request, handler) -> web.StreamResponse:
     if key is None or request.method != "POST" or request.path != PATH:
         return await handler(request)
     check_key(key)
-    try:
-        body = json.loads(await request.read())
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
+    body, digest = await asyncio.to_thread(_read, await request.read())  # bodies may be large
+    if body is None:
         return await handler(request)  # the handler answers the 400; nothing to remember
-    gw, tenant, digest, now = request.app[GATEWAY], request[TENANT], fingerprint(body), int(time.time())
+    gw, tenant, now = request.app[GATEWAY], request[TENANT], int(time.time())
     with gw.metrics.store_op("idempotency_claim"):
         record = await gw.store.claim_idempotency_key(
             tenant, key, digest, now, now - int(gw.settings.request_timeout_s + STALE_MARGIN_S))

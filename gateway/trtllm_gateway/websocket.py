@@ -169,7 +169,7 @@ async def handle(request: web.Request) -> web.WebSocketResponse:
             if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                 continue
             if queue.qsize() >= MAX_PENDING:
-                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many pending response.create events")
+                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many pending creates")
                 break
             queue.put_nowait(msg.data)
     finally:

@@ -81,6 +81,25 @@ async def test_older_turns_become_one_model_written_compaction_item(stack):
     assert SUMMARY in stack.prompts[-1] and "Your name is Ada." in stack.prompts[-1]
 
 
+async def test_tool_calls_and_results_are_summarised_and_the_running_turn_kept(stack):
+    window = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": '{"city": "Paris"}'},
+        {"type": "function_call_output", "call_id": "call_1", "output": "sunny, 21C"},
+        {"role": "assistant", "content": "It is sunny."},
+        {"role": "user", "content": "And in Rome?"},
+        {"type": "function_call", "call_id": "call_2", "name": "get_weather", "arguments": '{"city": "Rome"}'},
+        {"type": "function_call_output", "call_id": "call_2", "output": "rain, 15C"},
+    ]
+    compacted = await stack.handle.client.responses.compact(model="default", input=window)
+    body = plain(compacted)
+    check_shape(body)
+    assert [i["type"] for i in body["output"]] == ["compaction", "message", "function_call", "function_call_output"]
+    assert body["output"][3]["output"] == "rain, 15C"  # the running turn, verbatim
+    assert "sunny, 21C" in stack.prompts[-1] and "get_weather" in stack.prompts[-1]
+    assert "rain, 15C" not in stack.prompts[-1]
+
+
 async def test_a_single_turn_is_returned_as_is_without_a_model_call(stack):
     before = len(stack.prompts)
     compacted = await stack.handle.client.responses.compact(model="default", input="Hello there")

@@ -17,6 +17,7 @@ Ids that no row can hold (NUL, lone surrogates) are answered as absent, never se
 """
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from . import conv_codec
@@ -95,7 +96,7 @@ class PostgresConversations:
 
     async def create_conversation(self, conversation: StoredConversation, items: list[dict]) -> None:
         metadata = conv_codec.check_conversation(conversation)
-        rows = conv_codec.encode_items(items, conversation.id)
+        rows = await asyncio.to_thread(conv_codec.encode_items, items, conversation.id)
 
         async def body(conn: "asyncpg.Connection") -> None:
             status = await conn.execute(
@@ -134,7 +135,7 @@ class PostgresConversations:
 
     async def append_conversation_items(self, conversation_id: str, tenant: str, items: list[dict],
                                         now: int) -> bool:
-        rows = conv_codec.encode_items(items, conversation_id)
+        rows = await asyncio.to_thread(conv_codec.encode_items, items, conversation_id)
         if not _ok(conversation_id, tenant):
             return False
 
@@ -176,7 +177,8 @@ class PostgresConversations:
         rows = await self._run("read", body)
         if rows is None:
             return None
-        data = conv_codec.decode_items([tuple(r) for r in rows[:limit]], conversation_id)
+        data = await asyncio.to_thread(conv_codec.decode_items, [tuple(r) for r in rows[:limit]],
+                                       conversation_id)
         return ItemPage(data=data, first_id=data[0]["id"] if data else None,
                         last_id=data[-1]["id"] if data else None, has_more=len(rows) > limit)
 
@@ -191,7 +193,10 @@ class PostgresConversations:
                                     "WHERE conversation_id = $1 ORDER BY position", conversation_id)
 
         rows = await self._run("read", body)
-        return None if rows is None else conv_codec.decode_items([tuple(r) for r in rows], conversation_id)
+        if rows is None:
+            return None
+        return await asyncio.to_thread(conv_codec.decode_items, [tuple(r) for r in rows],
+                                       conversation_id)
 
     async def get_conversation_item(self, conversation_id: str, item_id: str, tenant: str) -> dict | None:
         if not _ok(conversation_id, tenant, item_id):
@@ -232,7 +237,7 @@ class PostgresConversations:
         return await self._run("write", body)
 
     async def finish_idempotency_key(self, tenant: str, key: str, response: dict) -> None:
-        payload = conv_codec.dumps(response, f"idempotency key {key!r} response")
+        payload = await asyncio.to_thread(conv_codec.dumps, response, f"idempotency key {key!r} response")
         await self._run("write", lambda conn: conn.execute(
             "UPDATE idempotency_keys SET state = 'done', response = $3 WHERE tenant = $1 AND key = $2",
             tenant, key, payload))

@@ -10,6 +10,7 @@ conversation deletes its items explicitly.
 """
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from . import conv_codec
@@ -81,7 +82,7 @@ class SQLiteConversations:
 
     async def create_conversation(self, conversation: StoredConversation, items: list[dict]) -> None:
         metadata = conv_codec.check_conversation(conversation)
-        rows = conv_codec.encode_items(items, conversation.id)
+        rows = await asyncio.to_thread(conv_codec.encode_items, items, conversation.id)
 
         async def body(conn: "aiosqlite.Connection") -> None:
             if await conn.execute_fetchall("SELECT 1 FROM conversations WHERE id = ?", (conversation.id,)):
@@ -132,7 +133,7 @@ class SQLiteConversations:
 
     async def append_conversation_items(self, conversation_id: str, tenant: str, items: list[dict],
                                         now: int) -> bool:
-        rows = conv_codec.encode_items(items, conversation_id)
+        rows = await asyncio.to_thread(conv_codec.encode_items, items, conversation_id)
         if not _ok(conversation_id, tenant):
             return False
 
@@ -173,7 +174,7 @@ class SQLiteConversations:
         rows = await self._read(body)
         if rows is None:
             return None
-        data = conv_codec.decode_items(list(rows[:limit]), conversation_id)
+        data = await asyncio.to_thread(conv_codec.decode_items, list(rows[:limit]), conversation_id)
         return ItemPage(data=data, first_id=data[0]["id"] if data else None,
                         last_id=data[-1]["id"] if data else None, has_more=len(rows) > limit)
 
@@ -189,7 +190,9 @@ class SQLiteConversations:
                 (conversation_id,))
 
         rows = await self._read(body)
-        return None if rows is None else conv_codec.decode_items(rows, conversation_id)
+        if rows is None:
+            return None
+        return await asyncio.to_thread(conv_codec.decode_items, rows, conversation_id)
 
     async def get_conversation_item(self, conversation_id: str, item_id: str, tenant: str) -> dict | None:
         if not _ok(conversation_id, tenant, item_id):
@@ -234,7 +237,7 @@ class SQLiteConversations:
         return await self._write(body)
 
     async def finish_idempotency_key(self, tenant: str, key: str, response: dict) -> None:
-        payload = conv_codec.dumps(response, f"idempotency key {key!r} response")
+        payload = await asyncio.to_thread(conv_codec.dumps, response, f"idempotency key {key!r} response")
         await self._write(lambda conn: conn.execute(
             "UPDATE idempotency_keys SET state = 'done', response = ? WHERE tenant = ? AND key = ?",
             (payload, tenant, key)))
