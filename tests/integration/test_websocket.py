@@ -9,6 +9,7 @@ import asyncio
 import json
 
 import aiohttp
+import pytest
 import pytest_asyncio
 from openai.types.responses.responses_server_event import ResponseWsError
 
@@ -154,6 +155,22 @@ async def test_closing_mid_response_cancels_it(stack):
         await asyncio.sleep(0.05)
     assert stored.status == "cancelled"
     assert len(stored.output[0].content[0].text) < len("and then " * 400)
+
+
+async def test_the_openai_sdk_websocket_client(stack):
+    """`client.responses.connect()` (needs openai's `realtime` extra: the websockets package)."""
+    pytest.importorskip("websockets")
+    async with stack.handle.client.responses.connect() as conn:
+        for text in ("My name is Ada", QUESTION):
+            await conn.response.create(model="default", input=text, store=False,
+                                       **({"previous_response_id": final["id"]} if text == QUESTION else {}))
+            events = []
+            async for event in conn:
+                events.append(event.to_dict(warnings=False))
+                if event.type in ("response.completed", "response.incomplete", "response.failed", "error"):
+                    break
+            final = check_stream(events)
+    assert final["output"][0]["content"][0]["text"] == "Your name is Ada."
 
 
 async def test_plain_get_is_not_a_websocket(stack):
