@@ -96,7 +96,11 @@ class ReplicaPool:
 
     async def start(self) -> None:
         """First lookup and probe round, then the periodic ones in the background."""
-        await self.refresh()
+        try:  # a resolver that hangs must not hold up startup; the resolve loop keeps trying
+            await asyncio.wait_for(self.refresh(), self.settings.rpc_timeout_s)
+        except asyncio.TimeoutError:
+            log.warning("service targets not resolved within %.1fs; retrying in the background",
+                        self.settings.rpc_timeout_s)
         await self.probe_all()
         if any(t.dns for t in self.targets):
             self._tasks.append(asyncio.create_task(self._resolve_loop()))
