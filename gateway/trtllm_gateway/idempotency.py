@@ -15,7 +15,9 @@ Protocol (the de-facto HTTP convention, as Stripe and the IETF draft
   ``stream: false`` gets it as JSON; ``stream: true`` gets it replayed as a complete SSE
   stream: the same events the original produced (one delta per item instead of many),
   built by the same ``streaming.py`` item kinds and numbered by the same ``sse.py``
-  writer. The replay costs no generation.
+  writer. The replay costs no generation. A background create records the ``queued``
+  response it answered; its streamed retry follows the response's event log
+  (``events.follow``), as the original did.
 * Retry while the first is still running: 409, code ``idempotency_request_in_progress``,
   ``Retry-After: 1`` (no waiting: the first may run on another replica for minutes). A
   claim older than ``--request-timeout-s`` + 60 s is considered abandoned (its replica
@@ -120,6 +122,9 @@ def replay_events(resp: dict, dialect: str) -> list[dict]:
 async def _replay(request: web.Request, gw: Gateway, resp: dict, stream: bool) -> web.StreamResponse:
     if not stream:
         return web.Response(text=_dumps(resp), content_type="application/json", headers={REPLAYED_HEADER: "true"})
+    if resp["status"] not in TERMINAL:  # a background create, recorded as queued: follow its event log
+        from . import events  # lazily: only background responses have a log to follow
+        return await events.follow(gw, request, resp["id"], request[TENANT], -1)
     writer = SSEWriter(request, gw.settings.ping_interval_s)
     writer.response.headers[REPLAYED_HEADER] = "true"
     await writer.open()
