@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 from openai.types.responses.responses_server_event import ResponseWsError
 
-from tests.fixtures.gateway import check_stream
+from tests.fixtures.gateway import AUTH_KEYS, check_stream, start_gateway
 from tests.integration.scripted_stack import start_stack
 
 QUESTION = "What did I say my name was?"
@@ -178,3 +178,25 @@ async def test_plain_get_is_not_a_websocket(stack):
         async with session.get(stack.handle.base_url + "/responses") as resp:
             body = await resp.json()
     assert resp.status == 405 and body["error"]["code"] == "method_not_allowed"
+
+
+async def test_sockets_need_a_key_and_see_only_their_tenant(stack, tmp_path):
+    handle, runner = await start_gateway(stack.server.address, tmp_path, api_keys=AUTH_KEYS)
+    url = handle.base_url.replace("http", "ws", 1) + "/responses"
+    try:
+        async with aiohttp.ClientSession() as session:
+            try:
+                await session.ws_connect(url)
+                raise AssertionError("the handshake should have been refused")
+            except aiohttp.WSServerHandshakeError as exc:
+                assert exc.status == 401
+            keys = [{"Authorization": f"Bearer {key}"} for key in AUTH_KEYS]
+            async with session.ws_connect(url, headers=keys[0]) as alice:
+                await alice.send_json(create(input="My name is Ada"))
+                _, stored = await read_response(alice)
+            async with session.ws_connect(url, headers=keys[1]) as bob:
+                await bob.send_json(create(input=QUESTION, previous_response_id=stored["id"]))
+                assert (await read_error(bob))["error"]["code"] == "previous_response_not_found"
+    finally:
+        await handle.client.close()
+        await runner.cleanup()
