@@ -20,6 +20,7 @@ from .auth import Authenticator
 from .context import ARRIVED, GATEWAY, Gateway
 from .errors import error_middleware
 from .metrics import GatewayMetrics
+from .routes import background as background_routes
 from . import idempotency, websocket
 from .routes import compact, conversations, health, models, responses
 from .service_client import ServiceClient
@@ -109,4 +110,5 @@ def build_app(settings: GatewaySettings, store: ResponseStore | None = None) -> 
     health.add_routes(app.router)
     app.on_startup.append(_startup)
     app.on_cleanup.append(_cleanup)
+    background_routes.setup(app)  # after _startup: its runner needs the open store
     return app

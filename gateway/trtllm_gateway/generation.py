@@ -14,7 +14,8 @@ Protocol (REFERENCE.md §2-§3):
 3. ``complete`` (JSON) or ``stream`` (SSE) feeds deltas through ``streaming`` and finishes
    with ``streaming.finalize``; a failure after the start is ``failed``, not an HTTP error.
 4. With ``store: true`` the final state is saved BEFORE the terminal event/JSON reply, so a
-   client that reads ``response.completed`` can GET it at once.
+   client that reads ``response.completed`` can GET it at once. A stored stream also logs
+   every event as it is sent (``events.py``): ``GET ...?stream=true`` resumes it.
 
 Finish hooks: when a response ends (any status, also ``cancelled`` in the background),
 ``save`` first runs the conversation append of a ``conversation`` turn
@@ -42,6 +43,7 @@ from . import capabilities
 from . import conversations
 from .context import Gateway
 from .errors import ApiError, CODE_KEY
+from .events import sse_writer
 from .ids import new_id
 from .metrics import TokenClock
 from .objects import new_response
@@ -241,7 +243,7 @@ async def stream(gw: Gateway, request: web.Request | None, g: Generation,
     ``writer``: another transport's EventWriter (``websocket.py``); default SSE."""
     call, first = await _open(gw, g)
     run, final, error = _Run(call, first, g.clock), None, None
-    writer = SSEWriter(request, gw.settings.ping_interval_s) if writer is None else writer
+    writer = sse_writer(gw, request, g) if writer is None else writer
     gw.metrics.active_streams.inc()
     try:
         await writer.open()

@@ -46,6 +46,7 @@ class CreateRequest:
     previous_response_id: str | None = None
     store: bool = True
     stream: bool = False
+    background: bool = False
     max_output_tokens: int | None = None
     temperature: float = 1.0
     top_p: float = 1.0
@@ -169,6 +170,7 @@ FIELDS: dict[str, Callable[[str, Any], Any]] = {
     "previous_response_id": _string,
     "store": _boolean,
     "stream": _boolean,
+    "background": _boolean,
     "max_output_tokens": _integer(MIN_OUTPUT_TOKENS),
     "temperature": _number(0.0, 2.0),
     "top_p": _number(0.0, 1.0),
@@ -200,7 +202,6 @@ def _empty(value: Any) -> bool:
 
 # Known fields that a later issue enables: field -> "is this value the harmless default?".
 UNSUPPORTED: dict[str, Callable[[Any], bool]] = {
-    "background": _empty,
     "prompt": lambda v: False,
     "context_management": _empty,
     "moderation": lambda v: False,

@@ -42,6 +42,17 @@ class GatewaySettings:
         "postgresql://user@host/db.")
     store_retention_s: float = _field(
         0.0, "Delete stored responses older than this many seconds (0 keeps them forever).")
+    background_workers: int = _field(
+        16, "Background responses this replica runs at once (0: it runs none, other replicas do).")
+    job_lease_s: float = _field(
+        30.0, "Lease of a running background response or stored stream, renewed every third of it; "
+        "when its replica dies, another takes it over after this long.")
+    job_max_attempts: int = _field(
+        3, "Claims of a background response before it is failed (it is re-run only when none of "
+        "its output had been streamed).")
+    event_poll_interval_s: float = _field(
+        0.2, "How often resumed streams, cancel requests and the background queue are polled "
+        "in the store.")
     api_keys: tuple[str, ...] = _field(
         (), "Accepted API keys, comma-separated. Empty (and no --api-keys-file) disables auth.")
     api_keys_file: str | None = _field(None, "File with one accepted API key per line (# comments).")
@@ -144,6 +155,9 @@ def _check(parser: argparse.ArgumentParser, s: GatewaySettings) -> None:
         parser.error(str(exc))
     if s.resolve_interval_s <= 0 or s.load_poll_interval_s <= 0:
         parser.error("--resolve-interval-s and --load-poll-interval-s must be positive")
+    if s.background_workers < 0 or s.job_lease_s <= 0 or s.job_max_attempts < 1 or s.event_poll_interval_s <= 0:
+        parser.error("--background-workers must be >= 0, --job-max-attempts >= 1, and --job-lease-s "
+                     "and --event-poll-interval-s positive")
     if s.max_body_bytes <= 0 or s.ping_interval_s <= 0 or s.request_timeout_s <= 0:
         parser.error("--max-body-bytes, --ping-interval-s and --request-timeout-s must be positive")
     if s.api_keys_file and not Path(s.api_keys_file).is_file():

@@ -1,7 +1,9 @@
 """``/v1/responses`` routes (OpenAI Responses API, REFERENCE.md §1).
 
 * ``POST /v1/responses``: create; JSON, or SSE with ``stream: true`` (``generation.py``).
-* ``GET /v1/responses/{id}``: the stored response (tenant-scoped; others' ids are 404).
+* ``GET /v1/responses/{id}``: the stored response (tenant-scoped; others' ids are 404);
+  ``?stream=true&starting_after=N`` replays and follows its events (``routes/background.py``).
+* ``background: true`` creates are handed to ``routes/background.py`` once prepared.
 * ``DELETE /v1/responses/{id}``: ``{"id", "object": "response.deleted", "deleted": true}``.
 * ``GET /v1/responses/{id}/input_items``: a list page; ``after``/``before``/``limit``/``order``.
 * ``POST /v1/responses/input_tokens``: ``{"object": "response.input_tokens", "input_tokens"}``
@@ -16,6 +18,7 @@ from aiohttp import web
 from trtllm_responses.inference.v1 import inference_pb2 as pb
 
 from .. import generation
+from . import background as background_routes
 from ..context import ARRIVED, GATEWAY, TENANT
 from ..errors import ApiError
 from ..idempotency import FINISH_HOOKS
@@ -39,6 +42,8 @@ async def create(request: web.Request) -> web.StreamResponse:
     req = parse_create(parse_json_object(await request.read()))
     g = await generation.prepare(gw, req, request[TENANT], request[ARRIVED])
     g.on_finish.extend(request.get(FINISH_HOOKS, ()))  # Idempotency-Key (idempotency.py)
+    if req.background:
+        return await background_routes.create(request, req, g)
     if req.stream:
         return await generation.stream(gw, request, g)
     return _json(await generation.complete(gw, g))
@@ -47,7 +52,7 @@ async def create(request: web.Request) -> web.StreamResponse:
 async def retrieve(request: web.Request) -> web.Response:
     gw, response_id = request.app[GATEWAY], request.match_info["response_id"]
     if request.query.get("stream", "false").lower() == "true":
-        raise ApiError("unsupported", "Streaming a stored response is not supported yet.", param="stream")
+        return await background_routes.stream(request, response_id)
     with gw.metrics.store_op("get"):
         record = await gw.store.get(response_id, request[TENANT])
     if record is None:

@@ -1,0 +1,288 @@
+"""Background responses: durable jobs that any gateway replica runs (``background: true``).
+
+Protocol (OpenAI Responses background mode, REFERENCE.md §1-§3):
+
+* Create (``routes/background.py``) stores the response ``queued``, its job (the request's
+  ``GenerateRequest`` and normalised body) and the event ``response.queued`` (sequence 0),
+  in one transaction, and answers at once.
+* Every replica runs a :class:`BackgroundRunner`: one loop that, every
+  ``--event-poll-interval-s`` (at once after a local create), (1) watches the jobs this
+  replica owns: renews their leases every third of ``--job-lease-s`` and reacts to cancel
+  requests and lost leases; (2) claims queued jobs, and running jobs whose lease expired,
+  up to ``--background-workers`` at a time (``store.claim_jobs``).
+* A claimed job (:class:`JobRun`) is decided from its row and its event log:
+  already final -> settle; cancel requested -> cancelled; a stored stream whose replica
+  died, a job whose log already holds output, or more than ``--job-max-attempts``
+  claims -> failed (``job_endings.py``); otherwise it runs: status ``in_progress`` plus
+  ``response.created``/``response.in_progress`` (those not logged yet), then Generate,
+  each event logged as produced, and the final response, its last events and the job's
+  end written in one fenced transaction. A re-run therefore only ever happens when no
+  output had been logged, and it continues the same log: a replayed stream is valid.
+* Cancel: the owner sees the flag within one poll interval, cancels its gRPC call (the
+  service aborts the engine request) and stores ``cancelled``. A lost lease stops the
+  job without writing anything (its new owner decides). On shutdown the runner stops
+  claiming, gives running jobs ``--shutdown-timeout-s`` and abandons the rest to lease
+  expiry.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import time
+
+import grpc
+
+from trtllm_responses.inference.v1 import inference_pb2 as pb
+
+from . import generation, job_endings
+from .errors import to_api_error
+from .events import PAGE, EventLog, JobLost, LogHub, Registration
+from .request import parse_create
+from .store import FINAL_STATUSES, Job, JobOwner, StoreError, StoredResponse
+from .streaming import finalize, on_delta
+
+log = logging.getLogger("trtllm_gateway.background")
+
+SPEC_VERSION = 1  # of the job spec written at create
+END_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, None)  # a job's final write: retries, then give up
+
+
+def job_spec(body: dict, g: generation.Generation) -> dict:
+    """What a replica needs to run the job: the normalised request and the exact Generate."""
+    body = {k: v for k, v in body.items() if k not in ("background", "stream")}
+    body["input"] = g.req.input.items
+    return {"version": SPEC_VERSION, "body": body,
+            "generate": base64.b64encode(g.request.SerializeToString()).decode()}
+
+
+class BackgroundRunner:
+    """Claims and runs jobs on this replica (see the module docstring)."""
+
+    def __init__(self, gw, hub: LogHub) -> None:
+        self.gw, self.hub, self.store, self.settings = gw, hub, hub.store, gw.settings
+        self.runs: dict[str, asyncio.Task] = {}
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task | None = None
+        self._renewed = 0.0
+
+    def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._loop())
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def stop(self, timeout: float) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        if self.runs:
+            await asyncio.wait(list(self.runs.values()), timeout=timeout)
+        for rid, task in list(self.runs.items()):  # abandoned: the lease expires, another replica decides
+            self.hub.unregister(rid)
+            task.cancel()
+
+    async def _loop(self) -> None:
+        while True:
+            self._wake.clear()
+            for step in (self._watch, self._claim):
+                try:
+                    await step()
+                except StoreError:
+                    log.warning("background %s failed", step.__name__, exc_info=True)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.event_poll_interval_s)
+
+    async def _watch(self) -> None:
+        attempts = {rid: reg.attempt for rid, reg in self.hub.owned.items()}
+        if not attempts:
+            return
+        renew = time.monotonic() - self._renewed >= self.settings.job_lease_s / 3
+        watch = await self.store.watch_jobs(self.hub.replica, attempts, self.hub.lease_ms if renew else None)
+        if renew:
+            self._renewed = time.monotonic()
+        for rid, react in [(r, "on_lost") for r in watch.lost] + [(r, "on_cancel") for r in watch.cancel]:
+            reg = self.hub.owned.get(rid)
+            if reg is not None and reg.attempt == attempts[rid] and getattr(reg, react) is not None:
+                getattr(reg, react)()
+
+    async def _claim(self) -> None:
+        free = self.settings.background_workers - len(self.runs)
+        if free <= 0:
+            return
+        for job in await self.store.claim_jobs(self.hub.replica, free, self.hub.lease_ms):
+            self.launch(job)
+
+    def launch(self, job: Job) -> None:
+        """Run a claimed job (also a job the cancel endpoint claimed) in its own task."""
+        run = JobRun(self, job)
+        task = asyncio.create_task(run.main())
+        self.runs[job.response_id] = task
+        self.hub.register(job.response_id, Registration(job.attempt, lambda: run.interrupt("lost"),
+                                                        lambda: run.interrupt("cancel")))
+
+        def done(_task: asyncio.Task) -> None:
+            if self.runs.get(job.response_id) is task:
+                del self.runs[job.response_id]
+                self.hub.unregister(job.response_id)
+
+        task.add_done_callback(done)
+
+
+class JobRun:
+    """One claim of one job, from decision to its last fenced write."""
+
+    def __init__(self, runner: BackgroundRunner, job: Job) -> None:
+        self.runner, self.job, self.gw = runner, job, runner.gw
+        self.log = EventLog(runner.hub, job.response_id, owner=JobOwner(runner.hub.replica, job.attempt))
+        self.reason: str | None = None    # why the task was cancelled: "cancel" | "lost"
+        self.state = None                 # StreamState, once the record is read
+        self.g: generation.Generation | None = None  # once generation is prepared
+        self.logged: list[dict] = []      # the log: as found at the claim plus what this run wrote
+        self.live = False                 # self.state holds the generated items (no replay needed)
+        self.record: StoredResponse | None = None
+        self.next_seq = 0
+
+    def interrupt(self, reason: str) -> None:
+        task = self.runner.runs.get(self.job.response_id)
+        if self.reason is None and task is not None:
+            self.reason = reason
+            task.cancel()
+
+    async def main(self) -> None:
+        try:
+            await self._decide_and_run()
+        except asyncio.CancelledError:
+            if self.reason != "cancel" or self.state is None:
+                return  # lost lease or shutdown: write nothing, the next owner decides
+            with contextlib.suppress(JobLost, StoreError):
+                await self._end(*job_endings.cancelled(self.state, self._replay()))
+        except JobLost:
+            log.info("job %s went to another replica", self.job.response_id)
+        except StoreError:  # the store is failing: stop; once the lease expires a replica recovers it
+            log.exception("background job %s: store error", self.job.response_id)
+        except Exception as exc:  # noqa: BLE001 - the job fails with a clear error, never hangs
+            log.exception("background job %s failed", self.job.response_id)
+            if self.state is not None:
+                with contextlib.suppress(JobLost, StoreError):
+                    await self._fail(to_api_error(exc).message)
+
+    def _replay(self) -> list[dict]:
+        return [] if self.live else self.logged
+
+    async def _read_log(self) -> list[dict]:
+        events, after = [], -1
+        while True:
+            page = await self.runner.store.read_events(self.job.response_id, self.job.tenant, after, PAGE)
+            if page is None:
+                return events
+            events += [json.loads(e.payload) for e in page.events]
+            if len(page.events) < PAGE:
+                return events
+            after = page.events[-1].sequence_number
+
+    async def _decide_and_run(self) -> None:
+        job = self.job
+        self.record = await self.runner.store.get(job.response_id, job.tenant)
+        if self.record is None:
+            return  # deleted: its job went with it
+        self.logged = await self._read_log()
+        self.next_seq = self.logged[-1]["sequence_number"] + 1 if self.logged else 0
+        response = dict(self.record.response, status="in_progress")
+        self.state = generation.StreamState(response, dialect=self.gw.settings.reasoning_dialect)
+        if self.record.status in FINAL_STATUSES:
+            return await self._write(job_endings.settled(self.record.response, self.logged), None, True)
+        if job.cancel_requested:
+            return await self._end(*job_endings.cancelled(self.state, self.logged))
+        problem = self._problem()
+        if problem is not None:
+            return await self._fail(problem)
+        await self._generate()
+
+    def _problem(self) -> str | None:
+        if self.job.kind == "stream":
+            return job_endings.MESSAGES["stream"]
+        if job_endings.has_output(self.logged):
+            return job_endings.MESSAGES["interrupted"]
+        if self.job.attempt > self.gw.settings.job_max_attempts:
+            return job_endings.MESSAGES["attempts"].format(n=self.job.attempt - 1)
+        return None
+
+    def _number(self, events: list[dict]) -> list[dict]:
+        for event in events:
+            event["sequence_number"] = self.next_seq
+            self.next_seq += 1
+        self.logged += events
+        return events
+
+    async def _write(self, events: list[dict], record: StoredResponse | None, done: bool) -> None:
+        await self.log.finish(self._number(events), record=record, done=done)
+
+    async def _fail(self, message: str) -> None:
+        await self._end(*job_endings.failed(self.state, self.logged, message, self._replay()))
+
+    async def _end(self, resp: dict, events: list[dict]) -> None:
+        """The job's last write: final events, final response, job done (fenced). Store
+        errors are retried (same events, same numbers) while the lease is still renewed."""
+        if self.g is not None and _FINISH_HOOKS is not None:
+            await _FINISH_HOOKS(self.gw, self.g, resp)
+        record = self._record(resp)
+        events = self._number(events)
+        for delay in END_RETRY_DELAYS_S:
+            try:
+                return await self.log.finish(events, record=record, done=True)
+            except StoreError:
+                if delay is None:
+                    raise
+                log.warning("job %s: final write failed, retrying", self.job.response_id)
+                events = []  # the log re-queued them
+                await asyncio.sleep(delay)
+
+    def _record(self, resp: dict) -> StoredResponse:
+        rec = self.record
+        return StoredResponse(id=rec.id, tenant=rec.tenant, created_at=rec.created_at, status=resp["status"],
+                              response=resp, input_items=rec.input_items,
+                              previous_response_id=rec.previous_response_id)
+
+    async def _prepare(self) -> generation.Generation:
+        """The Generation as create built it: same request, same Generate, same response id."""
+        spec = self.job.spec
+        req = parse_create(spec["body"])
+        g = await generation.prepare(self.gw, req, self.job.tenant, time.perf_counter(), history=[])
+        g.request = pb.GenerateRequest.FromString(base64.b64decode(spec["generate"]))
+        g.state.response = self.state.response  # the stored object: id, created_at, background
+        return g
+
+    async def _generate(self) -> None:
+        g = await self._prepare()
+        self.state, self.live = g.state, True
+        await self._write(job_endings.missing_opening(self.state, self.logged),
+                          self._record(dict(self.state.response)), False)
+        self.g = g
+        try:
+            call, first = await generation._open(self.gw, g)
+        except Exception as exc:  # noqa: BLE001 - refused at the start: failed, with the reason
+            return await self._end(*finalize(self.state, None, error=to_api_error(exc).message))
+        run, final = generation._Run(call, first, g.clock), None
+        self.gw.metrics.active_streams.inc()
+        try:
+            while (msg := await run.next()) is not generation._EOF:
+                if msg.HasField("delta"):
+                    events = on_delta(self.state, msg.delta)
+                    if events:
+                        self.log.add(self._number(events))
+                else:
+                    final = msg.final
+        except grpc.aio.AioRpcError as exc:
+            return await self._end(*finalize(self.state, None, error=generation._failure_message(exc)))
+        finally:
+            call.cancel()  # a no-op after the end; on cancellation it aborts the engine request
+            self.gw.metrics.active_streams.dec()
+        await self._end(*finalize(self.state, final, error=None if final is not None else generation._NO_FINAL))
+
+
+# Conversation appends etc. that run when a response ends (generation.py), if present.
+_FINISH_HOOKS = getattr(generation, "_finish_hooks", None)
