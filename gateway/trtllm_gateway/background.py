@@ -67,6 +67,7 @@ class BackgroundRunner:
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task | None = None
         self._renewed = 0.0
+        self._claiming = True
 
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._loop())
@@ -75,12 +76,14 @@ class BackgroundRunner:
         self._wake.set()
 
     async def stop(self, timeout: float) -> None:
+        """Stop claiming; let running jobs finish (leases still renewed) for ``timeout``."""
+        self._claiming = False
+        if self.runs:
+            await asyncio.wait(list(self.runs.values()), timeout=timeout)
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
-        if self.runs:
-            await asyncio.wait(list(self.runs.values()), timeout=timeout)
         for rid, task in list(self.runs.items()):  # abandoned: the lease expires, another replica decides
             self.hub.unregister(rid)
             task.cancel()
@@ -93,6 +96,8 @@ class BackgroundRunner:
                     await step()
                 except StoreError:
                     log.warning("background %s failed", step.__name__, exc_info=True)
+                except Exception:  # noqa: BLE001 - the loop must outlive any one failure
+                    log.exception("background %s failed", step.__name__)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.event_poll_interval_s)
 
@@ -111,7 +116,7 @@ class BackgroundRunner:
 
     async def _claim(self) -> None:
         free = self.settings.background_workers - len(self.runs)
-        if free <= 0:
+        if free <= 0 or not self._claiming:
             return
         for job in await self.store.claim_jobs(self.hub.replica, free, self.hub.lease_ms):
             self.launch(job)

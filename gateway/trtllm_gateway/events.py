@@ -137,7 +137,7 @@ class EventLog:
                 await self._write(batch)
             except JobLost:
                 self.lost = True
-            except StoreError:  # keep them queued: the next add or finish retries
+            except Exception:  # noqa: BLE001 - store trouble: keep them queued, the next write retries
                 log.warning("could not log events of %s", self.response_id, exc_info=True)
                 self._queued[:0] = batch
                 return
@@ -184,9 +184,9 @@ class LoggedSSEWriter(SSEWriter):
     """The SSE writer of a stored streaming response: sends each event to the client, then
     logs it; the log's job is registered with the hub (lease renewal) until it is done."""
 
-    def __init__(self, request: web.Request, hub: LogHub, gw_spawn, record: StoredResponse) -> None:
+    def __init__(self, request: web.Request, hub: LogHub, gw, record: StoredResponse) -> None:
         super().__init__(request, hub.settings.ping_interval_s)
-        self.hub, self.record, self._spawn = hub, record, gw_spawn
+        self.hub, self.record, self.gw = hub, record, gw
         self.log = EventLog(hub, record.id, opener=self._open_job)
         self._finished = False
 
@@ -205,24 +205,38 @@ class LoggedSSEWriter(SSEWriter):
         self.log.add([event])
 
     async def _finish(self) -> None:
-        self._finished = True
         try:
             await self.log.finish()
-        except (JobLost, StoreError):
-            log.warning("event log of %s left unfinished (recovery closes it)", self.record.id)
+        except Exception:  # noqa: BLE001 - JobLost, store trouble: another replica closes it
+            log.warning("event log of %s left unfinished (recovery closes it)", self.record.id,
+                        exc_info=True)
         finally:
             self.hub.unregister(self.record.id)
 
+    def _detached(self, coro) -> asyncio.Task:
+        """Runs ``coro`` outside the handler (which the client leaving cancels); the app's
+        cleanup waits for it before it closes the store."""
+        task = asyncio.ensure_future(coro)
+        self.gw.background.add(task)
+        task.add_done_callback(self.gw.background.discard)
+        return task
+
+    def _finish_once(self) -> asyncio.Task | None:
+        if self._finished:
+            return None
+        self._finished = True
+        return self._detached(self._finish())
+
     async def close(self) -> None:
         await super().close()
-        await self._finish()
+        task = self._finish_once()
+        if task is not None:
+            await asyncio.shield(task)
 
     def stop_pings(self) -> None:
         """Cancellation paths (the client left): the log is closed in the background."""
         super().stop_pings()
-        if not self._finished:
-            self._finished = True
-            self._spawn(self._finish())
+        self._finish_once()
 
 
 def sse_writer(gw, request: web.Request, g) -> SSEWriter:
@@ -234,7 +248,7 @@ def sse_writer(gw, request: web.Request, g) -> SSEWriter:
                             status=resp["status"], response=dict(resp, output=[]),
                             input_items=g.req.input.items,
                             previous_response_id=g.req.previous_response_id)
-    return LoggedSSEWriter(request, request.app[LOGS], gw.spawn, record)
+    return LoggedSSEWriter(request, request.app[LOGS], gw, record)
 
 
 class ReplayWriter(SSEWriter):

@@ -45,7 +45,7 @@ async def bg(tokenizer, tmp_path_factory):
     worker, worker_runner = await start_gateway(server.address, tmp, **fast)
     front, front_runner = await start_gateway(server.address, tmp, background_workers=0, **fast)
     channel = grpc.aio.insecure_channel(server.address)
-    yield type("BG", (), {"worker": worker, "front": front, "tokenizer": tokenizer,
+    yield type("BG", (), {"worker": worker, "front": front, "tokenizer": tokenizer, "db": tmp / "responses.db",
                           "stub": pb_grpc.InferenceServiceStub(channel)})
     await channel.close()
     for handle, runner in ((front, front_runner), (worker, worker_runner)):

@@ -9,6 +9,7 @@ test_background.py.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 
 import aiohttp
@@ -73,17 +74,24 @@ async def _complete_replay(bg, rid: str):
 
 
 async def test_replay_of_a_finished_stream_is_byte_identical(bg):
-    async with aiohttp.ClientSession() as s:
+    async with aiohttp.ClientSession() as s:  # closed right after the last event
         body = {"model": "default", "input": "Hi.", "stream": True}
         async with s.post(bg.front.base_url + "/responses", json=body) as r:
             original = await r.text()
-        rid = parse_sse(original)[0]["response"]["id"]
+    rid = parse_sse(original)[0]["response"]["id"]
+    async with aiohttp.ClientSession() as s:
         async with s.get(f"{bg.worker.base_url}/responses/{rid}?stream=true") as r:
             assert r.headers["Content-Type"].startswith("text/event-stream")
             again = await r.text()
     strip = lambda text: "".join(b + "\n\n" for b in text.split("\n\n") if b and not b.startswith(":"))  # noqa: E731
     assert strip(again) == strip(original)
     assert text_of(check_stream(parse_sse(again))) == SHORT
+    # the writer itself finished the log (the client closing after the last event did not
+    # cancel that), not a recovery after its lease: one attempt, done
+    with sqlite3.connect(bg.db) as conn:
+        row = conn.execute("SELECT attempts, state, kind FROM background_jobs WHERE response_id = ?",
+                           (rid,)).fetchone()
+    assert row == (1, "done", "stream")
 
 
 async def test_starting_after_past_the_end_and_unstored_streams(bg):
