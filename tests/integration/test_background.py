@@ -211,3 +211,15 @@ async def test_event_payloads_are_exactly_what_followers_receive(bg):
     events = await replay(bg.front, created["id"])
     assert [json.loads(e.payload) for e in page.events] == events
     assert [e.sequence_number for e in page.events] == list(range(len(events)))
+
+
+async def test_background_turn_of_a_conversation_is_appended_when_it_ends(bg):
+    c = bg.front.client
+    conv = await c.conversations.create(items=[{"role": "user", "content": "My name is Ada"}])
+    created = await c.responses.create(model="default", conversation=conv.id, input="Hello?", background=True)
+    assert created.status == "queued"
+    done = await final(bg.front, created.id)
+    items = [i.to_dict() async for i in c.conversations.items.list(conv.id, order="asc")]
+    assert [i["type"] for i in items] == ["message", "message", "message"]
+    assert items[1]["content"][0]["text"] == "Hello?"
+    assert items[2]["id"] == done["output"][0]["id"] and items[2]["content"][0]["text"] == SHORT

@@ -39,6 +39,7 @@ log = logging.getLogger("trtllm_gateway.background")
 
 RUNNER = web.AppKey("background_runner", BackgroundRunner)
 CANCEL_GRACE_S = 5.0  # beyond one lease: how long cancel waits for the response to end
+CANCEL_RETRY_S = 1.0  # while waiting, the cancel request is repeated this often
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -92,8 +93,11 @@ async def cancel(request: web.Request) -> web.Response:
     if not record.response.get("background"):
         raise ApiError("invalid_request", "Only background responses can be cancelled.", param="response_id")
     deadline = time.monotonic() + gw.settings.job_lease_s + CANCEL_GRACE_S
+    next_request = 0.0
     while record is not None and record.status not in FINAL_STATUSES and time.monotonic() < deadline:
-        await _request(hub, runner, response_id, tenant)
+        if time.monotonic() >= next_request:  # again later: a dead owner's lease may have expired
+            await _request(hub, runner, response_id, tenant)
+            next_request = time.monotonic() + CANCEL_RETRY_S
         await hub.wait(response_id, gw.settings.event_poll_interval_s)
         record = await hub.store.get(response_id, tenant)
     if record is None:
