@@ -61,78 +61,95 @@ async def _has_output(dsn: str, rid: str) -> bool:
         await conn.close()
 
 
+class Replicas:
+    """The two gateway processes, their SDK clients, and which process claimed a job."""
+
+    def __init__(self, procs: dict, dsn: str) -> None:
+        self.procs, self.dsn = procs, dsn
+        self.clients = {n: openai.AsyncOpenAI(base_url=root + "/v1", api_key="unused", max_retries=0, timeout=120)
+                        for n, (_, root) in procs.items()}
+        self._names = {proc.pid: n for n, (proc, _) in procs.items()}
+
+    def root(self, name: str) -> str:
+        return self.procs[name][1]
+
+    async def owner(self, rid: str) -> tuple[str, dict]:
+        row = await _job_row(self.dsn, rid)
+        return self._names.get(int(row["claimed_by"].split(":")[1]), row["claimed_by"]), row
+
+
+async def _created_on_a_resumed_on_b(r: Replicas) -> None:
+    a, b = r.clients["A"], r.clients["B"]
+    job = await a.responses.create(model="default", input="Say hello in one sentence.", background=True,
+                                   temperature=0, max_output_tokens=48)
+    assert job.status == "queued" and job.background
+    assert (await b.responses.retrieve(job.id)).status in ("queued", "in_progress", "completed", "incomplete")
+    head, stream = [], await b.responses.retrieve(job.id, stream=True)
+    async for event in stream:
+        head.append(event.to_dict())
+        if event.type == "response.output_text.delta":
+            break
+    await stream.close()  # the reader goes away mid-stream, and resumes below
+    rest = await _sse(f"{r.root('B')}/v1/responses/{job.id}?stream=true"
+                      f"&starting_after={head[-1]['sequence_number']}")
+    done = check_stream(head + rest)
+    assert done["status"] in ("completed", "incomplete") and done["output"]
+    print(f"\n[two-gateways] job 1 {job.id}: created on A, ran on {(await r.owner(job.id))[0]}, "
+          f"streamed+resumed on B, final status {done['status']}, {len(head + rest)} events")
+
+
+async def _cancelled_through_b(r: Replicas) -> None:
+    a, b = r.clients["A"], r.clients["B"]
+    job = await a.responses.create(model="default", input=STORY, background=True, temperature=0,
+                                   max_output_tokens=1000)
+    assert await _wait(lambda: _has_output(r.dsn, job.id), 60)
+    cancelled = await b.responses.cancel(job.id)
+    assert cancelled.status == "cancelled"
+    assert (await a.responses.retrieve(job.id)).status == "cancelled"
+    chars = sum(len(p.text) for item in cancelled.output for p in item.content)
+    print(f"[two-gateways] job 2 {job.id}: ran on {(await r.owner(job.id))[0]}, cancelled through B -> "
+          f"{cancelled.status} after {chars} chars")
+
+
+async def _owner_sigkilled(r: Replicas) -> None:
+    job = await r.clients["A"].responses.create(model="default", input=STORY, background=True,
+                                                temperature=0, max_output_tokens=1000)
+    assert await _wait(lambda: _has_output(r.dsn, job.id), 60)
+    owner, _ = await r.owner(job.id)
+    survivor = "B" if owner == "A" else "A"
+    r.procs[owner][0].send_signal(signal.SIGKILL)
+    r.procs[owner][0].wait(10)
+    killed_at = time.monotonic()
+
+    async def ended():
+        resp = await r.clients[survivor].responses.retrieve(job.id)
+        return resp if resp.status not in ("queued", "in_progress") else None
+    final = await _wait(ended, LEASE_S + 30)
+    assert final is not None, "the job stayed in_progress after its gateway died"
+    took = time.monotonic() - killed_at
+    runner, row = await r.owner(job.id)
+    assert row["state"] == "done" and runner == survivor and row["attempts"] == 2
+    assert final.status == "failed" and "stopped mid-generation" in final.error.message
+    replayed = await _sse(f"{r.root(survivor)}/v1/responses/{job.id}?stream=true")
+    assert check_stream(replayed)["status"] == "failed"
+    print(f"[two-gateways] job 3 {job.id}: ran on {owner}, {owner} SIGKILLed mid-generation; "
+          f"{survivor} took it over after {took:.1f}s (lease {LEASE_S}s), final status {final.status}: "
+          f"{final.error.message!r}; replay valid ({len(replayed)} events)")
+
+
 async def test_two_gateways_share_background_jobs_and_survive_a_sigkill(tmp_path, fresh_postgres_dsn):
-    dsn = fresh_postgres_dsn
     service = spawn_service(tmp_path)
     procs = {}
     try:
         for name in ("A", "B"):
-            proc, root, _ = spawn_gateway(tmp_path, service.address, "--store-url", dsn, *FLAGS)
+            proc, root, _ = spawn_gateway(tmp_path, service.address, "--store-url", fresh_postgres_dsn, *FLAGS)
             procs[name] = (proc, root)
-        a, b = (openai.AsyncOpenAI(base_url=procs[n][1] + "/v1", api_key="unused", max_retries=0, timeout=120)
-                for n in ("A", "B"))
-        replica_of = {procs[n][0].pid: n for n in procs}
-
-        def who(row) -> str:
-            return replica_of.get(int(row["claimed_by"].split(":")[1]), row["claimed_by"])
-
-        # 1. created on A; read, streamed from the start, resumed and finished through B
-        job = await a.responses.create(model="default", input="Say hello in one sentence.", background=True,
-                                       temperature=0, max_output_tokens=48)
-        assert job.status == "queued" and job.background
-        assert (await b.responses.retrieve(job.id)).status in ("queued", "in_progress", "completed", "incomplete")
-        head, stream = [], await b.responses.retrieve(job.id, stream=True)
-        async for event in stream:
-            head.append(event.to_dict())
-            if event.type == "response.output_text.delta":
-                break
-        await stream.close()  # the reader goes away mid-stream, and resumes below
-        rest = await _sse(f"{procs['B'][1]}/v1/responses/{job.id}?stream=true"
-                          f"&starting_after={head[-1]['sequence_number']}")
-        done = check_stream(head + rest)
-        assert done["status"] in ("completed", "incomplete") and done["output"]
-        row = await _job_row(dsn, job.id)
-        print(f"\n[two-gateways] job 1 {job.id}: created on A, ran on {who(row)}, streamed+resumed on B, "
-              f"final status {done['status']}, {len(head + rest)} events")
-
-        # 2. cancelled through B while it runs (on whichever replica claimed it)
-        long_job = await a.responses.create(model="default", input=STORY, background=True, temperature=0,
-                                            max_output_tokens=1000)
-        assert await _wait(lambda: _has_output(dsn, long_job.id), 60)
-        cancelled = await b.responses.cancel(long_job.id)
-        assert cancelled.status == "cancelled"
-        assert (await a.responses.retrieve(long_job.id)).status == "cancelled"
-        row = await _job_row(dsn, long_job.id)
-        print(f"[two-gateways] job 2 {long_job.id}: ran on {who(row)}, cancelled through B -> "
-              f"{cancelled.status} after {sum(len(p.text) for i in cancelled.output for p in i.content)} chars")
-
-        # 3. the replica running a job is SIGKILLed mid-generation: the other one ends it
-        doomed = await a.responses.create(model="default", input=STORY, background=True, temperature=0,
-                                          max_output_tokens=1000)
-        assert await _wait(lambda: _has_output(dsn, doomed.id), 60)
-        owner = who(await _job_row(dsn, doomed.id))
-        survivor = "B" if owner == "A" else "A"
-        procs[owner][0].send_signal(signal.SIGKILL)
-        procs[owner][0].wait(10)
-        killed_at = time.monotonic()
-        client = b if survivor == "B" else a
-
-        async def ended():
-            resp = await client.responses.retrieve(doomed.id)
-            return resp if resp.status not in ("queued", "in_progress") else None
-        final = await _wait(ended, LEASE_S + 30)
-        assert final is not None, "the job stayed in_progress after its gateway died"
-        took = time.monotonic() - killed_at
-        row = await _job_row(dsn, doomed.id)
-        assert row["state"] == "done" and who(row) == survivor and row["attempts"] == 2
-        assert final.status == "failed" and "stopped mid-generation" in final.error.message
-        replayed = await _sse(f"{procs[survivor][1]}/v1/responses/{doomed.id}?stream=true")
-        assert check_stream(replayed)["status"] == "failed"
-        print(f"[two-gateways] job 3 {doomed.id}: ran on {owner}, {owner} SIGKILLed mid-generation; "
-              f"{survivor} took it over after {took:.1f}s (lease {LEASE_S}s), final status {final.status}: "
-              f"{final.error.message!r}; replay valid ({len(replayed)} events)")
-        await a.close()
-        await b.close()
+        replicas = Replicas(procs, fresh_postgres_dsn)
+        await _created_on_a_resumed_on_b(replicas)  # 1. created on A; read, streamed, resumed via B
+        await _cancelled_through_b(replicas)        # 2. cancelled through B while it runs
+        await _owner_sigkilled(replicas)            # 3. its replica SIGKILLed: the other ends it
+        for client in replicas.clients.values():
+            await client.close()
     finally:
         for proc, _ in procs.values():
             if proc.poll() is None:
