@@ -113,3 +113,16 @@ async def test_bad_keys_are_400(stack):
     for key in ("x" * 256, "tab\tkey", ""):
         status, _, err = await post(stack, {"model": "default", "input": "x"}, key)
         assert status == 400 and err["error"]["param"] == "Idempotency-Key", key
+
+
+async def test_a_background_create_replays_its_queued_answer_and_its_log(stack):
+    body = {"model": "default", "input": "In the background, please", "background": True}
+    status, _, first = await post(stack, body, "key-bg")
+    assert status == 200 and first["status"] == "queued"
+    status, headers, again = await post(stack, body, "key-bg")
+    assert status == 200 and again == first and headers["Idempotent-Replayed"] == "true"
+    streamed = {**body, "stream": True}
+    status, _, events = await post(stack, streamed, "key-bg-stream")
+    assert status == 200 and events[0]["type"] == "response.queued" and events[-1]["type"] == "response.completed"
+    status, headers, replay = await post(stack, streamed, "key-bg-stream")
+    assert status == 200 and replay == events  # the same logged events, followed again
