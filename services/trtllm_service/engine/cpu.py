@@ -16,8 +16,8 @@ Protocol, as this engine implements it:
 - Sampling. Per-request sampling, stop ids and logprobs come from `cpu_sampling` (see there):
   temperature, top_p, top_k, min_p, seed, repetition/presence/frequency penalties, min_tokens,
   ignore_eos, stop_token_ids and logprobs (sampled token + top-n) are all honoured. Guided
-  decoding is not wired yet (`supports_guided = False`; such a request is `EngineRejected`);
-  `RequestSampler.processors` is where a per-request grammar processor goes.
+  decoding (JSON schema, JSON object, regex, EBNF grammar) is an xgrammar row processor per
+  request (`cpu_guided`), compiled on a short-lived thread and run in `RequestSampler.processors`.
 - Results. The manager delivers each request's outputs on the event loop
   (`register_result_handler` -> `call_soon_threadsafe`) into that request's `asyncio.Queue`.
   Finish: the end-of-sequence id (unless `ignore_eos`) or a stop token id -> "stop" with
@@ -71,7 +71,7 @@ class _Request:
 class CpuEngine(Engine):
     name = "cpu"
     supports_logprobs = True
-    supports_guided = False
+    supports_guided = True
     supports_images = False
 
     def __init__(self, settings: ServiceSettings, *, attn_implementation: str = ATTN_IMPLEMENTATION,
@@ -82,6 +82,7 @@ class CpuEngine(Engine):
         self._prefix_sharing = prefix_sharing
         self.tokenizer = None
         self.model = None
+        self._guided_compiler: Any = None
         self._manager = None
         self._eos_ids: frozenset[int] = frozenset()
         self._vocab_size = 0
@@ -187,7 +188,8 @@ class CpuEngine(Engine):
         self._validate(request_id, prompt, sampling)
         if self._queued() >= self.settings.max_queue:
             raise EngineOverloaded(f"{self._queued()} requests are already waiting (max_queue {self.settings.max_queue})")
-        request = self._submit(request_id, list(prompt), sampling)
+        processors = [await self._grammar(sampling)] if sampling.guided is not None else []
+        request = self._submit(request_id, list(prompt), sampling, processors)
         try:
             while True:
                 item = await request.queue.get()
@@ -201,11 +203,22 @@ class CpuEngine(Engine):
                 self._cancel(request, final=False)
             self._requests.pop(request_id, None)
 
-    def _submit(self, request_id: str, prompt: list[int], sampling: SamplingConfig) -> _Request:
+    async def _grammar(self, sampling: SamplingConfig) -> Any:
+        """The request's grammar processor; xgrammar compilation is CPU work, kept off the loop."""
+        def build() -> Any:
+            if self._guided_compiler is None:
+                from .cpu_guided import GuidedCompiler
+
+                self._guided_compiler = GuidedCompiler(self.tokenizer, self._vocab_size)
+            return self._guided_compiler.processor(sampling.guided)
+        return await _run_in_fresh_thread(build)
+
+    def _submit(self, request_id: str, prompt: list[int], sampling: SamplingConfig, processors: list) -> _Request:
         from .cpu_sampling import SAMPLER_KWARG, RequestSampler
 
         stop_ids = frozenset(sampling.stop_token_ids) | (frozenset() if sampling.ignore_eos else self._eos_ids)
-        sampler = RequestSampler(sampling=sampling, prompt_ids=prompt, stop_ids=stop_ids, vocab_size=self._vocab_size)
+        sampler = RequestSampler(sampling=sampling, prompt_ids=prompt, stop_ids=stop_ids, vocab_size=self._vocab_size,
+                                 processors=processors)
         request = _Request(request_id, sampler)
         self._requests[request_id] = request
         manager = self._manager
@@ -269,8 +282,6 @@ class CpuEngine(Engine):
             raise EngineRejected(f"request id {request_id!r} is already running")
         if not prompt:
             raise EngineRejected("the prompt is empty")
-        if sampling.guided is not None:
-            raise EngineRejected("structured output (guided decoding) is not supported by the cpu engine yet")
         if sampling.max_tokens < 1:
             raise EngineRejected(f"max_tokens must be at least 1, got {sampling.max_tokens}")
         if len(prompt) + sampling.max_tokens > self.max_context_length:
