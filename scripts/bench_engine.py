@@ -2,8 +2,9 @@
 
 For each concurrency level, starts that many identical-length requests at once (a chat
 prompt, `--max-tokens` tokens each, `ignore_eos` so every request runs to length) and
-reports TTFT p50/p99, inter-token latency p50/p99 and aggregate tokens/s (all tokens of the
-wave / wall time of the wave). `--repeat` waves per level; the first wave of the first level
+reports TTFT p50/p99, inter-token latency p50/p99, aggregate tokens/s (all tokens of the
+wave / wall time of the wave) and CPU time per token (the whole process; on a shared machine
+it moves less than wall-clock figures, so it is the fairer A/B measure). `--repeat` waves per level; the first wave of the first level
 is preceded by an unmeasured one.
 
     .venv/bin/python scripts/bench_engine.py                       # defaults: 1,4,8 x 64 tokens
@@ -59,14 +60,14 @@ async def one_request(engine: CpuEngine, rid: str, prompt: list[int], max_tokens
 
 
 async def wave(engine: CpuEngine, prompts: list[list[int]], concurrency: int, max_tokens: int, tag: str) -> dict:
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     results = await asyncio.gather(*(one_request(engine, f"{tag}-{i}", prompts[i % len(prompts)], max_tokens)
                                      for i in range(concurrency)))
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     ttfts = [r[0] for r in results]
     gaps = [g for r in results for g in r[1]]
     tokens = sum(r[2] for r in results)
-    return {"ttft": ttfts, "itl": gaps, "tokens": tokens, "wall": wall}
+    return {"ttft": ttfts, "itl": gaps, "tokens": tokens, "wall": wall, "cpu": cpu}
 
 
 def chat_ids(tokenizer, text: str) -> list[int]:
@@ -107,7 +108,7 @@ def baseline(args: argparse.Namespace, batches: list[int]) -> dict[int, float]:
 
 
 def print_table(rows: list[tuple]) -> None:
-    head = ("conc", "wave", "TTFT p50 ms", "TTFT p99 ms", "ITL p50 ms", "ITL p99 ms", "agg tok/s")
+    head = ("conc", "wave", "TTFT p50 ms", "TTFT p99 ms", "ITL p50 ms", "ITL p99 ms", "agg tok/s", "CPU ms/tok")
     print("| " + " | ".join(head) + " |")
     print("|" + "|".join("---" for _ in head) + "|")
     for row in rows:
@@ -120,12 +121,13 @@ async def main(args: argparse.Namespace) -> None:
     if args.baseline:
         for batch, tps in baseline(args, sorted({1, max(args.concurrency)})).items():
             print(f"# plain generate, static batch {batch}: {tps:.1f} tok/s", flush=True)
-    engine = CpuEngine(settings, attn_implementation=args.attn, max_batch_tokens=args.max_batch_tokens)
+    engine = CpuEngine(settings, attn_implementation=args.attn, max_batch_tokens=args.max_batch_tokens,
+                       int4_decode=not args.no_int4)
     t = time.perf_counter()
     await engine.start()
     print(f"# start {time.perf_counter() - t:.1f}s; dtype={args.dtype} attn={args.attn} blocks={args.blocks}x"
           f"{args.block_size} max_batch_tokens={args.max_batch_tokens} threads={args.threads or 'all'} "
-          f"max_tokens={args.max_tokens}", flush=True)
+          f"max_tokens={args.max_tokens} int4_decode={not args.no_int4}", flush=True)
     prompts = [chat_ids(engine.tokenizer, p) for p in PROMPTS]
     await wave(engine, prompts, max(args.concurrency), 8, "warm")
     rows = []
@@ -134,7 +136,7 @@ async def main(args: argparse.Namespace) -> None:
             r = await wave(engine, prompts, conc, args.max_tokens, f"c{conc}r{rep}")
             rows.append((conc, rep, f"{pct(r['ttft'], .5) * 1e3:.0f}", f"{pct(r['ttft'], .99) * 1e3:.0f}",
                          f"{pct(r['itl'], .5) * 1e3:.1f}", f"{pct(r['itl'], .99) * 1e3:.1f}",
-                         f"{r['tokens'] / r['wall']:.1f}"))
+                         f"{r['tokens'] / r['wall']:.1f}", f"{r['cpu'] * 1e3 / r['tokens']:.1f}"))
             print("  " + " ".join(rows[-1][2:]), flush=True)
     print_table(rows)
     await engine.stop()
@@ -151,6 +153,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--block-size", type=int, default=32)
     p.add_argument("--max-batch-tokens", type=int, default=MAX_BATCH_TOKENS)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--no-int4", action="store_true", help="plain bf16 matmuls (no int4 decode kernels)")
     p.add_argument("--baseline", action="store_true", help="also time plain model.generate")
     return p.parse_args(argv)
 

@@ -7,7 +7,7 @@ from contextlib import aclosing
 
 import pytest
 
-from trtllm_service.engine.base import EngineRejected, GuidedDecoding, SamplingConfig, TokenStep
+from trtllm_service.engine.base import EngineRejected, SamplingConfig, TokenStep
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -191,7 +191,6 @@ async def test_cancelling_the_consumer_task_frees_the_slot(cpu_engine):
 
 
 @pytest.mark.parametrize("sampling, prompt_len, match", [
-    (SamplingConfig(max_tokens=4, guided=GuidedDecoding(json_object=True)), 3, "guided"),
     (SamplingConfig(max_tokens=4), 0, "empty"),
     (SamplingConfig(max_tokens=10**6), 3, "context length"),
     (SamplingConfig(max_tokens=4, top_p=1.5), 3, "top_p"),

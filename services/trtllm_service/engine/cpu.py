@@ -9,6 +9,10 @@ Protocol, as this engine implements it:
   between steps (prefill is chunked at `MAX_BATCH_TOKENS`). A cache too small for all running
   requests pre-empts (re-prefills) the newest ones, so one request may use the whole cache:
   `max_context_length` is capped at the cache size and longer requests are rejected.
+- Weights. For a GGUF whose layer linears are Q4_1 (the default model), `cpu_int4` adds torch's
+  int4 CPU kernels with the file's exact blocks: steps of at most 12 rows (decode) read a
+  quarter of the bf16 bytes, larger ones (prefill) keep the bf16 GEMM. Decode is bound by
+  streaming weights from memory, so this is the main speed-up (see scripts/bench_engine.py).
 - Threads. ALL torch work happens on threads that do not outlive their job: the model loads on
   a short-lived thread (not `asyncio.to_thread`, whose pool threads live on) and decoding runs
   on the manager's thread. Measured here: once one live thread has run OpenMP-parallel torch
@@ -18,6 +22,10 @@ Protocol, as this engine implements it:
   ignore_eos, stop_token_ids and logprobs (sampled token + top-n) are all honoured. Guided
   decoding (JSON schema, JSON object, regex, EBNF grammar) is an xgrammar row processor per
   request (`cpu_guided`), compiled on a short-lived thread and run in `RequestSampler.processors`.
+- Determinism. Greedy and seeded requests reproduce when run alone. Prefix sharing (reusing
+  cached prompt blocks) is off: it changes the shapes a prompt is prefilled with and so, in
+  bf16, the logits. In bf16 a request's tokens can also depend on what else shares its batch;
+  `--dtype float32` was batch-invariant in our runs (slower at 8 concurrent requests).
 - Results. The manager delivers each request's outputs on the event loop
   (`register_result_handler` -> `call_soon_threadsafe`) into that request's `asyncio.Queue`.
   Finish: the end-of-sequence id (unless `ignore_eos`) or a stop token id -> "stop" with
@@ -51,8 +59,7 @@ MAX_LOGPROBS = 20
 DTYPES = {"bfloat16": "bfloat16", "float32": "float32", "float16": "float16"}
 #: Attention on the paged cache; "paged|eager" is the alternative (see scripts/bench_engine.py).
 ATTN_IMPLEMENTATION = "sdpa"
-#: Reusing cached prompt blocks changes the shapes a prompt is prefilled with, and so (in bf16)
-#: its logits: a seeded request would not reproduce. Off by default.
+#: Off: see "Determinism" in the module docstring.
 PREFIX_SHARING = False
 
 
@@ -75,11 +82,13 @@ class CpuEngine(Engine):
     supports_images = False
 
     def __init__(self, settings: ServiceSettings, *, attn_implementation: str = ATTN_IMPLEMENTATION,
-                 max_batch_tokens: int = MAX_BATCH_TOKENS, prefix_sharing: bool = PREFIX_SHARING) -> None:
+                 max_batch_tokens: int = MAX_BATCH_TOKENS, prefix_sharing: bool = PREFIX_SHARING,
+                 int4_decode: bool = True) -> None:
         self.settings = settings
         self._attn = attn_implementation  # knobs without a flag; scripts/bench_engine.py compares them
         self._max_batch_tokens = max_batch_tokens
         self._prefix_sharing = prefix_sharing
+        self._int4_decode = int4_decode
         self.tokenizer = None
         self.model = None
         self._guided_compiler: Any = None
@@ -102,6 +111,9 @@ class CpuEngine(Engine):
     def _load(self, source) -> None:
         """Load tokenizer and model and start the batching thread (runs on a fresh thread)."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        # Grouped-query attention inside SDPA instead of materialising repeated K/V heads for
+        # every layer (transformers only does that by itself for unmasked CUDA attention).
+        os.environ.setdefault("TRANSFORMERS_SDPA_FORCE_GQA", "1")
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -113,6 +125,11 @@ class CpuEngine(Engine):
         self.model = AutoModelForCausalLM.from_pretrained(
             source.model_dir, gguf_file=source.gguf_file, local_files_only=True,
             dtype=getattr(torch, DTYPES[self.settings.dtype]), attn_implementation=self._attn).eval()
+        if self._int4_decode and source.gguf_file:
+            from .cpu_int4 import install_int4_decode
+
+            swapped = install_int4_decode(self.model, source.model_dir / source.gguf_file)
+            log.info("int4 decode kernels on %d linear layers", swapped)
         config = self.model.config
         self._vocab_size = int(config.vocab_size)
         self._eos_ids = _eos_ids(self.model, self.tokenizer)
