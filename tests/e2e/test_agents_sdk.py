@@ -69,8 +69,6 @@ async def test_agent_with_required_tool_finishes_scripted(scripted):
     assert len(forced) >= 2  # each model call was forced by a grammar
 
 
-async def test_agent_with_required_tool_finishes_real_model(request):
-    if not cpu_guided():
-        pytest.skip("the CPU engine has no guided decoding yet (tool_choice required needs it)")
-    gateway = request.getfixturevalue("gateway")  # loads the model only when the test can run
+async def test_agent_with_required_tool_finishes_real_model(gateway):
+    assert cpu_guided(), "tool_choice required needs the CPU engine's guided decoding"
     await _run_both_ways(gateway.client, "What is the weather in Paris?")
