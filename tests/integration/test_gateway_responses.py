@@ -46,12 +46,12 @@ async def test_every_reference_field_is_present(gateway):
 async def test_stream_final_equals_completed_event_and_stored(gateway):
     events = []
     async with gateway.client.responses.stream(model="default", input="Reply with one word: yes.", temperature=0,
-                                             max_output_tokens=64) as stream:
+                                             max_output_tokens=192) as stream:
         async for event in stream:
             events.append(plain(event))
         final = await stream.get_final_response()
     terminal = check_stream(events)
-    assert terminal["status"] in ("completed", "incomplete")
+    assert terminal["status"] == "completed"  # the SDK accumulates only completed streams
     assert plain(final)["output"] == terminal["output"]
     stored = await gateway.client.responses.retrieve(final.id)
     assert plain(stored) == terminal
