@@ -17,6 +17,8 @@ Protocol, as this engine implements it:
   a short-lived thread (not `asyncio.to_thread`, whose pool threads live on) and decoding runs
   on the manager's thread. Measured here: once one live thread has run OpenMP-parallel torch
   ops, matmuls on another thread run ~2.5x slower; the event loop never touches torch.
+  Thread count: `--cpu-threads`, else measured per forward pass (`cpu_threads`): all cores
+  are fastest on a quiet machine, one thread when other processes keep the cores busy.
 - Sampling. Per-request sampling, stop ids and logprobs come from `cpu_sampling` (see there):
   temperature, top_p, top_k, min_p, seed, repetition/presence/frequency penalties, min_tokens,
   ignore_eos, stop_token_ids and logprobs (sampled token + top-n) are all honoured. Guided
@@ -117,8 +119,6 @@ class CpuEngine(Engine):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        if self.settings.cpu_threads:
-            torch.set_num_threads(self.settings.cpu_threads)
         tok_dir = self.settings.tokenizer or source.model_dir
         tok_gguf = None if self.settings.tokenizer else source.gguf_file
         self.tokenizer = AutoTokenizer.from_pretrained(tok_dir, gguf_file=tok_gguf, local_files_only=True)
@@ -130,6 +130,7 @@ class CpuEngine(Engine):
 
             swapped = install_int4_decode(self.model, source.model_dir / source.gguf_file)
             log.info("int4 decode kernels on %d linear layers", swapped)
+        self._set_threads(torch)
         config = self.model.config
         self._vocab_size = int(config.vocab_size)
         self._eos_ids = _eos_ids(self.model, self.tokenizer)
@@ -140,6 +141,17 @@ class CpuEngine(Engine):
         self.max_context_length = min(limits)
         self._manager = self._make_manager()
         self._manager.start()
+
+    def _set_threads(self, torch) -> None:
+        """--cpu-threads fixes the count; unset, `cpu_threads.ThreadTuner` picks per forward pass."""
+        if self.settings.cpu_threads:
+            torch.set_num_threads(self.settings.cpu_threads)
+            return
+        from .cpu_threads import ThreadTuner, thread_choices
+
+        choices = thread_choices(torch.get_num_threads())
+        if len(choices) > 1:
+            ThreadTuner(choices).attach(self.model)
 
     def _make_manager(self):
         from transformers import GenerationConfig
