@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import statistics
 import sys
 import threading
@@ -139,6 +140,7 @@ async def main(args: argparse.Namespace) -> None:
                          f"{r['tokens'] / r['wall']:.1f}", f"{r['cpu'] * 1e3 / r['tokens']:.1f}"))
             print("  " + " ".join(rows[-1][2:]), flush=True)
     print_table(rows)
+    print(f"# peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     await engine.stop()
 
 

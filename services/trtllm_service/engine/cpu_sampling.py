@@ -78,6 +78,17 @@ class RequestSampler:
             prompt = torch.tensor([i for i in self.prompt_ids if 0 <= i < self.vocab_size], dtype=torch.long)
             self._seen[prompt] = True
 
+    @property
+    def plain_greedy(self) -> bool:
+        """This step is a bare argmax: the batch's argmax can serve it (then call `accept`)."""
+        return (self._generator is None and self._counts is None and self._seen is None and not self.processors
+                and self.sampling.logprobs is None
+                and (len(self.generated) >= self.sampling.min_tokens or not self._stop_index.numel()))
+
+    def accept(self, token: int) -> None:
+        """Record a token picked for this request outside `next_token` (a plain greedy step)."""
+        self._record(token)
+
     def next_token(self, logits: torch.Tensor) -> int:
         """Pick this request's next token from its float32 logits row (vocab,)."""
         logits = logits[: self.vocab_size]
@@ -173,7 +184,16 @@ class PerRequestLogitsProcessorList(ContinuousBatchingLogitsProcessorList):
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, logits_processor_args: torch.Tensor) -> torch.Tensor:
         picked = torch.full_like(scores, NEG_INF)
+        # One argmax for the whole batch serves every plain greedy row (8 single-row argmaxes
+        # over the vocabulary cost ~1.3 ms a step here).
+        greedy = torch.argmax(scores[: len(self._batch)], dim=-1).tolist() if self._batch else []
         for row, sampler in enumerate(self._batch):
-            token = int(torch.argmax(scores[row])) if sampler is None else sampler.next_token(scores[row])
+            if sampler is None:
+                token = greedy[row]
+            elif sampler.plain_greedy and greedy[row] < sampler.vocab_size:
+                token = greedy[row]
+                sampler.accept(token)
+            else:
+                token = sampler.next_token(scores[row])
             picked[row, token] = 0.0
         return picked
