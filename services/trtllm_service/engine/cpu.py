@@ -98,6 +98,7 @@ class CpuEngine(Engine):
         self._eos_ids: frozenset[int] = frozenset()
         self._vocab_size = 0
         self._requests: dict[str, _Request] = {}
+        self._to_add: list[tuple[_Request, list[int], frozenset[int]]] = []  # see _add_pending
         self._ready = False
         self._stopped = False
 
@@ -243,23 +244,36 @@ class CpuEngine(Engine):
         return await _run_in_fresh_thread(build)
 
     def _submit(self, request_id: str, prompt: list[int], sampling: SamplingConfig, processors: list) -> _Request:
-        from .cpu_sampling import SAMPLER_KWARG, RequestSampler
+        from .cpu_sampling import RequestSampler
 
         stop_ids = frozenset(sampling.stop_token_ids) | (frozenset() if sampling.ignore_eos else self._eos_ids)
         sampler = RequestSampler(sampling=sampling, prompt_ids=prompt, stop_ids=stop_ids, vocab_size=self._vocab_size,
                                  processors=processors)
         request = _Request(request_id, sampler)
         self._requests[request_id] = request
-        manager = self._manager
-        manager.register_result_handler(request_id, lambda output: self._on_output(request, output))
-        added = manager.add_request(prompt, request_id=request_id, max_new_tokens=sampling.max_tokens,
-                                    streaming=True, eos_token_id=sorted(stop_ids), **{SAMPLER_KWARG: sampler})
-        if added is None:
-            request.done = True
-            self._drop_handler(request_id)
-            self._requests.pop(request_id, None)
-            raise EngineError("the CPU engine's batching thread is not running")
+        self._manager.register_result_handler(request_id, lambda output: self._on_output(request, output))
+        self._to_add.append((request, prompt, stop_ids))
+        if len(self._to_add) == 1:
+            asyncio.get_running_loop().call_soon(self._add_pending)
         return request
+
+    def _add_pending(self) -> None:
+        """Hand this loop iteration's new requests to the manager together: a burst then starts
+        in one prefill step instead of trickling in behind a step that took only the first."""
+        from .cpu_sampling import SAMPLER_KWARG
+
+        pending, self._to_add = self._to_add, []
+        for request, prompt, stop_ids in pending:
+            if request.done:  # cancelled or stopped before it was handed over
+                continue
+            sampling = request.sampler.sampling
+            added = self._manager is not None and self._manager.add_request(
+                prompt, request_id=request.request_id, max_new_tokens=sampling.max_tokens, streaming=True,
+                eos_token_id=sorted(stop_ids), **{SAMPLER_KWARG: request.sampler})
+            if not added:
+                request.done = True
+                self._drop_handler(request.request_id)
+                request.queue.put_nowait(EngineError("the CPU engine's batching thread is not running"))
 
     def _on_output(self, request: _Request, output) -> None:
         """Runs on the event loop for every output the manager delivers for this request."""

@@ -59,6 +59,9 @@ class RequestSampler:
     logprobs: list[TokenLogprobs] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        # Built here on the event loop: no tensor work (a vocabulary-sized fill would start an
+        # OpenMP team on that thread and slow the batching thread's matmuls, see engine/cpu.py).
+        # Tensors are made on the batching thread, at the first step.
         s = self.sampling
         self._generator: torch.Generator | None = None
         if not is_greedy(s):
@@ -67,23 +70,29 @@ class RequestSampler:
                 self._generator.manual_seed(int(s.seed) & 0xFFFF_FFFF_FFFF_FFFF)
             else:
                 self._generator.seed()
-        self._stop_index = torch.tensor(sorted(i for i in self.stop_ids if 0 <= i < self.vocab_size),
-                                        dtype=torch.long)
+        self._stops = sorted(i for i in self.stop_ids if 0 <= i < self.vocab_size)
+        self._uses_counts = bool(s.presence_penalty or s.frequency_penalty)
+        self._uses_seen = s.repetition_penalty is not None and s.repetition_penalty != 1.0
+        self._ready = False
+
+    def _setup(self) -> None:
+        self._stop_index = torch.tensor(self._stops, dtype=torch.long)
         self._counts: torch.Tensor | None = None  # generated-token counts (presence/frequency)
-        if s.presence_penalty or s.frequency_penalty:
+        if self._uses_counts:
             self._counts = torch.zeros(self.vocab_size, dtype=torch.float32)
         self._seen: torch.Tensor | None = None  # prompt + generated tokens (repetition penalty)
-        if s.repetition_penalty is not None and s.repetition_penalty != 1.0:
+        if self._uses_seen:
             self._seen = torch.zeros(self.vocab_size, dtype=torch.bool)
             prompt = torch.tensor([i for i in self.prompt_ids if 0 <= i < self.vocab_size], dtype=torch.long)
             self._seen[prompt] = True
+        self._ready = True
 
     @property
     def plain_greedy(self) -> bool:
         """This step is a bare argmax: the batch's argmax can serve it (then call `accept`)."""
-        return (self._generator is None and self._counts is None and self._seen is None and not self.processors
+        return (self._generator is None and not self._uses_counts and not self._uses_seen and not self.processors
                 and self.sampling.logprobs is None
-                and (len(self.generated) >= self.sampling.min_tokens or not self._stop_index.numel()))
+                and (len(self.generated) >= self.sampling.min_tokens or not self._stops))
 
     def accept(self, token: int) -> None:
         """Record a token picked for this request outside `next_token` (a plain greedy step)."""
@@ -91,10 +100,12 @@ class RequestSampler:
 
     def next_token(self, logits: torch.Tensor) -> int:
         """Pick this request's next token from its float32 logits row (vocab,)."""
+        if not self._ready:
+            self._setup()
         logits = logits[: self.vocab_size]
         raw = logits
         scores = self._penalised(logits)
-        if len(self.generated) < self.sampling.min_tokens and self._stop_index.numel():
+        if len(self.generated) < self.sampling.min_tokens and self._stops:
             scores = scores.clone() if scores is raw else scores
             scores[self._stop_index] = NEG_INF
         for processor in self.processors:
@@ -146,6 +157,8 @@ class RequestSampler:
         return TokenLogprobs(token_id=token, logprob=float(logp[token]), top=top)
 
     def _record(self, token: int) -> None:
+        if not self._ready:
+            self._setup()
         self.generated.append(token)
         if self._counts is not None:
             self._counts[token] += 1.0
