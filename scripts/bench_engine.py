@@ -10,6 +10,7 @@ is preceded by an unmeasured one.
     .venv/bin/python scripts/bench_engine.py                       # defaults: 1,4,8 x 64 tokens
     .venv/bin/python scripts/bench_engine.py --dtype float32 --attn paged|eager --blocks 32
     .venv/bin/python scripts/bench_engine.py --baseline            # plus plain `generate` baselines
+    .venv/bin/python scripts/bench_engine.py --kernels torch       # without the native AMX kernel
 
 `--baseline` first times HF `model.generate` on the same weights (single stream and a static
 batch of the largest concurrency), the reference the engine is measured against. The machine is shared: run it when the cores are quiet and compare within one run.
@@ -108,6 +109,10 @@ def baseline(args: argparse.Namespace, batches: list[int]) -> dict[int, float]:
     return box
 
 
+def _native_loaded(engine: CpuEngine) -> bool:
+    return any(getattr(m, "native", None) is not None for m in engine.model.modules())
+
+
 def print_table(rows: list[tuple]) -> None:
     head = ("conc", "wave", "TTFT p50 ms", "TTFT p99 ms", "ITL p50 ms", "ITL p99 ms", "agg tok/s", "CPU ms/tok")
     print("| " + " | ".join(head) + " |")
@@ -118,17 +123,18 @@ def print_table(rows: list[tuple]) -> None:
 
 async def main(args: argparse.Namespace) -> None:
     settings = ServiceSettings(dtype=args.dtype, cpu_threads=args.threads, cpu_cache_blocks=args.blocks,
-                               cpu_block_size=args.block_size, max_batch_size=max(args.concurrency))
+                               cpu_block_size=args.block_size, max_batch_size=max(args.concurrency),
+                               cpu_native_kernels=args.kernels == "native")
     if args.baseline:
         for batch, tps in baseline(args, sorted({1, max(args.concurrency)})).items():
             print(f"# plain generate, static batch {batch}: {tps:.1f} tok/s", flush=True)
     engine = CpuEngine(settings, attn_implementation=args.attn, max_batch_tokens=args.max_batch_tokens,
-                       int4_decode=not args.no_int4)
+                       int4_decode=args.kernels != "dense")
     t = time.perf_counter()
     await engine.start()
     print(f"# start {time.perf_counter() - t:.1f}s; dtype={args.dtype} attn={args.attn} blocks={args.blocks}x"
           f"{args.block_size} max_batch_tokens={args.max_batch_tokens} threads={args.threads or 'all'} "
-          f"max_tokens={args.max_tokens} int4_decode={not args.no_int4}", flush=True)
+          f"max_tokens={args.max_tokens} kernels={args.kernels} (native loaded: {_native_loaded(engine)})", flush=True)
     prompts = [chat_ids(engine.tokenizer, p) for p in PROMPTS]
     await wave(engine, prompts, max(args.concurrency), 8, "warm")
     rows = []
@@ -155,7 +161,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--block-size", type=int, default=32)
     p.add_argument("--max-batch-tokens", type=int, default=MAX_BATCH_TOKENS)
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--no-int4", action="store_true", help="plain bf16 matmuls (no int4 decode kernels)")
+    p.add_argument("--kernels", default="native", choices=("native", "torch", "dense"),
+                   help="native: AMX Q4_1 kernel where the CPU has AMX, else torch's; torch: torch's int4 kernel "
+                        "for small steps and bf16 GEMM above; dense: bf16 GEMM only")
     p.add_argument("--baseline", action="store_true", help="also time plain model.generate")
     return p.parse_args(argv)
 

@@ -45,6 +45,11 @@ class ServiceSettings:
     cpu_threads: int | None = _field(None, "torch intra-op threads for the CPU engine; default all cores.")
     cpu_cache_blocks: int = _field(64, "CPU engine KV-cache blocks (caps its memory).")
     cpu_block_size: int = _field(32, "Tokens per CPU engine KV-cache block.")
+    cpu_native_kernels: bool = _field(
+        True, "Build (once, with $CC or cc) and use the AMX kernel for Q4_1 GGUF weights where the CPU has "
+        "AMX; without it, or when the build fails, torch's kernels run.")
+    cpu_kernel_cache: str | None = _field(
+        None, "Directory for built CPU kernels; default $XDG_CACHE_HOME/trtllm-responses/kernels.")
     # TensorRT-LLM engine
     tensor_parallel_size: int = _field(1, "TensorRT-LLM tensor parallel size.")
     kv_cache_free_gpu_memory_fraction: float = _field(0.9, "Fraction of free GPU memory for the KV cache.")

@@ -9,10 +9,11 @@ Protocol, as this engine implements it:
   between steps (prefill is chunked at `MAX_BATCH_TOKENS`). A cache too small for all running
   requests pre-empts (re-prefills) the newest ones, so one request may use the whole cache:
   `max_context_length` is capped at the cache size and longer requests are rejected.
-- Weights. For a GGUF whose layer linears are Q4_1 (the default model), `cpu_int4` adds torch's
-  int4 CPU kernels with the file's exact blocks: steps of at most 12 rows (decode) read a
-  quarter of the bf16 bytes, larger ones (prefill) keep the bf16 GEMM. Decode is bound by
-  streaming weights from memory, so this is the main speed-up (see scripts/bench_engine.py).
+- Weights. For a GGUF whose layer linears are Q4_1 (the default model), `cpu_int4` multiplies
+  with the file's exact blocks: torch's int4 kernel for steps of a few rows; where the CPU has
+  AMX, `cpu_native`'s kernel (built at start with the system C compiler) for larger steps,
+  decode batches and prefill alike; without it, the bf16 GEMM beyond 12 rows. Matmuls are most
+  of a step's time, so this is the main speed-up (see scripts/bench_engine.py --kernels).
 - Threads. ALL torch work happens on threads that do not outlive their job: the model loads on
   a short-lived thread (not `asyncio.to_thread`, whose pool threads live on) and decoding runs
   on the manager's thread. Measured here: once one live thread has run OpenMP-parallel torch
@@ -129,8 +130,9 @@ class CpuEngine(Engine):
         if self._int4_decode and source.gguf_file:
             from .cpu_int4 import install_int4_decode
 
-            swapped = install_int4_decode(self.model, source.model_dir / source.gguf_file)
-            log.info("int4 decode kernels on %d linear layers", swapped)
+            kernel = self._native_kernel()
+            swapped = install_int4_decode(self.model, source.model_dir / source.gguf_file, kernel)
+            log.info("int4 kernels on %d linear layers", swapped, extra={"native_amx": kernel is not None})
         self._set_threads(torch)
         config = self.model.config
         self._vocab_size = int(config.vocab_size)
@@ -142,6 +144,16 @@ class CpuEngine(Engine):
         self.max_context_length = min(limits)
         self._manager = self._make_manager()
         self._manager.start()
+
+    def _native_kernel(self):
+        if not self.settings.cpu_native_kernels:
+            return None
+        from pathlib import Path
+
+        from .cpu_native import load_kernel
+
+        cache = self.settings.cpu_kernel_cache
+        return load_kernel(Path(cache) if cache else None)
 
     def _set_threads(self, torch) -> None:
         """--cpu-threads fixes the count; unset, `cpu_threads.ThreadTuner` picks per forward pass."""

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cpu_native import TORCH_MAX_ROWS, Q41Kernel, pack_q4_1
+
 log = logging.getLogger(__name__)
 
 GROUP = 32  # Q4_1 block size = int4 group size
@@ -41,28 +43,42 @@ _MODULES = {  # GGUF tensor suffix -> HF module path inside model.layers.N
 
 
 class Int4DecodeLinear(nn.Module):
-    """A Linear that multiplies few-row inputs with int4 weights and many-row ones in bf16."""
+    """A Linear over the file's Q4_1 weights: each call picks the fastest kernel for its row count.
 
-    def __init__(self, linear: nn.Linear, packed: torch.Tensor, scales_zeros: torch.Tensor) -> None:
+    torch's int4 kernel for few rows, the native AMX kernel (`cpu_native`, when loaded) above
+    `cpu_native.TORCH_MAX_ROWS`, else torch's int4 up to `MAX_INT4_ROWS` and the bf16 GEMM beyond.
+    """
+
+    def __init__(self, linear: nn.Linear, packed: torch.Tensor, scales_zeros: torch.Tensor,
+                 native: tuple | None = None) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.weight = linear.weight
         self.bias = linear.bias
         self.register_buffer("packed", packed, persistent=False)
         self.register_buffer("scales_zeros", scales_zeros, persistent=False)
+        self.native = native  # (cpu_native.Q41Kernel, cpu_native.PackedQ41) or None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // self.in_features
-        if rows > MAX_INT4_ROWS or x.dtype != self.scales_zeros.dtype:
+        if x.dtype != self.scales_zeros.dtype:
             return F.linear(x, self.weight, self.bias)
         flat = x.reshape(rows, self.in_features).contiguous()
-        out = torch._weight_int4pack_mm_for_cpu(flat, self.packed, GROUP, self.scales_zeros)
+        if self.native is not None and rows > TORCH_MAX_ROWS and x.dtype == torch.bfloat16:
+            kernel, weights = self.native
+            out = kernel.mm(flat, weights)
+        elif rows <= MAX_INT4_ROWS:
+            out = torch._weight_int4pack_mm_for_cpu(flat, self.packed, GROUP, self.scales_zeros)
+        else:
+            return F.linear(x, self.weight, self.bias)
         out = out.reshape(*x.shape[:-1], self.out_features)
         return out if self.bias is None else out + self.bias
 
 
-def install_int4_decode(model: nn.Module, gguf_path: Path) -> int:
-    """Swap the Q4_1 layer linears of a GGUF-loaded llama-style model; returns how many."""
+def install_int4_decode(model: nn.Module, gguf_path: Path, kernel: "Q41Kernel | None" = None) -> int:
+    """Swap the Q4_1 layer linears of a GGUF-loaded llama-style model; returns how many.
+
+    With `kernel` (a loaded `cpu_native.Q41Kernel`) the layers also get its packing."""
     if not hasattr(torch, "_weight_int4pack_mm_for_cpu") or model.device.type != "cpu":
         return 0
     from gguf import GGUFReader
@@ -80,7 +96,10 @@ def install_int4_decode(model: nn.Module, gguf_path: Path) -> int:
         parent, attr, linear = target
         built = _pack(tensor, linear, heads)
         if built is not None:
-            setattr(parent, attr, Int4DecodeLinear(linear, *built))
+            packed, scales_zeros, (q, d, m) = built
+            native = pack_q4_1(q, d, m) if kernel is not None else None
+            setattr(parent, attr, Int4DecodeLinear(linear, packed, scales_zeros,
+                                                   (kernel, native) if native is not None else None))
             swapped += 1
     return swapped
 
@@ -98,14 +117,16 @@ def _target(name: str, layers) -> tuple[nn.Module, str, nn.Linear] | None:
     return (parent, attr, linear) if isinstance(linear, nn.Linear) else None
 
 
-def _pack(tensor, linear: nn.Linear, heads: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor] | None:
+def _pack(tensor, linear: nn.Linear, heads: tuple[int, int]) -> tuple | None:
+    """(torch int4 pack, its scales/zeros, (q, d, m) in the loaded row order) or None."""
     n, k = linear.out_features, linear.in_features
     raw = torch.from_numpy(tensor.data.copy()).view(torch.uint8)
     if k % GROUP or raw.numel() != n * (k // GROUP) * Q4_1_BLOCK_BYTES:
         return None
     blocks = raw.reshape(n, k // GROUP, Q4_1_BLOCK_BYTES)
-    d = blocks[..., 0:2].contiguous().view(torch.float16).squeeze(-1).float()  # [n, k/32]
-    m = blocks[..., 2:4].contiguous().view(torch.float16).squeeze(-1).float()
+    d16 = blocks[..., 0:2].contiguous().view(torch.float16).squeeze(-1)  # [n, k/32]
+    m16 = blocks[..., 2:4].contiguous().view(torch.float16).squeeze(-1)
+    d, m = d16.float(), m16.float()
     nibbles = blocks[..., 4:].to(torch.int32)
     q = torch.cat([nibbles & 0xF, nibbles >> 4], dim=-1)  # [n, k/32, 32]: low nibbles first
     for order in _row_orders(n, heads):
@@ -115,7 +136,8 @@ def _pack(tensor, linear: nn.Linear, heads: tuple[int, int]) -> tuple[torch.Tens
         if torch.allclose(weights, reference, rtol=2 ** -7, atol=2 ** -7 * float(reference.abs().max())):
             packed = torch._convert_weight_to_int4pack_for_cpu(qo.reshape(n, k).contiguous(), 1)
             scales_zeros = torch.stack([do.t(), (mo + 8 * do).t()], dim=-1)  # [k/32, n, 2]
-            return packed, scales_zeros.to(linear.weight.dtype).contiguous()
+            native = (qo, d16[order] if order is not None else d16, m16[order] if order is not None else m16)
+            return packed, scales_zeros.to(linear.weight.dtype).contiguous(), native
     log.warning("int4 decode: %s does not match the loaded weights; kept in %s", tensor.name, linear.weight.dtype)
     return None
 
