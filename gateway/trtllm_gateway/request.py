@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -212,12 +213,36 @@ UNSUPPORTED: dict[str, Callable[[Any], bool]] = {
 }
 
 
+#: A JSON escape of a UTF-16 surrogate; only a well-formed pair of them is a character.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 def parse_json_object(raw: bytes) -> dict:
-    """The body as a JSON object; JSONDecodeError/UnicodeDecodeError map to 400 in errors.py."""
+    """The body as a JSON object; JSONDecodeError/UnicodeDecodeError map to 400 in errors.py.
+
+    A lone surrogate escape ("\\ud800") parses, but is no Unicode text: nothing downstream (the
+    tokenizer, the store, a JSON reply in UTF-8) could carry it, so it is refused here."""
     body = json.loads(raw)
     if not isinstance(body, dict):
         raise ApiError("invalid_json", "The request body must be a JSON object.")
+    if _SURROGATE_ESCAPE.search(raw) and not _valid_unicode(body):
+        raise ApiError("invalid_json", "The request body contains a lone UTF-16 surrogate escape (such as "
+                       "\"\\ud800\"); strings must be valid Unicode.")
     return body
+
+
+def _valid_unicode(value: Any) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_valid_unicode(k) and _valid_unicode(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_valid_unicode(v) for v in value)
+    return True
 
 
 def _check_fields(body: dict) -> dict[str, Any]:

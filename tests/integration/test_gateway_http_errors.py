@@ -30,6 +30,9 @@ CASES = [
     # (body, status, type, param, code)
     (b"{not json", 400, "invalid_request_error", None, None),
     (b"[1, 2]", 400, "invalid_request_error", None, None),
+    (b'{"model": "default", "input": "hi \\ud800"}', 400, "invalid_request_error", None, None),
+    (b'{"model": "default", "input": "x", "previous_response_id": "resp_\\udfff"}', 400, "invalid_request_error",
+     None, None),
     ({"model": "default"}, 400, "invalid_request_error", "input", None),
     ({"model": "default", "input": "x", "temperature": "hot"}, 400, "invalid_request_error", "temperature", None),
     ({"model": "default", "input": "x", "max_output_tokens": 4}, 400, "invalid_request_error", "max_output_tokens", None),

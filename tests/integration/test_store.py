@@ -363,6 +363,9 @@ def _bad(**changes):
     _bad(id=""),
     _bad(created_at="now"),
     _bad(previous_response_id="resp_bad"),
+    _bad(response={"metadata": {"k": "\ud800"}}),
+    _bad(inputs=[{"id": "in_\udfff", "type": "message", "role": "user", "content": "x"}]),
+    _bad(tenant="t\ud800"),
 ], ids=lambda r: "bad")
 async def test_invalid_records_are_refused_and_not_stored(store, rec):
     with pytest.raises(InvalidRecord):
@@ -388,3 +391,16 @@ async def test_unopened_store_gives_clear_error(backend):
         await s.get("resp_a", "t1")
     await s.close()  # closing an unopened store is harmless
 
+
+
+async def test_ids_no_row_can_hold_are_absent_not_errors(store):
+    """Lone surrogates (JSON "\\ud800" escapes) have no UTF-8 form: lookups answer "absent"."""
+    await store.save(make_record("resp_ok"))
+    assert await store.get("resp_\ud800", "t1") is None
+    assert await store.get("resp_ok", "t\ud800") is None
+    assert await store.history("resp_\udfff", "t1") is None
+    assert await store.delete("resp_\ud800", "t1") is False
+    assert await store.list_input_items("resp_\ud800", "t1") is None
+    assert (await store.list_input_items("resp_ok", "t1", after="in_\ud800")).data == []
+    assert (await store.list_input_items("resp_ok", "t1", before="\udfff")).data == []
+    assert await store.get("resp_ok", "t1") is not None

@@ -155,3 +155,15 @@ def test_images_are_collected_for_the_capability_check():
 def test_body_must_be_a_json_object(raw):
     with pytest.raises((ApiError, ValueError)):
         parse_json_object(raw)
+
+
+@pytest.mark.parametrize("raw", [b'{"input": "a\\ud800b"}', b'{"metadata": {"\\udfff": "x"}}',
+                                 b'{"input": [{"content": ["\\uDBFF"]}]}'])
+def test_lone_surrogate_escape_is_invalid_json(raw):
+    with pytest.raises(ApiError) as err:
+        parse_json_object(raw)
+    assert err.value.kind.status == 400 and "surrogate" in err.value.message
+
+
+def test_surrogate_pair_escape_is_one_character():
+    assert parse_json_object(b'{"input": "\\ud83d\\ude00"}') == {"input": "\U0001F600"}

@@ -81,8 +81,28 @@ def _input_rows(record: StoredResponse) -> list[tuple[int, str, str]]:
     return rows
 
 
+def encodable(*texts: Any) -> bool:
+    """False when a text has no UTF-8 form (a lone surrogate, e.g. from a JSON "\\ud800" escape):
+    no backend can store or even look it up."""
+    try:
+        for text in texts:
+            text.encode("utf-8")
+    except (UnicodeEncodeError, AttributeError):
+        return False
+    return True
+
+
 def encode_record(record: StoredResponse) -> EncodedRecord:
     """Validate ``record`` and turn it into rows. Raises InvalidRecord."""
+    enc = _encode_rows(record)
+    keys = [record.id, record.tenant, record.previous_response_id or ""]
+    rows = enc.inputs + enc.outputs
+    if not encodable(enc.payload, *keys, *(item_id or "" for _, item_id, _ in rows), *(p for *_, p in rows)):
+        raise InvalidRecord(f"{record.id!r}: text is not valid Unicode (lone surrogate)")
+    return enc
+
+
+def _encode_rows(record: StoredResponse) -> EncodedRecord:
     _check_header(record)
     output = record.response.get("output", [])
     if not isinstance(output, list) or not all(isinstance(i, dict) for i in output):

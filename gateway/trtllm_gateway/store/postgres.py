@@ -334,7 +334,7 @@ def redact(url: str) -> str:
 
 def _encode(record: StoredResponse) -> codec.EncodedRecord:
     """codec.encode_record plus what PostgreSQL cannot hold but the codec allows: NUL in
-    text columns, out-of-range ints, lone surrogates. Runs in a thread. Raises InvalidRecord."""
+    text columns, out-of-range ints. Runs in a thread. Raises InvalidRecord."""
     enc = codec.encode_record(record)
     if record.created_at not in INT64:
         raise InvalidRecord(f"{record.id!r}: created_at {record.created_at} is out of range")
@@ -342,11 +342,6 @@ def _encode(record: StoredResponse) -> codec.EncodedRecord:
     keys += [item_id or "" for _, item_id, _ in enc.inputs + enc.outputs]
     if any("\x00" in k for k in keys):
         raise InvalidRecord(f"{record.id!r}: ids and tenant may not contain NUL characters")
-    try:  # lone surrogates (from JSON "\ud800" escapes) have no UTF-8 form
-        for text in [enc.payload, *keys, *(p for *_, p in enc.inputs + enc.outputs)]:
-            text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidRecord(f"{record.id!r}: text is not valid Unicode (lone surrogate)") from None
     return enc
 
 
@@ -365,10 +360,7 @@ def _decode_chain(rows: list[codec.ResponseRow], items: list) -> list[StoredResp
 
 def _lookupable(*keys: str) -> bool:
     """False for ids no row can have (NUL, lone surrogates), which PostgreSQL would reject."""
-    try:
-        return all("\x00" not in k and k.encode("utf-8") is not None for k in keys)
-    except (UnicodeEncodeError, TypeError, AttributeError):
-        return False
+    return codec.encodable(*keys) and all("\x00" not in k for k in keys)
 
 
 def _count(status: str) -> int:

@@ -246,6 +246,8 @@ class SQLiteStore(SQLiteConversations, SQLiteJobs, ResponseStore):
         )
 
     async def delete(self, response_id: str, tenant: str) -> bool:
+        if not codec.encodable(response_id, tenant):  # sqlite3 cannot even bind it
+            return False
         async def body(conn: aiosqlite.Connection) -> bool:
             cur = await conn.execute(
                 "DELETE FROM responses WHERE id = ? AND tenant = ?", (response_id, tenant)
@@ -285,6 +287,8 @@ class SQLiteStore(SQLiteConversations, SQLiteJobs, ResponseStore):
 
     # -- reads ---------------------------------------------------------------------
     async def get(self, response_id: str, tenant: str) -> StoredResponse | None:
+        if not codec.encodable(response_id, tenant):  # sqlite3 cannot even bind it
+            return None
         async def body(conn: aiosqlite.Connection):
             rows = await conn.execute_fetchall(
                 f"SELECT {_RESPONSE_COLS} FROM responses WHERE id = ? AND tenant = ?",
@@ -301,6 +305,8 @@ class SQLiteStore(SQLiteConversations, SQLiteJobs, ResponseStore):
         return (await asyncio.to_thread(_decode_chain, [found[0]], found[1]))[0]
 
     async def history(self, response_id: str, tenant: str) -> list[dict] | None:
+        if not codec.encodable(response_id, tenant):  # sqlite3 cannot even bind it
+            return None
         limit = self.max_history_depth
 
         async def body(conn: aiosqlite.Connection):
@@ -327,6 +333,8 @@ class SQLiteStore(SQLiteConversations, SQLiteJobs, ResponseStore):
         before: str | None = None, limit: int = 20, order: str = "desc",
     ) -> ItemPage | None:
         check_page_args(limit, order)
+        if not codec.encodable(response_id, tenant):  # sqlite3 cannot even bind it
+            return None
         walk_order, reverse = (_REVERSED[order], True) if before and not after else (order, False)
 
         async def body(conn: aiosqlite.Connection):
@@ -341,6 +349,8 @@ class SQLiteStore(SQLiteConversations, SQLiteJobs, ResponseStore):
             for name, cursor in (("after", after), ("before", before)):
                 if cursor is None:
                     continue
+                if not codec.encodable(cursor):
+                    return []  # no item can have this id: empty page, as for an unknown one
                 pos = await conn.execute_fetchall(
                     "SELECT position FROM items WHERE item_id = ? AND response_id = ? "
                     "AND kind = 'input'", (cursor, response_id))
