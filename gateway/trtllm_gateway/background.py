@@ -268,13 +268,13 @@ class JobRun:
                           self._record(dict(self.state.response)), False)
         self.g = g
         try:
-            call, first = await generation._open(self.gw, g)
+            call, first = await generation.open_stream(self.gw, g)
         except Exception as exc:  # noqa: BLE001 - refused at the start: failed, with the reason
             return await self._end(*finalize(self.state, None, error=to_api_error(exc).message))
-        run, final = generation._Run(call, first, g.clock), None
+        run, final = generation.StreamRun(call, first, g.clock), None
         self.gw.metrics.active_streams.inc()
         try:
-            while (msg := await run.next()) is not generation._EOF:
+            while (msg := await run.next()) is not generation.EOF:
                 if msg.HasField("delta"):
                     events = on_delta(self.state, msg.delta)
                     if events:
@@ -282,11 +282,11 @@ class JobRun:
                 else:
                     final = msg.final
         except grpc.aio.AioRpcError as exc:
-            return await self._end(*finalize(self.state, None, error=generation._failure_message(exc)))
+            return await self._end(*finalize(self.state, None, error=generation.failure_message(exc)))
         finally:
             call.cancel()  # a no-op after the end; on cancellation it aborts the engine request
             self.gw.metrics.active_streams.dec()
-        await self._end(*finalize(self.state, final, error=None if final is not None else generation._NO_FINAL))
+        await self._end(*finalize(self.state, final, error=None if final is not None else generation.NO_FINAL))
 
 
 # Conversation appends etc. that run when a response ends (generation.py), if present.

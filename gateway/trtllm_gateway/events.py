@@ -10,8 +10,9 @@ or until the log is complete without one (a cancelled response: its stream just 
 * Writing (:class:`EventLog`): events are queued and written by one flusher task per log,
   which takes everything queued so far in one transaction (group commit: one write per
   event when idle, bigger batches under load). A stored stream sends each event to its
-  client first and logs it right after (:class:`LoggedSSEWriter`), so the log never adds
-  latency to the live stream; it lags the client by at most one in-flight write.
+  client first and logs it right after (:class:`LoggingWriter`, for SSE and WebSocket
+  alike), so the log never adds latency to the live stream; it lags the client by at most
+  one in-flight write.
 * Ownership: a log is written by its job's owner only (``store.write_job`` is fenced by
   (replica, attempt)); a stored stream opens its job row on the first write
   (``store.open_stream``). The owner's :class:`LogHub` registration keeps the lease
@@ -180,12 +181,11 @@ class EventLog:
             raise
 
 
-class LoggedSSEWriter(SSEWriter):
-    """The SSE writer of a stored streaming response: sends each event to the client, then
-    logs it; the log's job is registered with the hub (lease renewal) until it is done."""
+class ResponseLog:
+    """The event log of one stored streaming response, behind a live writer (SSE or WebSocket):
+    its job is registered with the hub (lease renewal) until the log is finished."""
 
-    def __init__(self, request: web.Request, hub: LogHub, gw, record: StoredResponse) -> None:
-        super().__init__(request, hub.settings.ping_interval_s)
+    def __init__(self, hub: LogHub, gw, record: StoredResponse) -> None:
         self.hub, self.record, self.gw = hub, record, gw
         self.log = EventLog(hub, record.id, opener=self._open_job)
         self._finished = False
@@ -200,8 +200,7 @@ class LoggedSSEWriter(SSEWriter):
         self.log.lost = True
         self.hub.unregister(self.record.id)
 
-    async def send(self, event: dict) -> None:
-        await super().send(event)
+    def add(self, event: dict) -> None:
         self.log.add([event])
 
     async def _finish(self) -> None:
@@ -213,42 +212,66 @@ class LoggedSSEWriter(SSEWriter):
         finally:
             self.hub.unregister(self.record.id)
 
-    def _detached(self, coro) -> asyncio.Task:
-        """Runs ``coro`` outside the handler (which the client leaving cancels); the app's
-        cleanup waits for it before it closes the store."""
-        task = asyncio.ensure_future(coro)
+    def finish_detached(self) -> asyncio.Task | None:
+        """Finishes the log outside the handler (which the client leaving cancels); the app's
+        cleanup waits for it before it closes the store. Only the first call does anything."""
+        if self._finished:
+            return None
+        self._finished = True
+        task = asyncio.ensure_future(self._finish())
         self.gw.background.add(task)
         task.add_done_callback(self.gw.background.discard)
         return task
 
-    def _finish_once(self) -> asyncio.Task | None:
-        if self._finished:
-            return None
-        self._finished = True
-        return self._detached(self._finish())
+    async def finish(self) -> None:
+        task = self.finish_detached()
+        if task is not None:
+            await asyncio.shield(task)
+
+
+class LoggingWriter:
+    """Mixin for an EventWriter: each event goes to the client, then to ``self.response_log``."""
+
+    response_log: ResponseLog
+
+    async def send(self, event: dict) -> None:
+        await super().send(event)
+        self.response_log.add(event)
 
     async def close(self) -> None:
         await super().close()
-        task = self._finish_once()
-        if task is not None:
-            await asyncio.shield(task)
+        await self.response_log.finish()
 
     def stop_pings(self) -> None:
         """Cancellation paths (the client left): the log is closed in the background."""
         super().stop_pings()
-        self._finish_once()
+        self.response_log.finish_detached()
 
 
-def sse_writer(gw, request: web.Request, g) -> SSEWriter:
-    """The SSE writer of ``generation.stream``: logged (resumable) when the response is stored."""
-    if not g.req.store or LOGS not in request.app:
-        return SSEWriter(request, gw.settings.ping_interval_s)
+class LoggedSSEWriter(LoggingWriter, SSEWriter):
+    """The SSE writer of a stored streaming response."""
+
+    def __init__(self, request: web.Request, response_log: ResponseLog) -> None:
+        super().__init__(request, response_log.hub.settings.ping_interval_s)
+        self.response_log = response_log
+
+
+def response_log(gw, app: web.Application, g) -> ResponseLog | None:
+    """The log of a stored streaming response (None when not stored, or no log hub)."""
+    if not g.req.store or LOGS not in app:
+        return None
     resp = g.state.response
     record = StoredResponse(id=resp["id"], tenant=g.tenant, created_at=resp["created_at"],
                             status=resp["status"], response=dict(resp, output=[]),
                             input_items=g.req.input.items,
                             previous_response_id=g.req.previous_response_id)
-    return LoggedSSEWriter(request, request.app[LOGS], gw, record)
+    return ResponseLog(app[LOGS], gw, record)
+
+
+def sse_writer(gw, request: web.Request, g) -> SSEWriter:
+    """The SSE writer of ``generation.stream``: logged (resumable) when the response is stored."""
+    rlog = response_log(gw, request.app, g)
+    return SSEWriter(request, gw.settings.ping_interval_s) if rlog is None else LoggedSSEWriter(request, rlog)
 
 
 class ReplayWriter(SSEWriter):

@@ -6,7 +6,7 @@ Protocol (REFERENCE.md §2-§3):
    ``model_not_found``), refuse images the model cannot take, load the
    ``previous_response_id`` history (404 ``previous_response_not_found``), translate to a
    ``GenerateRequest``.
-2. ``_open``: start Generate and wait for its first message, at most
+2. ``open_stream``: start Generate and wait for its first message, at most
    ``STREAM_START_WAIT_S``. A failure in that window (bad request, context too long, full
    queue, service down) is an HTTP error; with ``truncation: "auto"`` a context-length
    refusal drops the oldest turns (``translate.fit_context``) and retries once. The
@@ -58,7 +58,7 @@ log = logging.getLogger("trtllm_gateway.generation")
 
 STREAM_START_WAIT_S = 0.5  # errors the service raises up front arrive well within this
 DEFAULT_MODEL_ALIAS = "default"
-_EOF = grpc.aio.EOF
+EOF = grpc.aio.EOF
 
 
 @dataclass
@@ -125,7 +125,7 @@ async def _first(gw: Gateway, g: Generation) -> tuple[grpc.aio.UnaryStreamCall, 
     return call, asyncio.ensure_future(call.read())
 
 
-async def _open(gw: Gateway, g: Generation) -> tuple[grpc.aio.UnaryStreamCall, asyncio.Task]:
+async def open_stream(gw: Gateway, g: Generation) -> tuple[grpc.aio.UnaryStreamCall, asyncio.Task]:
     """Start Generate; errors within the start window raise (-> HTTP error)."""
     call, first = await _first(gw, g)
     try:
@@ -149,8 +149,8 @@ async def _open(gw: Gateway, g: Generation) -> tuple[grpc.aio.UnaryStreamCall, a
     return call, first
 
 
-class _Run:
-    """Reads the stream after _open: the first (maybe pending) read, then call.read()."""
+class StreamRun:
+    """Reads the stream after open_stream: the first (maybe pending) read, then call.read()."""
 
     def __init__(self, call: grpc.aio.UnaryStreamCall, first: asyncio.Task, clock: TokenClock) -> None:
         self.call, self.first, self.clock = call, first, clock
@@ -166,11 +166,11 @@ class _Run:
             self.clock.upstream += time.perf_counter() - started
 
 
-def _failure_message(exc: grpc.aio.AioRpcError) -> str:
+def failure_message(exc: grpc.aio.AioRpcError) -> str:
     return f"The inference service failed mid-response ({exc.code().name})."
 
 
-_NO_FINAL = "The inference service ended the stream without a final message."
+NO_FINAL = "The inference service ended the stream without a final message."
 
 
 def _output_tokens(resp: dict) -> int:
@@ -212,11 +212,11 @@ def _cancelled(gw: Gateway, g: Generation, call: grpc.aio.UnaryStreamCall) -> No
 
 async def complete(gw: Gateway, g: Generation) -> dict:
     """The JSON reply: run the whole generation, then the finished response object."""
-    call, first = await _open(gw, g)
-    run, final, error = _Run(call, first, g.clock), None, None
+    call, first = await open_stream(gw, g)
+    run, final, error = StreamRun(call, first, g.clock), None, None
     gw.metrics.active_streams.inc()
     try:
-        while (msg := await run.next()) is not _EOF:
+        while (msg := await run.next()) is not EOF:
             if msg.HasField("delta"):
                 on_delta(g.state, msg.delta)
                 g.clock.piece()
@@ -225,13 +225,13 @@ async def complete(gw: Gateway, g: Generation) -> dict:
     except grpc.aio.AioRpcError as exc:
         if g.clock.last_piece is None:
             raise  # nothing generated yet: an HTTP error, as if it had failed up front
-        error = _failure_message(exc)
+        error = failure_message(exc)
     except asyncio.CancelledError:
         _cancelled(gw, g, call)
         raise
     finally:
         gw.metrics.active_streams.dec()
-    resp, _ = finalize(g.state, final, error=error or (None if final is not None else _NO_FINAL))
+    resp, _ = finalize(g.state, final, error=error or (None if final is not None else NO_FINAL))
     await save(gw, g, resp)
     g.clock.finish(_output_tokens(resp))
     return resp
@@ -241,14 +241,14 @@ async def stream(gw: Gateway, request: web.Request | None, g: Generation,
                  writer: EventWriter | None = None) -> web.StreamResponse:
     """The SSE reply: created/in_progress, item events as deltas arrive, one terminal event.
     ``writer``: another transport's EventWriter (``websocket.py``); default SSE."""
-    call, first = await _open(gw, g)
-    run, final, error = _Run(call, first, g.clock), None, None
+    call, first = await open_stream(gw, g)
+    run, final, error = StreamRun(call, first, g.clock), None, None
     writer = sse_writer(gw, request, g) if writer is None else writer
     gw.metrics.active_streams.inc()
     try:
         await writer.open()
         await writer.send_all(start(g.state))
-        while (msg := await run.next()) is not _EOF:
+        while (msg := await run.next()) is not EOF:
             if msg.HasField("delta"):
                 events = on_delta(g.state, msg.delta)
                 if events:
@@ -256,9 +256,9 @@ async def stream(gw: Gateway, request: web.Request | None, g: Generation,
                     g.clock.piece()
             else:
                 final = msg.final
-        resp, events = finalize(g.state, final, error=None if final is not None else _NO_FINAL)
+        resp, events = finalize(g.state, final, error=None if final is not None else NO_FINAL)
     except grpc.aio.AioRpcError as exc:
-        resp, events = finalize(g.state, None, error=_failure_message(exc))
+        resp, events = finalize(g.state, None, error=failure_message(exc))
     except asyncio.CancelledError:
         writer.stop_pings()
         _cancelled(gw, g, call)

@@ -20,6 +20,8 @@ through a :class:`WebSocketEventWriter` (the shared ``sse.EventWriter`` numberin
   ``previous_response_id`` continues them without the store: stateless multi-turn over
   one socket. Others fall back to the store. A continuation that fails (error event or
   ``failed``) evicts the response it continued.
+* A stored response (``store`` true, the default) is event-logged as an SSE stream is, so
+  ``GET /v1/responses/{id}?stream=true`` replays or follows it (without ``stream_id``).
 * The client closing (or dropping) the connection cancels the running response: the
   Generate call is cancelled, which aborts the engine request; a stored response is saved
   ``cancelled``.
@@ -38,6 +40,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from . import generation
 from .context import GATEWAY, TENANT, Gateway
 from .errors import ApiError, to_api_error
+from .events import LoggingWriter, ResponseLog, response_log
 from .request import CreateRequest, parse_create, parse_json_object
 from .sse import EventWriter
 
@@ -69,9 +72,17 @@ class WebSocketEventWriter(EventWriter):
     async def _write(self, event: dict) -> None:
         if self.ws.closed:
             raise ConnectionResetError("the WebSocket is closed")
-        if self.stream_id is not None:
-            event["stream_id"] = self.stream_id
+        if self.stream_id is not None:  # on the frame only: the event log keeps the plain event
+            event = dict(event, stream_id=self.stream_id)
         await self.ws.send_str(_dumps(event))
+
+
+class LoggedWebSocketEventWriter(LoggingWriter, WebSocketEventWriter):
+    """A stored response's frames, also written to its event log (resumable over SSE)."""
+
+    def __init__(self, ws: web.WebSocketResponse, stream_id: str | None, response_log: ResponseLog) -> None:
+        super().__init__(ws, stream_id)
+        self.response_log = response_log
 
 
 def _create_body(raw: str | bytes) -> tuple[dict, str | None]:
@@ -95,8 +106,8 @@ def _create_body(raw: str | bytes) -> tuple[dict, str | None]:
 class Connection:
     """One socket's state: its tenant and the store:false turns it remembers."""
 
-    def __init__(self, gw: Gateway, ws: web.WebSocketResponse, tenant: str) -> None:
-        self.gw, self.ws, self.tenant = gw, ws, tenant
+    def __init__(self, gw: Gateway, ws: web.WebSocketResponse, tenant: str, app: web.Application) -> None:
+        self.gw, self.ws, self.tenant, self.app = gw, ws, tenant, app
         self.remembered: OrderedDict[str, list[dict]] = OrderedDict()
 
     async def serve(self, queue: asyncio.Queue) -> None:
@@ -122,7 +133,10 @@ class Connection:
             history = await generation.load_history(self.gw, req, self.tenant)
         g = await generation.prepare(self.gw, req, self.tenant, time.perf_counter(), history=history)
         g.on_finish.append(self.remember_hook(req, history))
-        await generation.stream(self.gw, None, g, writer=WebSocketEventWriter(self.ws, stream_id))
+        rlog = response_log(self.gw, self.app, g)
+        writer = (WebSocketEventWriter(self.ws, stream_id) if rlog is None
+                  else LoggedWebSocketEventWriter(self.ws, stream_id, rlog))
+        await generation.stream(self.gw, None, g, writer=writer)
 
     def recall(self, req: CreateRequest) -> list[dict] | None:
         prev = req.previous_response_id
@@ -163,7 +177,7 @@ async def handle(request: web.Request) -> web.WebSocketResponse:
                        "request (or POST /v1/responses to create a response).")
     await ws.prepare(request)
     queue: asyncio.Queue = asyncio.Queue()
-    worker = asyncio.ensure_future(Connection(gw, ws, request[TENANT]).serve(queue))
+    worker = asyncio.ensure_future(Connection(gw, ws, request[TENANT], request.app).serve(queue))
     try:
         async for msg in ws:
             if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):

@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 from openai.types.responses.responses_server_event import ResponseWsError
 
-from tests.fixtures.gateway import AUTH_KEYS, check_stream, start_gateway
+from tests.fixtures.gateway import AUTH_KEYS, check_stream, parse_sse, start_gateway
 from tests.integration.scripted_stack import start_stack
 
 QUESTION = "What did I say my name was?"
@@ -82,6 +82,22 @@ async def test_sequential_responses_on_one_socket(stack, ws):
     assert not any("stream_id" in e for e in first_events)
     stored = await stack.handle.client.responses.retrieve(second["id"])  # store defaults to true
     assert stored.id == second["id"]
+
+
+async def test_stored_socket_response_replays_over_sse(stack, ws):
+    """A stored WebSocket response is event-logged: GET ?stream=true replays the same events."""
+    await ws.send_json(create(input="Hello", stream_id="lane-9"))
+    sent, final = await read_response(ws)
+    url = f"{stack.handle.base_url}/responses/{final['id']}?stream=true"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url) as r:
+            assert r.status == 200
+            replayed = parse_sse(await r.text())
+        async with session.get(url + "&starting_after=2") as r:
+            tail = parse_sse(await r.text())
+    assert replayed == [{k: v for k, v in e.items() if k != "stream_id"} for e in sent]
+    assert check_stream(replayed)["id"] == final["id"]
+    assert [e["sequence_number"] for e in tail] == list(range(3, len(sent)))
 
 
 async def test_store_false_turns_continue_on_the_same_socket(stack, ws):
