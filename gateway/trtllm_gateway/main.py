@@ -13,10 +13,11 @@ import signal
 import sys
 from typing import Sequence
 
+from trtllm_common.logs import setup_logging
+
 from aiohttp import web
 
 from .app import build_app
-from .logs import setup_logging
 from .settings import GatewaySettings, parse_settings
 from .store import StoreError
 
@@ -46,7 +47,7 @@ async def serve(settings: GatewaySettings) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_settings(argv)
-    setup_logging(settings.log_level, settings.log_format)
+    setup_logging(settings.log_level, settings.log_format, quiet=("aiohttp.access",))  # per-request lines cost throughput
     try:
         asyncio.run(serve(settings))
     except (StoreError, OSError) as exc:

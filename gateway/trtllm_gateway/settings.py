@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
+
+import trtllm_common.settings as common
 
 from .discovery import parse_targets
 
@@ -19,11 +20,7 @@ ENV_PREFIX = "TRTLLM_GATEWAY_"
 
 REASONING_DIALECTS = ("openai", "open_responses")
 
-
-def _field(default: Any, help: str, **kw: Any) -> Any:
-    if isinstance(default, tuple):
-        return field(default=default, metadata={"help": help, "list": True, **kw})
-    return field(default=default, metadata={"help": help, **kw})
+_field = common.setting
 
 
 @dataclass(frozen=True)
@@ -88,62 +85,22 @@ class GatewaySettings:
         return tuple(keys)
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _convert(f: dataclasses.Field, raw: str) -> Any:
-    if f.metadata.get("list"):
-        return tuple(part.strip() for part in raw.split(",") if part.strip())
-    kind = str(f.type)
-    if "bool" in kind:
-        return raw.strip().lower() in ("1", "true", "yes", "on")
-    if "int" in kind:
-        return int(raw)
-    if "float" in kind:
-        return float(raw)
-    return raw
+def _help(f: dataclasses.Field, env: str) -> str:
+    default = ",".join(f.default) if isinstance(f.default, tuple) else f.default
+    text = f"{f.metadata['help']} [env {env}; default: {default if default not in ('', None) else 'none'}]"
+    return text.replace("%", "%%")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="trtllm-responses-gateway",
-        description="OpenAI Responses API gateway over the trtllm_responses inference service.",
-    )
-    for f in dataclasses.fields(GatewaySettings):
-        env = ENV_PREFIX + f.name.upper()
-        default = ",".join(f.default) if isinstance(f.default, tuple) else f.default
-        help_text = f"{f.metadata['help']} [env {env}; default: {default if default not in ('', None) else 'none'}]"
-        kw: dict[str, Any] = {"dest": f.name, "default": None, "help": help_text.replace("%", "%%")}
-        if "choices" in f.metadata:
-            kw["choices"] = f.metadata["choices"]
-        if "bool" in str(f.type):
-            kw["action"] = argparse.BooleanOptionalAction
-        else:
-            kw["type"] = lambda raw, f=f: _convert(f, raw)
-        parser.add_argument(_flag(f.name), **kw)
-    return parser
+    return common.build_parser(
+        GatewaySettings, ENV_PREFIX, _help, prog="trtllm-responses-gateway",
+        description="OpenAI Responses API gateway over the trtllm_responses inference service.")
 
 
 def parse_settings(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -> GatewaySettings:
     """Flags over env vars over defaults; raises SystemExit on a bad value, like argparse."""
-    env = os.environ if env is None else env
     parser = build_parser()
-    args = parser.parse_args(argv)
-    values: dict[str, Any] = {}
-    for f in dataclasses.fields(GatewaySettings):
-        value = getattr(args, f.name)
-        name = ENV_PREFIX + f.name.upper()
-        if value is None and name in env:
-            try:
-                value = _convert(f, env[name])
-            except ValueError:
-                parser.error(f"invalid value for {name}: {env[name]!r}")
-            if "choices" in f.metadata and value not in f.metadata["choices"]:
-                parser.error(f"{name} must be one of {f.metadata['choices']}")
-        if value is not None:
-            values[f.name] = value
-    settings = GatewaySettings(**values)
+    settings = common.parse(GatewaySettings, parser, ENV_PREFIX, argv, env)
     _check(parser, settings)
     return settings
 

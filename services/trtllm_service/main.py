@@ -13,9 +13,10 @@ import signal
 import sys
 from typing import Sequence
 
+from trtllm_common.logs import setup_logging
+
 from .engine import create_engine
 from .engine.base import EngineUnavailable
-from .logs import setup_logging
 from .server import InferenceServer
 from .settings import ServiceSettings, parse_settings
 

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
+
+import trtllm_common.settings as common
 
 ENV_PREFIX = "TRTLLM_SERVICE_"
 
 
-def _field(default: Any, help: str, **kw: Any) -> Any:
-    return field(default=default, metadata={"help": help, **kw})
+_field = common.setting
 
 
 @dataclass(frozen=True)
@@ -64,56 +64,13 @@ class ServiceSettings:
         return dataclasses.replace(self, **changes)
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _convert(f: dataclasses.Field, raw: str) -> Any:
-    kind = str(f.type)
-    if "bool" in kind:
-        return raw.strip().lower() in ("1", "true", "yes", "on")
-    if "int" in kind:
-        return int(raw)
-    if "float" in kind:
-        return float(raw)
-    return raw
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="trtllm-responses-service",
-        description="gRPC inference service (trtllm_responses.inference.v1).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    for f in dataclasses.fields(ServiceSettings):
-        env = ENV_PREFIX + f.name.upper()
-        kw: dict[str, Any] = {"dest": f.name, "default": None, "help": f"{f.metadata['help']} [env {env}]"}
-        if "choices" in f.metadata:
-            kw["choices"] = f.metadata["choices"]
-        if "bool" in str(f.type):
-            kw["action"] = argparse.BooleanOptionalAction
-        else:
-            kw["type"] = lambda raw, f=f: _convert(f, raw)
-        parser.add_argument(_flag(f.name), **kw)
-    return parser
+    return common.build_parser(
+        ServiceSettings, ENV_PREFIX, lambda f, env: f"{f.metadata['help']} [env {env}]",
+        prog="trtllm-responses-service", description="gRPC inference service (trtllm_responses.inference.v1).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 
 
 def parse_settings(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -> ServiceSettings:
     """Flags over env vars over defaults; raises SystemExit on a bad value, like argparse."""
-    env = os.environ if env is None else env
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    values: dict[str, Any] = {}
-    for f in dataclasses.fields(ServiceSettings):
-        value = getattr(args, f.name)
-        if value is None and ENV_PREFIX + f.name.upper() in env:
-            raw = env[ENV_PREFIX + f.name.upper()]
-            try:
-                value = _convert(f, raw)
-            except ValueError:
-                parser.error(f"invalid value for {ENV_PREFIX + f.name.upper()}: {raw!r}")
-            if "choices" in f.metadata and value not in f.metadata["choices"]:
-                parser.error(f"{ENV_PREFIX + f.name.upper()} must be one of {f.metadata['choices']}")
-        if value is not None:
-            values[f.name] = value
-    return ServiceSettings(**values)
+    return common.parse(ServiceSettings, build_parser(), ENV_PREFIX, argv, env)

@@ -167,13 +167,12 @@ async def test_missing_database_is_a_clear_error(postgres_server):
 async def test_text_postgres_cannot_hold_is_refused_or_not_found(fresh_postgres_dsn):
     async with open_store(fresh_postgres_dsn) as s:
         await s.save(make_record("resp_ok"))
+        # NUL here; lone surrogates for both backends in test_store.py
         assert await s.get("resp\x00ok", "t1") is None
         assert await s.get("resp_ok", "t\x00") is None
-        assert await s.get("resp_\ud800", "t1") is None
         assert await s.history("resp\x00", "t1") is None
         assert await s.delete("resp\x00", "t1") is False
         assert (await s.list_input_items("resp_ok", "t1", after="x\x00")).data == []
-        assert (await s.list_input_items("resp_ok", "t1", before="\udfff")).data == []
         nul = make_record("resp_nul")
         nul.input_items[0]["id"] = "in\x00"
         surrogate = make_record("resp_sur")

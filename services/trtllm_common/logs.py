@@ -1,10 +1,11 @@
-"""Structured logging: one JSON object per line, with any `extra=` fields merged in."""
+"""Structured logging: one JSON object per line (or plain text), ``extra=`` fields merged in."""
 from __future__ import annotations
 
 import json
 import logging
 import sys
 import time
+from typing import Iterable
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
@@ -19,10 +20,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def setup_logging(level: str = "INFO", fmt: str = "json") -> None:
+def setup_logging(level: str = "INFO", fmt: str = "json", quiet: Iterable[str] = ()) -> None:
+    """One stderr handler on the root logger; loggers in ``quiet`` log warnings and above only."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(
         "%(asctime)s %(levelname)s %(name)s %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for name in quiet:
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -1,0 +1,1 @@
+"""What the inference service and the gateway share: the settings parser and JSON logging."""
