@@ -91,7 +91,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--address", help="host:port of a running service; default starts one")
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 8])
-    parser.add_argument("--requests-per-level", type=int, default=16)
+    parser.add_argument("--requests-per-level", type=int, default=32)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("service_args", nargs="*", help="extra flags for the service it starts")
     args = parser.parse_args()
