@@ -39,6 +39,19 @@ async def test_engine_is_ready(cpu_engine):
     assert "<|im_start|>" in cpu_engine.tokenizer.chat_template
 
 
+async def test_layers_use_the_file_int4_blocks_and_the_amx_kernel_where_it_can_run(cpu_engine):
+    from trtllm_service.engine import cpu_native
+    from trtllm_service.engine.cpu_int4 import Int4DecodeLinear
+
+    layers = [m for m in cpu_engine.model.modules() if isinstance(m, Int4DecodeLinear)]
+    assert len(layers) == 30 * 7  # every Q4_1 linear of SmolLM2-135M's 30 layers
+    with_amx = sum(layer.native is not None for layer in layers)
+    if cpu_native._unsupported() is None:
+        assert with_amx == len(layers), "this CPU has AMX and a compiler: every layer must use the kernel"
+    else:
+        assert with_amx == 0
+
+
 async def test_streams_sensible_text_and_stops_at_eos(cpu_engine):
     tokens, steps = await run(cpu_engine, "paris", chat(cpu_engine, "What is the capital of France?"),
                               SamplingConfig(max_tokens=40))
