@@ -157,7 +157,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32", "float16"))
     p.add_argument("--attn", default=ATTN_IMPLEMENTATION, help="sdpa or paged|eager")
-    p.add_argument("--blocks", type=int, default=64)
+    p.add_argument("--blocks", type=int, default=ServiceSettings.cpu_cache_blocks)
     p.add_argument("--block-size", type=int, default=32)
     p.add_argument("--max-batch-tokens", type=int, default=MAX_BATCH_TOKENS)
     p.add_argument("--threads", type=int, default=None)
