@@ -232,8 +232,8 @@ class JobRun:
     async def _end(self, resp: dict, events: list[dict]) -> None:
         """The job's last write: final events, final response, job done (fenced). Store
         errors are retried (same events, same numbers) while the lease is still renewed."""
-        if self.g is not None and _FINISH_HOOKS is not None:
-            await _FINISH_HOOKS(self.gw, self.g, resp)
+        if self.g is not None:  # ended without generating here: a record already final ran them before its save
+            await generation.finish_hooks(self.gw, self.g, resp)
         record = self._record(resp)
         events = self._number(events)
         for delay in END_RETRY_DELAYS_S:
@@ -287,7 +287,3 @@ class JobRun:
             call.cancel()  # a no-op after the end; on cancellation it aborts the engine request
             self.gw.metrics.active_streams.dec()
         await self._end(*finalize(self.state, final, error=None if final is not None else generation.NO_FINAL))
-
-
-# Conversation appends etc. that run when a response ends (generation.py), if present.
-_FINISH_HOOKS = getattr(generation, "_finish_hooks", None)

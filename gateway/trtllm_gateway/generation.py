@@ -177,7 +177,8 @@ def _output_tokens(resp: dict) -> int:
     return (resp.get("usage") or {}).get("output_tokens", 0)
 
 
-async def _finish_hooks(gw: Gateway, g: Generation, resp: dict) -> None:
+async def finish_hooks(gw: Gateway, g: Generation, resp: dict) -> None:
+    """The conversation append (for a ``conversation`` turn), then ``g.on_finish``; failures are logged."""
     hooks = list(g.on_finish)
     if g.req.conversation:
         hooks.insert(0, conversations.turn_appender(gw, g.tenant, g.req.conversation, g.req.input.items))
@@ -189,7 +190,7 @@ async def _finish_hooks(gw: Gateway, g: Generation, resp: dict) -> None:
 
 
 async def save(gw: Gateway, g: Generation, resp: dict) -> None:
-    await _finish_hooks(gw, g, resp)
+    await finish_hooks(gw, g, resp)
     if not g.req.store:
         return
     record = StoredResponse(id=resp["id"], tenant=g.tenant, created_at=resp["created_at"], status=resp["status"],
