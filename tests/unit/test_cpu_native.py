@@ -6,6 +6,7 @@ CPU without AMX; the fallback tests run everywhere.
 from __future__ import annotations
 
 import logging
+import os
 
 import pytest
 import torch
@@ -100,3 +101,21 @@ def test_missing_compiler_means_no_kernel(monkeypatch, tmp_path):
     monkeypatch.setattr(cpu_native, "_compiler", lambda: None)
     monkeypatch.setattr(cpu_native, "CPU_FLAGS", ())
     assert load_kernel(tmp_path) is None
+
+
+def test_unwritable_cache_falls_back_to_the_temp_dir(monkeypatch, tmp_path):
+    if cpu_native._unsupported() is not None:
+        pytest.skip("the build is only attempted on a CPU with AMX")
+    if os.geteuid() == 0:  # root writes anywhere: make the first directory refuse instead
+        real = cpu_native._build
+
+        def refusing(directory):
+            if directory == tmp_path / "ro":
+                raise PermissionError(f"{directory} is read-only")
+            return real(directory)
+        monkeypatch.setattr(cpu_native, "_build", refusing)
+    else:
+        (tmp_path / "ro").mkdir(mode=0o500)
+    monkeypatch.setattr(cpu_native, "_cache_dirs", lambda: [tmp_path / "ro", tmp_path / "tmp"])
+    assert cpu_native.load_kernel() is not None
+    assert list((tmp_path / "tmp").glob("q4_1_amx-*.so"))

@@ -16,7 +16,8 @@ so the engine uses torch's kernel up to `TORCH_MAX_ROWS` rows and this one above
 
 Protocol (`load_kernel`): only on Linux x86-64 whose CPU reports amx_tile, amx_bf16,
 avx512_bf16 and f16c; the C file is compiled once with the system compiler (`$CC`, else `cc`)
-into `cache_dir`, keyed by a hash of source, flags and compiler; loaded with ctypes (calls
+into the cache dir (`--cpu-kernel-cache`, else ~/.cache/trtllm-responses/kernels, else the temp dir
+when that is not writable), keyed by a hash of source, flags and compiler; loaded with ctypes (calls
 release the GIL); the process asks Linux for the AMX tile state; a self-test compares a small
 product with torch. Any failure is logged and returns None: the engine keeps torch's kernels.
 The library links the process's libgomp (torch's), so its OpenMP threads are torch's.
@@ -95,7 +96,7 @@ def load_kernel(cache_dir: Path | None = None) -> Q41Kernel | None:
     reason = _unsupported()
     if reason is None:
         try:
-            lib = ctypes.CDLL(str(_build(cache_dir or default_cache_dir())))
+            lib = ctypes.CDLL(str(_build_somewhere([cache_dir] if cache_dir else _cache_dirs())))
             if lib.q41_init() != 1:
                 reason = "Linux refused the AMX tile state"
             else:
@@ -112,6 +113,22 @@ def load_kernel(cache_dir: Path | None = None) -> Q41Kernel | None:
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "trtllm-responses" / "kernels"
+
+
+def _cache_dirs() -> list[Path]:
+    """The user cache, then the temp dir (a read-only home, as in locked-down pods)."""
+    return [default_cache_dir(), Path(tempfile.gettempdir()) / f"trtllm-responses-kernels-{os.getuid()}"]
+
+
+def _build_somewhere(dirs: list[Path]) -> Path:
+    for i, directory in enumerate(dirs):
+        try:
+            return _build(directory)
+        except PermissionError:
+            if i == len(dirs) - 1:
+                raise
+            log.info("kernel cache %s is not writable; trying %s", directory, dirs[i + 1])
+    raise OSError("no kernel cache directory")
 
 
 def _unsupported() -> str | None:
