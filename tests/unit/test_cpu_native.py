@@ -72,6 +72,12 @@ def test_int4_linear_picks_kernel_by_row_count(kernel, monkeypatch):
         want = torch.nn.functional.linear(x.float(), dense.to(torch.bfloat16).float())
         torch.testing.assert_close(out.float(), want, rtol=2 ** -6, atol=2 ** -6 * float(want.abs().max()))
     assert calls == [cpu_native.TORCH_MAX_ROWS + 1, 64]
+    assert layer.weight is None, "with the native kernel the dense bf16 copy is not kept"
+    x = torch.randn(8, k)  # float32 activations: computed in bf16, returned as float32
+    want = torch.nn.functional.linear(x.to(torch.bfloat16).float(), dense.to(torch.bfloat16).float())
+    got = layer(x)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=2 ** -6, atol=2 ** -6 * float(want.abs().max()))
 
 
 def test_pack_rejects_shapes_that_do_not_tile():

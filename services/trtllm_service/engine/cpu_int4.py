@@ -47,13 +47,17 @@ class Int4DecodeLinear(nn.Module):
 
     torch's int4 kernel for few rows, the native AMX kernel (`cpu_native`, when loaded) above
     `cpu_native.TORCH_MAX_ROWS`, else torch's int4 up to `MAX_INT4_ROWS` and the bf16 GEMM beyond.
+    With the native kernel (bf16 models only) the two int4 kernels cover every row count, so the
+    dense bf16 weight is dropped (about 210 MB for the default model).
     """
 
     def __init__(self, linear: nn.Linear, packed: torch.Tensor, scales_zeros: torch.Tensor,
                  native: tuple | None = None) -> None:
         super().__init__()
+        if native is not None and linear.weight.dtype != torch.bfloat16:
+            raise ValueError("the native kernel multiplies bf16 activations only")
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.weight = linear.weight
+        self.weight = linear.weight if native is None else None
         self.bias = linear.bias
         self.register_buffer("packed", packed, persistent=False)
         self.register_buffer("scales_zeros", scales_zeros, persistent=False)
@@ -62,9 +66,11 @@ class Int4DecodeLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // self.in_features
         if x.dtype != self.scales_zeros.dtype:
+            if self.weight is None:  # no dense copy: compute in the weights' dtype
+                return self.forward(x.to(self.scales_zeros.dtype)).to(x.dtype)
             return F.linear(x, self.weight, self.bias)
         flat = x.reshape(rows, self.in_features).contiguous()
-        if self.native is not None and rows > TORCH_MAX_ROWS and x.dtype == torch.bfloat16:
+        if self.native is not None and rows > TORCH_MAX_ROWS:
             kernel, weights = self.native
             out = kernel.mm(flat, weights)
         elif rows <= MAX_INT4_ROWS:
@@ -97,7 +103,7 @@ def install_int4_decode(model: nn.Module, gguf_path: Path, kernel: "Q41Kernel | 
         built = _pack(tensor, linear, heads)
         if built is not None:
             packed, scales_zeros, (q, d, m) = built
-            native = pack_q4_1(q, d, m) if kernel is not None else None
+            native = pack_q4_1(q, d, m) if kernel is not None and linear.weight.dtype == torch.bfloat16 else None
             setattr(parent, attr, Int4DecodeLinear(linear, packed, scales_zeros,
                                                    (kernel, native) if native is not None else None))
             swapped += 1
