@@ -158,11 +158,12 @@ int q41_mm(const uint16_t *x, int M, int K, const uint8_t *qs, const uint16_t *d
     int failed = 0;
 #pragma omp parallel num_threads(threads > 0 ? threads : 1) reduction(| : failed)
     {
-        uint16_t *buf = aligned_alloc(64, (size_t)(K / 32) * 2 * BTILE_BYTES);
+        /* only the many-row path keeps a whole column pair dequantized */
+        uint16_t *buf = M > 16 ? aligned_alloc(64, (size_t)(K / 32) * 2 * BTILE_BYTES) : NULL;
         int config_rows = -1;
 #pragma omp for schedule(static)
         for (int p = 0; p < pairs; p++) {
-            if (buf == NULL) { /* every thread still runs the loop: a worksharing loop must be met by all */
+            if (M > 16 && buf == NULL) { /* every thread still runs the loop: all must meet a worksharing loop */
                 failed = 1;
                 continue;
             }
