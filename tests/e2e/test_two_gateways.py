@@ -7,7 +7,6 @@ a 2 s job lease. Observations are printed (run with ``-s`` to see them).
 """
 from __future__ import annotations
 
-import asyncio
 import signal
 import time
 
@@ -19,6 +18,7 @@ import pytest
 from tests.e2e.test_stack import spawn_gateway
 from tests.fixtures.gateway import check_stream, parse_sse
 from tests.fixtures.service import spawn_service
+from tests.fixtures.waiting import until
 
 pytestmark = pytest.mark.e2e
 
@@ -28,12 +28,7 @@ STORY = "Write a long story about a dragon who learns to bake bread."
 
 
 async def _wait(predicate, timeout: float, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        await asyncio.sleep(interval)
+    return await until(predicate, timeout, interval)
 
 
 async def _job_row(dsn: str, rid: str):

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from tests.fixtures.gateway import GatewayHandle, start_gateway
 from tests.fixtures.scripted_engine import ScriptedEngine
+from tests.fixtures.service import serve_in_process
 
 WEATHER_TOOL = {
     "type": "function", "name": "get_weather", "description": "Current weather in a city.", "strict": True,
@@ -100,16 +101,6 @@ class AgenticStack:
             await close()
 
 
-async def _serve(engine, **settings):
-    from trtllm_service.server import InferenceServer
-    from trtllm_service.settings import ServiceSettings
-
-    server = InferenceServer(ServiceSettings(host="127.0.0.1", port=0, metrics_port=-1, log_format="text",
-                                             **settings), engine)
-    await server.start()
-    return server
-
-
 async def _gateway(stack: AgenticStack, address: str, tmp_dir, **overrides) -> GatewayHandle:
     handle, runner = await start_gateway(address, tmp_dir, **overrides)
     stack._closers += [runner.cleanup, handle.client.close]
@@ -125,7 +116,7 @@ async def start_agentic_stack(tokenizer, tmp_factory) -> AgenticStack:
         return reply_for(prompt)
 
     engine = GuidedScriptedEngine(tokenizer, script, model_id="scripted-agentic")
-    server = await _serve(engine, tool_parser="hermes", reasoning_parser="think")
+    server = await serve_in_process(engine, tool_parser="hermes", reasoning_parser="think")
     stack = AgenticStack(None, None, engine, prompts, [server.stop])  # type: ignore[arg-type]
     stack.handle = await _gateway(stack, server.address, tmp_factory.mktemp("agentic"))
     stack.open_responses = await _gateway(stack, server.address, tmp_factory.mktemp("agentic-or"),
@@ -135,7 +126,7 @@ async def start_agentic_stack(tokenizer, tmp_factory) -> AgenticStack:
 
 async def start_bare_stack(tokenizer, tmp_factory) -> AgenticStack:
     engine = BareScriptedEngine(tokenizer, "OK.", model_id="scripted-bare")
-    server = await _serve(engine)
+    server = await serve_in_process(engine)
     stack = AgenticStack(None, None, engine, [], [server.stop])  # type: ignore[arg-type]
     stack.handle = await _gateway(stack, server.address, tmp_factory.mktemp("bare"))
     return stack

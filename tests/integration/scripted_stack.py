@@ -15,6 +15,7 @@ from typing import Callable
 
 from tests.fixtures.gateway import GatewayHandle, start_gateway
 from tests.fixtures.scripted_engine import ScriptedEngine
+from tests.fixtures.service import serve_in_process
 
 
 @dataclass
@@ -46,9 +47,6 @@ class Stack:
 
 async def start_stack(tokenizer, tmp_dir, reply: Callable[[str], str], *, step_delay: float = 0.0,
                       context: int = 8192, **gateway_overrides) -> Stack:
-    from trtllm_service.server import InferenceServer
-    from trtllm_service.settings import ServiceSettings
-
     prompts: list[str] = []
 
     def script(prompt_ids: list[int]) -> str:
@@ -57,7 +55,6 @@ async def start_stack(tokenizer, tmp_dir, reply: Callable[[str], str], *, step_d
         return reply(prompt)
 
     engine = ScriptedEngine(tokenizer, script, model_id="scripted-model", context=context, step_delay=step_delay)
-    server = InferenceServer(ServiceSettings(host="127.0.0.1", port=0, metrics_port=-1, log_format="text"), engine)
-    await server.start()
+    server = await serve_in_process(engine)
     handle, runner = await start_gateway(server.address, tmp_dir, **gateway_overrides)
     return Stack(handle, engine, server, runner, prompts)

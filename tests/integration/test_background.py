@@ -7,9 +7,7 @@ one host would. Dead replicas and lease recovery: test_background_recovery.py.
 """
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 
 import aiohttp
 import grpc
@@ -17,6 +15,8 @@ import pytest_asyncio
 
 from tests.fixtures.gateway import check_stream, parse_sse, start_gateway
 from tests.fixtures.scripted_engine import ScriptedEngine
+from tests.fixtures.service import serve_in_process
+from tests.fixtures.waiting import until
 from trtllm_gateway.context import GATEWAY
 from trtllm_responses.inference.v1 import inference_pb2 as pb
 from trtllm_responses.inference.v1 import inference_pb2_grpc as pb_grpc
@@ -34,12 +34,8 @@ def scripted_reply(tokenizer):
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def bg(tokenizer, tmp_path_factory):
-    from trtllm_service.server import InferenceServer
-    from trtllm_service.settings import ServiceSettings
-
     engine = ScriptedEngine(tokenizer, scripted_reply(tokenizer), model_id="scripted-bg", step_delay=STEP)
-    server = InferenceServer(ServiceSettings(host="127.0.0.1", port=0, metrics_port=-1, log_format="text"), engine)
-    await server.start()
+    server = await serve_in_process(engine)
     tmp = tmp_path_factory.mktemp("background")
     fast = dict(event_poll_interval_s=0.05, job_lease_s=3.0)
     worker, worker_runner = await start_gateway(server.address, tmp, **fast)
@@ -72,15 +68,6 @@ async def replay(handle, rid: str, after: int | None = None) -> list[dict]:
         async with s.get(f"{handle.base_url}/responses/{rid}{query}") as r:
             assert r.status == 200, await r.text()
             return parse_sse(await r.text())
-
-
-async def until(predicate, timeout: float = 30.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        await asyncio.sleep(interval)
 
 
 async def status_of(handle, rid: str) -> str:

@@ -14,6 +14,7 @@ import pytest_asyncio
 
 from tests.fixtures.gateway import check_stream, start_gateway
 from tests.fixtures.scripted_engine import ScriptedEngine
+from tests.fixtures.service import serve_in_process
 from tests.integration.test_background import SHORT, STEP, final, get, post, replay, scripted_reply, text_of
 from trtllm_gateway.context import GATEWAY
 from trtllm_gateway.events import logged
@@ -25,12 +26,8 @@ FAST = dict(event_poll_interval_s=0.05, job_lease_s=3.0, job_max_attempts=3)
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def lonely(tokenizer, tmp_path_factory):
-    from trtllm_service.server import InferenceServer
-    from trtllm_service.settings import ServiceSettings
-
     engine = ScriptedEngine(tokenizer, scripted_reply(tokenizer), model_id="scripted-recovery", step_delay=STEP)
-    server = InferenceServer(ServiceSettings(host="127.0.0.1", port=0, metrics_port=-1, log_format="text"), engine)
-    await server.start()
+    server = await serve_in_process(engine)
     tmp = tmp_path_factory.mktemp("recovery")
     front, runner = await start_gateway(server.address, tmp, background_workers=0, **FAST)
     front.tmp, front.service = tmp, server.address

@@ -12,6 +12,7 @@ import pytest_asyncio
 
 from tests.fixtures.gateway import plain, raw_stream, start_gateway
 from tests.fixtures.scripted_engine import ScriptedEngine
+from tests.fixtures.service import serve_in_process
 
 CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
 # calls are parsed only for requests that offer tools (tool_choice "none" or no tools: text)
@@ -20,9 +21,6 @@ TOOLS = [{"type": "function", "name": "get_weather", "parameters": {"type": "obj
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def tool_gateway(tokenizer, tmp_path_factory):
-    from trtllm_service.server import InferenceServer
-    from trtllm_service.settings import ServiceSettings
-
     def reply(prompt_ids: list[int]) -> str:
         prompt = tokenizer.decode(prompt_ids)
         # the answer proves the tool output reached the model (SmolLM2's ChatML template
@@ -32,9 +30,7 @@ async def tool_gateway(tokenizer, tmp_path_factory):
         return CALL
 
     engine = ScriptedEngine(tokenizer, reply, model_id="scripted-tools")
-    server = InferenceServer(ServiceSettings(host="127.0.0.1", port=0, metrics_port=-1, log_format="text",
-                                             tool_parser="hermes"), engine)
-    await server.start()
+    server = await serve_in_process(engine, tool_parser="hermes")
     handle, runner = await start_gateway(server.address, tmp_path_factory.mktemp("tools"))
     yield handle
     await handle.client.close()

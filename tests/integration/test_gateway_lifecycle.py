@@ -1,15 +1,14 @@
 """Streams that end early: client disconnect, service death, full queue; and truncation."""
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 
 import aiohttp
 import pytest
 
 from tests.fixtures.gateway import check_stream, parse_sse, start_gateway
-from tests.fixtures.service import spawn_service
+from tests.fixtures.service import serve_in_process, spawn_service
+from tests.fixtures.waiting import until
 from trtllm_gateway.context import GATEWAY
 from trtllm_responses.inference.v1 import inference_pb2 as pb
 
@@ -19,12 +18,7 @@ LONG = {"model": "default", "input": "Write a long story about a dragon who lear
 
 async def _until(predicate, timeout: float = 60.0, interval: float = 0.1):
     """Polls an async predicate until true (integration-level wait for a background effect)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        await asyncio.sleep(interval)
+    return await until(predicate, timeout, interval)
 
 
 async def _metric(url: str, name: str, **labels: str) -> float:
@@ -105,12 +99,7 @@ async def test_service_killed_mid_stream_gives_failed_and_stored_failed(tmp_path
 
 
 async def test_full_queue_is_429_with_retry_after(cpu_engine, tmp_path):
-    from trtllm_service.server import InferenceServer
-    from trtllm_service.settings import ServiceSettings
-
-    server = InferenceServer(ServiceSettings(host="127.0.0.1", port=0, metrics_port=-1, log_format="text",
-                                             max_batch_size=1, max_queue=0), cpu_engine)
-    await server.start()
+    server = await serve_in_process(cpu_engine, max_batch_size=1, max_queue=0)
     handle, runner = await start_gateway(server.address, tmp_path)
     try:
         async with aiohttp.ClientSession() as session:

@@ -190,3 +190,16 @@ def decode_record(row: ResponseRow, inputs: list, outputs: list) -> StoredRespon
         previous_response_id=row.previous_response_id,
         schema_version=SCHEMA_VERSION,
     )
+
+
+def decode_chain(rows: list[ResponseRow], items: list) -> list[StoredResponse]:
+    """Decode response rows (in the given order) with their item rows
+    ``(response_id, kind, item_id, position, payload)``. Runs in a thread."""
+    grouped: dict[tuple[str, str], list] = {}
+    for response_id, kind, item_id, position, payload in items:
+        label = item_id if item_id is not None else f"{kind}[{position}]"
+        grouped.setdefault((response_id, kind), []).append((label, payload))
+    return [
+        decode_record(row, grouped.get((row.id, KIND_INPUT), []), grouped.get((row.id, KIND_OUTPUT), []))
+        for row in rows
+    ]

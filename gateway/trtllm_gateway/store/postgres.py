@@ -252,7 +252,7 @@ class PostgresStore(PostgresConversations, PostgresJobs, ResponseStore):
         found = await self._run("read", body)
         if found is None:
             return None
-        return (await asyncio.to_thread(_decode_chain, [found[0]], found[1]))[0]
+        return (await asyncio.to_thread(codec.decode_chain, [found[0]], found[1]))[0]
 
     async def history(self, response_id: str, tenant: str) -> list[dict] | None:
         if not _lookupable(response_id, tenant):
@@ -274,7 +274,7 @@ class PostgresStore(PostgresConversations, PostgresJobs, ResponseStore):
             )
         if not rows or rows[0].previous_response_id is not None:
             return None
-        records = await asyncio.to_thread(_decode_chain, rows, items)
+        records = await asyncio.to_thread(codec.decode_chain, rows, items)
         return [item for rec in records for item in rec.input_items + rec.response.get("output", [])]
 
     async def list_input_items(
@@ -343,19 +343,6 @@ def _encode(record: StoredResponse) -> codec.EncodedRecord:
     if any("\x00" in k for k in keys):
         raise InvalidRecord(f"{record.id!r}: ids and tenant may not contain NUL characters")
     return enc
-
-
-def _decode_chain(rows: list[codec.ResponseRow], items: list) -> list[StoredResponse]:
-    """Decode response rows (in the given order) with their items. Runs in a thread."""
-    grouped: dict[tuple[str, str], list] = {}
-    for response_id, kind, item_id, position, payload in items:
-        label = item_id if item_id is not None else f"{kind}[{position}]"
-        grouped.setdefault((response_id, kind), []).append((label, payload))
-    return [
-        codec.decode_record(row, grouped.get((row.id, codec.KIND_INPUT), []),
-                            grouped.get((row.id, codec.KIND_OUTPUT), []))
-        for row in rows
-    ]
 
 
 def _lookupable(*keys: str) -> bool:

@@ -302,7 +302,7 @@ class SQLiteStore(SQLiteConversations, SQLiteJobs, ResponseStore):
         found = await self._read(body)
         if found is None:
             return None
-        return (await asyncio.to_thread(_decode_chain, [found[0]], found[1]))[0]
+        return (await asyncio.to_thread(codec.decode_chain, [found[0]], found[1]))[0]
 
     async def history(self, response_id: str, tenant: str) -> list[dict] | None:
         if not codec.encodable(response_id, tenant):  # sqlite3 cannot even bind it
@@ -325,7 +325,7 @@ class SQLiteStore(SQLiteConversations, SQLiteJobs, ResponseStore):
             )
         if not rows or rows[0].previous_response_id is not None:
             return None
-        records = await asyncio.to_thread(_decode_chain, rows, items)
+        records = await asyncio.to_thread(codec.decode_chain, rows, items)
         return [item for rec in records for item in rec.input_items + rec.response.get("output", [])]
 
     async def list_input_items(
@@ -372,19 +372,6 @@ class SQLiteStore(SQLiteConversations, SQLiteJobs, ResponseStore):
         data = await asyncio.to_thread(codec.decode_items, rows, response_id)
         return ItemPage(data=data, first_id=data[0]["id"] if data else None,
                         last_id=data[-1]["id"] if data else None, has_more=has_more)
-
-
-def _decode_chain(rows: list[codec.ResponseRow], items: list) -> list[StoredResponse]:
-    """Decode response rows (in the given order) with their items. Runs in a thread."""
-    grouped: dict[tuple[str, str], list] = {}
-    for response_id, kind, item_id, position, payload in items:
-        label = item_id if item_id is not None else f"{kind}[{position}]"
-        grouped.setdefault((response_id, kind), []).append((label, payload))
-    return [
-        codec.decode_record(row, grouped.get((row.id, codec.KIND_INPUT), []),
-                            grouped.get((row.id, codec.KIND_OUTPUT), []))
-        for row in rows
-    ]
 
 
 def _retrieve(task: asyncio.Future) -> None:

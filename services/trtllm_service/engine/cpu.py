@@ -45,13 +45,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import threading
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
 
 from ..model_source import resolve_model
 from ..settings import ServiceSettings
 from .base import (Engine, EngineError, EngineOverloaded, EngineRejected, LoadInfo, SamplingConfig, TokenStep)
+from .fresh_thread import run_in_fresh_thread
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class CpuEngine(Engine):
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
         source = resolve_model(self.settings.model, self.settings.served_model_name)
-        await _run_in_fresh_thread(lambda: self._load(source))
+        await run_in_fresh_thread(lambda: self._load(source))
         self.model_id = source.model_id
         await self._warm_up()
         self._ready = True
@@ -253,7 +253,7 @@ class CpuEngine(Engine):
 
                 self._guided_compiler = GuidedCompiler(self.tokenizer, self._vocab_size)
             return self._guided_compiler.processor(sampling.guided)
-        return await _run_in_fresh_thread(build)
+        return await run_in_fresh_thread(build)
 
     def _submit(self, request_id: str, prompt: list[int], sampling: SamplingConfig, processors: list) -> _Request:
         from .cpu_sampling import RequestSampler
@@ -373,29 +373,3 @@ def _eos_ids(model, tokenizer) -> frozenset[int]:
         elif value:
             ids.update(int(v) for v in value)
     return frozenset(i for i in ids if i >= 0)
-
-
-async def _run_in_fresh_thread(fn: Callable[[], Any]) -> Any:
-    """Run `fn` on a new thread that ends with it, off the event loop (see the module docstring)."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future = loop.create_future()
-
-    def target() -> None:
-        try:
-            result = fn()
-        except BaseException as exc:  # handed to the awaiting coroutine
-            loop.call_soon_threadsafe(_settle, future, None, exc)
-        else:
-            loop.call_soon_threadsafe(_settle, future, result, None)
-
-    threading.Thread(target=target, name="cpu-engine-load", daemon=True).start()
-    return await future
-
-
-def _settle(future: asyncio.Future, result: Any, exc: BaseException | None) -> None:
-    if future.cancelled():
-        return
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        future.set_result(result)
