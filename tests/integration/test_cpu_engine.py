@@ -214,3 +214,16 @@ async def test_bad_requests_are_rejected(cpu_engine, sampling, prompt_len, match
     with pytest.raises(EngineRejected, match=match):
         await run(cpu_engine, "bad", [1] * prompt_len, sampling)
     assert "bad" not in cpu_engine._requests
+
+
+async def test_a_request_id_is_taken_while_its_grammar_compiles(cpu_engine):
+    from trtllm_service.engine.base import GuidedDecoding
+
+    sampling = SamplingConfig(max_tokens=4, guided=GuidedDecoding(regex="[a-z]{1,3}"))
+    prompt = chat(cpu_engine, "Say a word.")
+    first = asyncio.create_task(run(cpu_engine, "same-id", prompt, sampling))
+    await asyncio.sleep(0)  # the first is now compiling its grammar, off the loop
+    with pytest.raises(EngineRejected, match="already running"):
+        await run(cpu_engine, "same-id", prompt, sampling)
+    tokens, steps = await first
+    assert steps[-1].finish_reason in ("stop", "length") and tokens

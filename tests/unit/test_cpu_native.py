@@ -5,6 +5,7 @@ CPU without AMX; the fallback tests run everywhere.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 
@@ -116,8 +117,8 @@ def test_unwritable_cache_falls_back_to_the_temp_dir(monkeypatch, tmp_path):
         real = cpu_native._build
 
         def refusing(directory):
-            if directory == tmp_path / "ro":
-                raise PermissionError(f"{directory} is read-only")
+            if directory == tmp_path / "ro":  # as in a pod with readOnlyRootFilesystem
+                raise OSError(errno.EROFS, f"{directory}: read-only file system")
             return real(directory)
         monkeypatch.setattr(cpu_native, "_build", refusing)
     else:
@@ -125,3 +126,15 @@ def test_unwritable_cache_falls_back_to_the_temp_dir(monkeypatch, tmp_path):
     monkeypatch.setattr(cpu_native, "_cache_dirs", lambda: [tmp_path / "ro", tmp_path / "tmp"])
     assert cpu_native.load_kernel() is not None
     assert list((tmp_path / "tmp").glob("q4_1_amx-*.so"))
+
+
+def test_a_cache_directory_others_can_write_is_not_used(tmp_path, caplog):
+    if cpu_native._unsupported() is not None:
+        pytest.skip("the build is only attempted on a CPU with AMX")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with caplog.at_level(logging.INFO, logger=cpu_native.__name__):
+        assert load_kernel(shared) is None
+    assert "not owned by this user alone" in caplog.text
+    assert not list(shared.iterdir())

@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
 
@@ -95,6 +96,8 @@ class CpuEngine(Engine):
         self.tokenizer = None
         self.model = None
         self._guided_compiler: Any = None
+        self._guided_lock = threading.Lock()
+        self._compiling: set[str] = set()  # request ids whose grammar is being compiled
         self._manager = None
         self._eos_ids: frozenset[int] = frozenset()
         self._vocab_size = 0
@@ -217,7 +220,7 @@ class CpuEngine(Engine):
         return info
 
     def _queued(self) -> int:
-        return sum(1 for r in self._requests.values() if not r.started and not r.done)
+        return len(self._compiling) + sum(1 for r in self._requests.values() if not r.started and not r.done)
 
     # ---------------------------------------------------------------- requests
     def generate(self, request_id: str, prompt_token_ids: list[int],
@@ -230,7 +233,13 @@ class CpuEngine(Engine):
         self._validate(request_id, prompt, sampling)
         if self._queued() >= self.settings.max_queue:
             raise EngineOverloaded(f"{self._queued()} requests are already waiting (max_queue {self.settings.max_queue})")
-        processors = [await self._grammar(sampling)] if sampling.guided is not None else []
+        self._compiling.add(request_id)  # known (id taken, counted as queued) while its grammar compiles
+        try:
+            processors = [await self._grammar(sampling)] if sampling.guided is not None else []
+        finally:
+            self._compiling.discard(request_id)
+        if self._stopped or self._manager is None:
+            raise EngineError("the CPU engine is stopping")
         request = self._submit(request_id, list(prompt), sampling, processors)
         try:
             while True:
@@ -248,10 +257,11 @@ class CpuEngine(Engine):
     async def _grammar(self, sampling: SamplingConfig) -> Any:
         """The request's grammar processor; xgrammar compilation is CPU work, kept off the loop."""
         def build() -> Any:
-            if self._guided_compiler is None:
-                from .cpu_guided import GuidedCompiler
+            with self._guided_lock:  # two first guided requests build one compiler
+                if self._guided_compiler is None:
+                    from .cpu_guided import GuidedCompiler
 
-                self._guided_compiler = GuidedCompiler(self.tokenizer, self._vocab_size)
+                    self._guided_compiler = GuidedCompiler(self.tokenizer, self._vocab_size)
             return self._guided_compiler.processor(sampling.guided)
         return await run_in_fresh_thread(build)
 
@@ -279,13 +289,17 @@ class CpuEngine(Engine):
             if request.done:  # cancelled or stopped before it was handed over
                 continue
             sampling = request.sampler.sampling
-            added = self._manager is not None and self._manager.add_request(
-                prompt, request_id=request.request_id, max_new_tokens=sampling.max_tokens, streaming=True,
-                eos_token_id=sorted(stop_ids), **{SAMPLER_KWARG: request.sampler})
+            reason = "the CPU engine's batching thread is not running"
+            try:  # one failure must not strand the rest of the burst
+                added = self._manager is not None and self._manager.add_request(
+                    prompt, request_id=request.request_id, max_new_tokens=sampling.max_tokens, streaming=True,
+                    eos_token_id=sorted(stop_ids), **{SAMPLER_KWARG: request.sampler})
+            except Exception as exc:  # noqa: BLE001 - handed to that request's stream
+                added, reason = False, f"the CPU engine could not take the request: {exc}"
             if not added:
                 request.done = True
                 self._drop_handler(request.request_id)
-                request.queue.put_nowait(EngineError("the CPU engine's batching thread is not running"))
+                request.queue.put_nowait(EngineError(reason))
 
     def _on_output(self, request: _Request, output) -> None:
         """Runs on the event loop for every output the manager delivers for this request."""
@@ -333,7 +347,7 @@ class CpuEngine(Engine):
                 router.result_handlers.pop(request_id, None)
 
     def _validate(self, request_id: str, prompt: list[int], sampling: SamplingConfig) -> None:
-        if request_id in self._requests:
+        if request_id in self._requests or request_id in self._compiling:
             raise EngineRejected(f"request id {request_id!r} is already running")
         if not prompt:
             raise EngineRejected("the prompt is empty")

@@ -5,7 +5,7 @@ the dequantized bf16 weights of the default model are ~210 MB per step. torch's 
 kernel (`_weight_int4pack_mm_for_cpu`, groups of 32) reads a quarter of that. Measured on
 this machine (2 cores, all 210 layer matmuls of SmolLM2-135M): 1 row 31 -> 8 ms, 8 rows
 34 -> 19 ms, 12 rows 32 -> 25 ms, 16 rows 27 -> 32 ms. The kernel works row by row, so past
-~14 rows (prefill chunks) the bf16 GEMM is faster: each swapped layer keeps both and picks
+~12 rows (prefill chunks) the bf16 GEMM is faster: each swapped layer keeps both and picks
 by row count (`MAX_INT4_ROWS`).
 
 Exactness: a Q4_1 block is 32 weights `w = d * q + m` (q in 0..15, d and m fp16). The int4
@@ -28,11 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cpu_native import TORCH_MAX_ROWS, Q41Kernel, pack_q4_1
+from .cpu_native import GROUP, TORCH_MAX_ROWS, Q41Kernel, pack_q4_1  # GROUP: the Q4_1 block
 
 log = logging.getLogger(__name__)
 
-GROUP = 32  # Q4_1 block size = int4 group size
 MAX_INT4_ROWS = 12
 Q4_1_BLOCK_BYTES = 20  # fp16 d, fp16 m, 16 bytes of nibbles
 _MODULES = {  # GGUF tensor suffix -> HF module path inside model.layers.N
@@ -132,18 +131,18 @@ def _pack(tensor, linear: nn.Linear, heads: tuple[int, int]) -> tuple | None:
     blocks = raw.reshape(n, k // GROUP, Q4_1_BLOCK_BYTES)
     d16 = blocks[..., 0:2].contiguous().view(torch.float16).squeeze(-1)  # [n, k/32]
     m16 = blocks[..., 2:4].contiguous().view(torch.float16).squeeze(-1)
-    d, m = d16.float(), m16.float()
     nibbles = blocks[..., 4:].to(torch.int32)
     q = torch.cat([nibbles & 0xF, nibbles >> 4], dim=-1)  # [n, k/32, 32]: low nibbles first
+    reference = linear.weight.detach().float()
+    tolerance = 2 ** -7 * float(reference.abs().max())
     for order in _row_orders(n, heads):
-        qo, do, mo = (t[order] for t in (q, d, m)) if order is not None else (q, d, m)
+        qo, do16, mo16 = (t[order] for t in (q, d16, m16)) if order is not None else (q, d16, m16)
+        do, mo = do16.float(), mo16.float()
         weights = (qo.float() * do[..., None] + mo[..., None]).reshape(n, k)
-        reference = linear.weight.detach().float()
-        if torch.allclose(weights, reference, rtol=2 ** -7, atol=2 ** -7 * float(reference.abs().max())):
+        if torch.allclose(weights, reference, rtol=2 ** -7, atol=tolerance):
             packed = torch._convert_weight_to_int4pack_for_cpu(qo.reshape(n, k).contiguous(), 1)
             scales_zeros = torch.stack([do.t(), (mo + 8 * do).t()], dim=-1)  # [k/32, n, 2]
-            native = (qo, d16[order] if order is not None else d16, m16[order] if order is not None else m16)
-            return packed, scales_zeros.to(linear.weight.dtype).contiguous(), native
+            return packed, scales_zeros.to(linear.weight.dtype).contiguous(), (qo, do16, mo16)
     log.warning("int4 decode: %s does not match the loaded weights; kept in %s", tensor.name, linear.weight.dtype)
     return None
 

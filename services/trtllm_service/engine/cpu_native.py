@@ -25,11 +25,13 @@ The library links the process's libgomp (torch's), so its OpenMP threads are tor
 from __future__ import annotations
 
 import ctypes
+import errno
 import hashlib
 import logging
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -56,6 +58,10 @@ class PackedQ41:
     k: int
     qs: torch.Tensor  # uint8 [n/16, k/32, 16, 16]
     dm: torch.Tensor  # float16 [n/16, k/32, 2, 16]
+    pointers: tuple[int, int] = (0, 0)  # (qs, dm) data pointers: fixed, read once here, not per call
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pointers", (self.qs.data_ptr(), self.dm.data_ptr()))
 
 
 def pack_q4_1(q: torch.Tensor, d: torch.Tensor, m: torch.Tensor) -> PackedQ41 | None:
@@ -85,8 +91,8 @@ class Q41Kernel:
         """x: bf16 [rows, k], contiguous -> bf16 [rows, n]."""
         rows = x.shape[0]
         out = torch.empty(rows, w.n, dtype=torch.bfloat16)
-        if self._fn(x.data_ptr(), rows, w.k, w.qs.data_ptr(), w.dm.data_ptr(), w.n, out.data_ptr(),
-                    torch.get_num_threads()):
+        qs, dm = w.pointers
+        if self._fn(x.data_ptr(), rows, w.k, qs, dm, w.n, out.data_ptr(), torch.get_num_threads()):
             raise RuntimeError("q4_1 AMX kernel failed (out of memory or bad shape)")
         return out
 
@@ -120,26 +126,34 @@ def _cache_dirs() -> list[Path]:
     return [default_cache_dir(), Path(tempfile.gettempdir()) / f"trtllm-responses-kernels-{os.getuid()}"]
 
 
+#: A directory we cannot write: read-only filesystem (a pod's readOnlyRootFilesystem), permissions.
+_UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
 def _build_somewhere(dirs: list[Path]) -> Path:
     for i, directory in enumerate(dirs):
         try:
             return _build(directory)
-        except PermissionError:
-            if i == len(dirs) - 1:
+        except OSError as exc:
+            if exc.errno not in _UNWRITABLE or i == len(dirs) - 1:
                 raise
-            log.info("kernel cache %s is not writable; trying %s", directory, dirs[i + 1])
+            log.info("kernel cache %s is not usable (%s); trying %s", directory, exc, dirs[i + 1])
     raise OSError("no kernel cache directory")
+
+
+def _check_private(directory: Path) -> None:
+    """A library found in the cache is loaded into this process: the directory must be ours and
+    writable by us alone (the temp-dir fallback has a guessable name another user could take)."""
+    info = directory.stat()
+    if info.st_uid != os.getuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise OSError(errno.EACCES, f"{directory} is not owned by this user alone")
 
 
 def _unsupported() -> str | None:
     if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
         return f"{platform.system()} {platform.machine()} is not Linux x86-64"
     try:
-        flags = set()
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
+        flags = _cpu_flags()
     except OSError as exc:
         return f"cannot read /proc/cpuinfo: {exc}"
     missing = [f for f in CPU_FLAGS if f not in flags]
@@ -150,6 +164,20 @@ def _unsupported() -> str | None:
     return None
 
 
+def _cpu_flags() -> set[str]:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip() + " " + " ".join(sorted(_cpu_flags()))
+    return " ".join(sorted(_cpu_flags()))
+
+
 def _compiler() -> str | None:
     return shutil.which(os.environ.get("CC") or "cc") or shutil.which("gcc")
 
@@ -158,11 +186,14 @@ def _build(cache_dir: Path) -> Path:
     """Compile SOURCE into cache_dir unless an identical build is there; atomic against concurrent builds."""
     cc = _compiler()
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), " ".join(CFLAGS), version]).encode()).hexdigest()[:16]
+    # -march=native: a shared (NFS) home must not hand a build for another CPU to this one
+    parts = [SOURCE.read_text(), " ".join(CFLAGS), version, _cpu_model()]
+    key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
     target = cache_dir / f"q4_1_amx-{key}.so"
+    cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _check_private(cache_dir)
     if target.exists():
         return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache_dir)
     os.close(fd)
     try:
