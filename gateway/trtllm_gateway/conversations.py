@@ -24,7 +24,7 @@ import time
 from typing import Any, Awaitable, Callable
 
 from .context import Gateway
-from .errors import ApiError
+from .errors import ApiError, invalid
 from .ids import new_id
 from .input_items import normalize_input
 from .request import CreateRequest, _metadata
@@ -55,10 +55,6 @@ def not_found(conversation_id: str, param: str = "conversation_id") -> ApiError:
     return ApiError("not_found", f"Conversation with id '{conversation_id}' not found.", param=param)
 
 
-def _bad(param: str, message: str) -> ApiError:
-    return ApiError("invalid_request", message, param=param)
-
-
 def _check_fields(body: dict, allowed: tuple[str, ...]) -> None:
     for name in body:
         if name not in allowed:
@@ -70,9 +66,9 @@ def parse_items(value: Any, param: str = "items", *, required: bool = True) -> l
     if value is None and not required:
         return []
     if not isinstance(value, list) or (required and not value):
-        raise _bad(param, f"Invalid '{param}': expected a non-empty array of items.")
+        raise invalid(param, f"Invalid '{param}': expected a non-empty array of items.")
     if len(value) > MAX_ITEMS_PER_CALL:
-        raise _bad(param, f"Invalid '{param}': at most {MAX_ITEMS_PER_CALL} items can be added at a time.")
+        raise invalid(param, f"Invalid '{param}': at most {MAX_ITEMS_PER_CALL} items can be added at a time.")
     try:
         items = normalize_input(value).items
     except ApiError as err:  # normalize_input names paths after `input`
@@ -88,10 +84,10 @@ def check_item_ids(items: list[dict], param: str) -> None:
     for n, item in enumerate(items):
         item_id = item["id"]
         if not plain_key(item_id) or len(item_id) > MAX_ITEM_ID_CHARS or not item_id.isprintable():
-            raise _bad(f"{param}[{n}].id", f"Invalid '{param}[{n}].id': expected at most {MAX_ITEM_ID_CHARS} "
+            raise invalid(f"{param}[{n}].id", f"Invalid '{param}[{n}].id': expected at most {MAX_ITEM_ID_CHARS} "
                        "printable characters.")
         if item_id in seen:
-            raise _bad(f"{param}[{n}].id", f"Duplicate item id '{item_id}' in '{param}'.")
+            raise invalid(f"{param}[{n}].id", f"Duplicate item id '{item_id}' in '{param}'.")
         seen.add(item_id)
 
 
@@ -106,7 +102,7 @@ def parse_update(body: dict) -> dict:
     """The metadata of a ``POST /v1/conversations/{id}`` body (required; null clears it)."""
     _check_fields(body, ("metadata",))
     if "metadata" not in body:
-        raise _bad("metadata", "Missing required parameter: 'metadata'.")
+        raise invalid("metadata", "Missing required parameter: 'metadata'.")
     return _metadata("metadata", body["metadata"]) if body["metadata"] is not None else {}
 
 
@@ -117,7 +113,7 @@ def parse_add(body: dict) -> list[dict]:
 
 def duplicate(err: DuplicateItemId, items: list[dict], param: str) -> ApiError:
     index = next((n for n, item in enumerate(items) if item["id"] == err.item_id), 0)
-    return _bad(f"{param}[{index}].id", f"An item with id '{err.item_id}' is already in the conversation.")
+    return invalid(f"{param}[{index}].id", f"An item with id '{err.item_id}' is already in the conversation.")
 
 
 async def create(gw: Gateway, tenant: str, items: list[dict], metadata: dict) -> dict:
@@ -140,7 +136,7 @@ async def add_items(gw: Gateway, tenant: str, conversation_id: str, items: list[
 async def history(gw: Gateway, req: CreateRequest, tenant: str) -> list[dict]:
     """The items of ``req.conversation`` as the history of a create (checks included)."""
     if req.previous_response_id:
-        raise _bad("conversation", "Mutually exclusive parameters: send either 'previous_response_id' "
+        raise invalid("conversation", "Mutually exclusive parameters: send either 'previous_response_id' "
                    "or 'conversation', not both.")
     with gw.metrics.store_op("conversation_items"):
         items = await gw.store.conversation_items(req.conversation, tenant)
@@ -150,7 +146,7 @@ async def history(gw: Gateway, req: CreateRequest, tenant: str) -> list[dict]:
     present = {item["id"] for item in items}
     for n, item in enumerate(req.input.items):
         if item["id"] in present:
-            raise _bad(f"input[{n}].id", f"An item with id '{item['id']}' is already in conversation "
+            raise invalid(f"input[{n}].id", f"An item with id '{item['id']}' is already in conversation "
                        f"'{req.conversation}'; send new items only.")
     return items
 

@@ -81,6 +81,11 @@ class ApiError(Exception):
                           "param": self.param, "code": self.code}}
 
 
+def invalid(param: str | None, message: str) -> ApiError:
+    """A 400 ``invalid_request_error`` about ``param``: what every request validator raises."""
+    return ApiError("invalid_request", message, param=param)
+
+
 # Exception class -> (kind, param). Most specific first is not needed: lookup walks the MRO.
 EXCEPTION_KINDS: dict[type[BaseException], tuple[str, str | None]] = {
     json.JSONDecodeError: ("invalid_json", None),

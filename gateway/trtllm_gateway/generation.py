@@ -48,7 +48,7 @@ from .ids import new_id
 from .metrics import TokenClock
 from .objects import new_response
 from .request import CreateRequest
-from .sse import EventWriter, SSEWriter
+from .sse import EventWriter
 from .store import StoredResponse
 from .streaming import StreamState, finalize, on_delta, start
 from .tools import call_rules

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import compaction_item
-from .errors import ApiError
+from .errors import ApiError, invalid
 from .ids import new_id
 
 USER_ROLES = ("user", "system", "developer")
@@ -38,16 +38,12 @@ class Normalized:
     image_params: list[str] = field(default_factory=list)
 
 
-def _bad(param: str, message: str) -> ApiError:
-    return ApiError("invalid_request", message, param=param)
-
-
 def _str_field(item: dict, key: str, path: str, *, required: bool = True) -> str | None:
     value = item.get(key)
     if value is None and not required:
         return None
     if not isinstance(value, str):
-        raise _bad(f"{path}.{key}", f"Invalid '{path}.{key}': expected a string.")
+        raise invalid(f"{path}.{key}", f"Invalid '{path}.{key}': expected a string.")
     return value
 
 
@@ -70,7 +66,7 @@ def _image_part(part: dict, path: str, kind: str) -> dict:
     url = _str_field(part, "image_url", path)
     detail = part.get("detail") or "auto"
     if detail not in IMAGE_DETAILS:
-        raise _bad(f"{path}.detail", f"Invalid '{path}.detail': expected one of {IMAGE_DETAILS}.")
+        raise invalid(f"{path}.detail", f"Invalid '{path}.detail': expected one of {IMAGE_DETAILS}.")
     return {"type": "input_image", "image_url": url, "detail": detail}
 
 
@@ -92,16 +88,16 @@ def _content(role: str, content: Any, path: str, images: list[str]) -> list[dict
         kind = "output_text" if assistant else "input_text"
         return [_output_text_part({"text": content}, path, kind) if assistant else {"type": kind, "text": content}]
     if not isinstance(content, list):
-        raise _bad(f"{path}.content", f"Invalid '{path}.content': expected a string or an array of parts.")
+        raise invalid(f"{path}.content", f"Invalid '{path}.content': expected a string or an array of parts.")
     table = ASSISTANT_PARTS if assistant else USER_PARTS
     parts = []
     for j, part in enumerate(content):
         ppath = f"{path}.content[{j}]"
         if not isinstance(part, dict):
-            raise _bad(ppath, f"Invalid '{ppath}': expected an object.")
+            raise invalid(ppath, f"Invalid '{ppath}': expected an object.")
         build = table.get(part.get("type"))
         if build is None:
-            raise _bad(f"{ppath}.type", f"Unsupported content part type {part.get('type')!r} "
+            raise invalid(f"{ppath}.type", f"Unsupported content part type {part.get('type')!r} "
                        f"for role {role!r}; expected one of {', '.join(table)}.")
         parts.append(build(part, ppath, part["type"]))
         if part["type"] == "input_image":
@@ -112,9 +108,9 @@ def _content(role: str, content: Any, path: str, images: list[str]) -> list[dict
 def _message(item: dict, path: str, images: list[str]) -> dict:
     role = item.get("role")
     if role not in ROLES:
-        raise _bad(f"{path}.role", f"Invalid '{path}.role': expected one of {', '.join(ROLES)}.")
+        raise invalid(f"{path}.role", f"Invalid '{path}.role': expected one of {', '.join(ROLES)}.")
     if "content" not in item:
-        raise _bad(f"{path}.content", f"Missing required parameter: '{path}.content'.")
+        raise invalid(f"{path}.content", f"Missing required parameter: '{path}.content'.")
     out = {"id": _id(item, path, "msg"), "type": "message", "role": role,
            "content": _content(role, item["content"], path, images), "status": "completed"}
     return out
@@ -136,7 +132,7 @@ def _function_call_output(item: dict, path: str, images: list[str]) -> dict:
     if isinstance(output, list):
         output = "".join(p.get("text", "") for p in output if isinstance(p, dict))
     if not isinstance(output, str):
-        raise _bad(f"{path}.output", f"Invalid '{path}.output': expected a string.")
+        raise invalid(f"{path}.output", f"Invalid '{path}.output': expected a string.")
     return {"id": _id(item, path, "fco"), "type": "function_call_output",
             "call_id": _str_field(item, "call_id", path), "output": output, "status": "completed"}
 
@@ -145,7 +141,7 @@ def _texts(parts: Any, kind: str, path: str) -> list[dict]:
     if parts is None:
         return []
     if not isinstance(parts, list) or not all(isinstance(p, dict) for p in parts):
-        raise _bad(path, f"Invalid '{path}': expected an array of objects.")
+        raise invalid(path, f"Invalid '{path}': expected an array of objects.")
     return [{"type": kind, "text": p.get("text") if isinstance(p.get("text"), str) else ""} for p in parts]
 
 
@@ -172,7 +168,7 @@ def _id(item: dict, path: str, prefix: str) -> str:
     if given is None:
         return new_id(prefix)
     if not isinstance(given, str) or not given:
-        raise _bad(f"{path}.id", f"Invalid '{path}.id': expected a non-empty string.")
+        raise invalid(f"{path}.id", f"Invalid '{path}.id': expected a non-empty string.")
     return given
 
 
@@ -182,13 +178,13 @@ def normalize_input(value: Any) -> Normalized:
         return Normalized([{"id": new_id("msg"), "type": "message", "role": "user",
                             "content": [{"type": "input_text", "text": value}], "status": "completed"}])
     if not isinstance(value, list):
-        raise _bad("input", "Invalid type for 'input': expected a string or an array of items.")
+        raise invalid("input", "Invalid type for 'input': expected a string or an array of items.")
     items: list[dict] = []
     images: list[str] = []
     for i, item in enumerate(value):
         path = f"input[{i}]"
         if not isinstance(item, dict):
-            raise _bad(path, f"Invalid '{path}': expected an object.")
+            raise invalid(path, f"Invalid '{path}': expected an object.")
         kind = item.get("type", "message")
         build = ITEM_TYPES.get(kind)
         if build is None:

@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 from trtllm_responses.inference.v1 import inference_pb2 as pb
 
-from .errors import ApiError
+from .errors import invalid
 from .schemas import check_schema
 from .tools import NAME_RE
 
@@ -42,13 +42,9 @@ EFFORT_TO_SERVICE = {"minimal": "low", "xhigh": "high", "max": "high"}
 SUMMARIES = ("auto", "concise", "detailed")
 
 
-def _bad(param: str, message: str) -> ApiError:
-    return ApiError("invalid_request", message, param=param)
-
-
 def _object(value: Any, param: str) -> dict:
     if not isinstance(value, dict):
-        raise _bad(param, f"Invalid type for '{param}': expected an object.")
+        raise invalid(param, f"Invalid type for '{param}': expected an object.")
     return value
 
 
@@ -63,16 +59,16 @@ def _json_object(fmt: dict, param: str) -> dict:
 def _json_schema(fmt: dict, param: str) -> dict:
     name = fmt.get("name")
     if not isinstance(name, str) or not NAME_RE.match(name):
-        raise _bad(f"{param}.name", f"Invalid '{param}.name': expected 1 to 64 letters, digits, '_' or '-'.")
+        raise invalid(f"{param}.name", f"Invalid '{param}.name': expected 1 to 64 letters, digits, '_' or '-'.")
     schema = fmt.get("schema")
     if not isinstance(schema, dict):
-        raise _bad(f"{param}.schema", f"Missing or invalid '{param}.schema': expected a JSON Schema object.")
+        raise invalid(f"{param}.schema", f"Missing or invalid '{param}.schema': expected a JSON Schema object.")
     check_schema(schema, f"{param}.schema")
     strict, description = fmt.get("strict"), fmt.get("description")
     if strict is not None and not isinstance(strict, bool):
-        raise _bad(f"{param}.strict", f"Invalid type for '{param}.strict': expected a boolean.")
+        raise invalid(f"{param}.strict", f"Invalid type for '{param}.strict': expected a boolean.")
     if description is not None and not isinstance(description, str):
-        raise _bad(f"{param}.description", f"Invalid type for '{param}.description': expected a string.")
+        raise invalid(f"{param}.description", f"Invalid type for '{param}.description': expected a string.")
     return {"type": "json_schema", "name": name, "schema": schema, "strict": strict, "description": description}
 
 
@@ -85,14 +81,14 @@ def validate_text(name: str, value: Any) -> dict:
     value = _object(value, name)
     verbosity = value.get("verbosity")
     if verbosity is not None and verbosity not in VERBOSITY:
-        raise _bad(f"{name}.verbosity", f"Invalid '{name}.verbosity': expected one of {', '.join(VERBOSITY)}.")
+        raise invalid(f"{name}.verbosity", f"Invalid '{name}.verbosity': expected one of {', '.join(VERBOSITY)}.")
     fmt = value.get("format")
     if fmt is None:
         return {"format": {"type": "text"}, "verbosity": verbosity or "medium"}
     fmt = _object(fmt, f"{name}.format")
     build = FORMATS.get(fmt.get("type"))
     if build is None:
-        raise _bad(f"{name}.format.type", f"Invalid '{name}.format.type': expected one of {', '.join(FORMATS)}.")
+        raise invalid(f"{name}.format.type", f"Invalid '{name}.format.type': expected one of {', '.join(FORMATS)}.")
     return {"format": build(fmt, f"{name}.format"), "verbosity": verbosity or "medium"}
 
 
@@ -101,10 +97,10 @@ def validate_reasoning(name: str, value: Any) -> dict:
     value = _object(value, name)
     effort = value.get("effort")
     if effort is not None and effort not in EFFORTS:
-        raise _bad(f"{name}.effort", f"Invalid '{name}.effort': expected one of {', '.join(EFFORTS)}.")
+        raise invalid(f"{name}.effort", f"Invalid '{name}.effort': expected one of {', '.join(EFFORTS)}.")
     summary = value.get("summary", value.get("generate_summary"))
     if summary is not None and summary not in SUMMARIES:
-        raise _bad(f"{name}.summary", f"Invalid '{name}.summary': expected one of {', '.join(SUMMARIES)}.")
+        raise invalid(f"{name}.summary", f"Invalid '{name}.summary': expected one of {', '.join(SUMMARIES)}.")
     return {"effort": effort, "summary": summary}
 
 

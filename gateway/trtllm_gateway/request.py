@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .errors import ApiError
+from .errors import ApiError, invalid
 from .input_items import Normalized, normalize_input
 from .output_format import PLAIN_TEXT, validate_reasoning, validate_text
 from .tools import check_choice, validate_tool_choice, validate_tools
@@ -76,28 +76,24 @@ class CreateRequest:
         return LOGPROBS_INCLUDE in self.include or bool(self.top_logprobs)
 
 
-def _bad(param: str, message: str) -> ApiError:
-    return ApiError("invalid_request", message, param=param)
-
-
 def _string(name: str, value: Any) -> str:
     if not isinstance(value, str):
-        raise _bad(name, f"Invalid type for '{name}': expected a string.")
+        raise invalid(name, f"Invalid type for '{name}': expected a string.")
     return value
 
 
 def _boolean(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise _bad(name, f"Invalid type for '{name}': expected a boolean.")
+        raise invalid(name, f"Invalid type for '{name}': expected a boolean.")
     return value
 
 
 def _number(lo: float, hi: float) -> Callable[[str, Any], float]:
     def check(name: str, value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise _bad(name, f"Invalid type for '{name}': expected a number.")
+            raise invalid(name, f"Invalid type for '{name}': expected a number.")
         if not lo <= value <= hi:
-            raise _bad(name, f"Invalid '{name}': {value} is out of range; expected a value in [{lo}, {hi}].")
+            raise invalid(name, f"Invalid '{name}': {value} is out of range; expected a value in [{lo}, {hi}].")
         return float(value)
     return check
 
@@ -105,10 +101,10 @@ def _number(lo: float, hi: float) -> Callable[[str, Any], float]:
 def _integer(lo: int, hi: int | None = None) -> Callable[[str, Any], int]:
     def check(name: str, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise _bad(name, f"Invalid type for '{name}': expected an integer.")
+            raise invalid(name, f"Invalid type for '{name}': expected an integer.")
         if value < lo or (hi is not None and value > hi):
             top = "" if hi is None else f" and <= {hi}"
-            raise _bad(name, f"Invalid '{name}': {value}; expected a value >= {lo}{top}.")
+            raise invalid(name, f"Invalid '{name}': {value}; expected a value >= {lo}{top}.")
         return value
     return check
 
@@ -116,29 +112,29 @@ def _integer(lo: int, hi: int | None = None) -> Callable[[str, Any], int]:
 def _choice(*allowed: str) -> Callable[[str, Any], str]:
     def check(name: str, value: Any) -> str:
         if value not in allowed:
-            raise _bad(name, f"Invalid '{name}': expected one of {', '.join(map(repr, allowed))}.")
+            raise invalid(name, f"Invalid '{name}': expected one of {', '.join(map(repr, allowed))}.")
         return value
     return check
 
 
 def _metadata(name: str, value: Any) -> dict[str, str]:
     if not isinstance(value, dict):
-        raise _bad(name, "Invalid type for 'metadata': expected an object of string pairs.")
+        raise invalid(name, "Invalid type for 'metadata': expected an object of string pairs.")
     if len(value) > METADATA_MAX_PAIRS:
-        raise _bad(name, f"Invalid 'metadata': at most {METADATA_MAX_PAIRS} pairs are allowed.")
+        raise invalid(name, f"Invalid 'metadata': at most {METADATA_MAX_PAIRS} pairs are allowed.")
     for key, item in value.items():
         if len(key) > METADATA_MAX_KEY:
-            raise _bad(name, f"Invalid 'metadata': key {key[:16]!r}... is longer than {METADATA_MAX_KEY} characters.")
+            raise invalid(name, f"Invalid 'metadata': key {key[:16]!r}... is longer than {METADATA_MAX_KEY} characters.")
         if not isinstance(item, str):
-            raise _bad(name, f"Invalid 'metadata': the value of {key!r} must be a string.")
+            raise invalid(name, f"Invalid 'metadata': the value of {key!r} must be a string.")
         if len(item) > METADATA_MAX_VALUE:
-            raise _bad(name, f"Invalid 'metadata': the value of {key!r} is longer than {METADATA_MAX_VALUE} characters.")
+            raise invalid(name, f"Invalid 'metadata': the value of {key!r} is longer than {METADATA_MAX_VALUE} characters.")
     return dict(value)
 
 
 def _include(name: str, value: Any) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise _bad(name, "Invalid type for 'include': expected an array of strings.")
+        raise invalid(name, "Invalid type for 'include': expected an array of strings.")
     for entry in value:
         if entry != LOGPROBS_INCLUDE and entry not in IGNORED_INCLUDES:
             raise ApiError("unsupported", f"include value {entry!r} is not supported.", param=name)
@@ -155,7 +151,7 @@ def _conversation(name: str, value: Any) -> str:
     if isinstance(value, dict) and set(value) == {"id"}:
         value = value["id"]
     if not isinstance(value, str) or not value:
-        raise _bad(name, "Invalid 'conversation': expected a conversation id or an object {\"id\": ...}.")
+        raise invalid(name, "Invalid 'conversation': expected a conversation id or an object {\"id\": ...}.")
     return value
 
 
@@ -272,10 +268,10 @@ def parse_create(body: dict, *, for_count: bool = False) -> CreateRequest:
     """
     values = _check_fields(body)
     if not for_count and "model" not in values:
-        raise _bad("model", "Missing required parameter: 'model'.")
+        raise invalid("model", "Missing required parameter: 'model'.")
     if body.get("input") is None:
         if not for_count:
-            raise _bad("input", "Missing required parameter: 'input'.")
+            raise invalid("input", "Missing required parameter: 'input'.")
         body = {**body, "input": []}
     values["input"] = normalize_input(body["input"])
     check_choice(values.get("tools", []), values.get("tool_choice", "auto"))

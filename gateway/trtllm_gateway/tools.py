@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 from trtllm_responses.inference.v1 import inference_pb2 as pb
 
-from .errors import ApiError
+from .errors import ApiError, invalid
 from .schemas import check_schema
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -40,25 +40,21 @@ _MODE_PB = {"auto": pb.ToolChoice.MODE_AUTO, "none": pb.ToolChoice.MODE_NONE,
             "required": pb.ToolChoice.MODE_REQUIRED}
 
 
-def _bad(param: str, message: str) -> ApiError:
-    return ApiError("invalid_request", message, param=param)
-
-
 def _name(value: Any, param: str) -> str:
     if not isinstance(value, str) or not NAME_RE.match(value):
-        raise _bad(param, f"Invalid '{param}': expected a name of 1 to 64 letters, digits, '_' or '-'.")
+        raise invalid(param, f"Invalid '{param}': expected a name of 1 to 64 letters, digits, '_' or '-'.")
     return value
 
 
 def _optional(value: Any, kind: type, param: str, what: str) -> Any:
     if value is not None and not isinstance(value, kind):
-        raise _bad(param, f"Invalid type for '{param}': expected {what}.")
+        raise invalid(param, f"Invalid type for '{param}': expected {what}.")
     return value
 
 
 def _function_tool(tool: Any, path: str) -> dict:
     if not isinstance(tool, dict):
-        raise _bad(path, f"Invalid '{path}': expected an object.")
+        raise invalid(path, f"Invalid '{path}': expected an object.")
     kind = tool.get("type")
     if kind != "function":
         raise ApiError("unsupported", f"Tool type {kind!r} is not supported; this server runs "
@@ -75,12 +71,12 @@ def _function_tool(tool: Any, path: str) -> dict:
 def validate_tools(name: str, value: Any) -> list[dict]:
     """The ``tools`` array in its echo form; 400 naming the offending path."""
     if not isinstance(value, list):
-        raise _bad(name, f"Invalid type for '{name}': expected an array of tools.")
+        raise invalid(name, f"Invalid type for '{name}': expected an array of tools.")
     tools, seen = [], set()
     for i, tool in enumerate(value):
         spec = _function_tool(tool, f"{name}[{i}]")
         if spec["name"] in seen:
-            raise _bad(f"{name}[{i}].name", f"Duplicate tool name {spec['name']!r}: tool names must be unique.")
+            raise invalid(f"{name}[{i}].name", f"Duplicate tool name {spec['name']!r}: tool names must be unique.")
         seen.add(spec["name"])
         tools.append(spec)
     return tools
@@ -94,10 +90,10 @@ def _named(value: dict, name: str) -> dict:
 def _allowed(value: dict, name: str) -> dict:
     mode = value.get("mode")
     if mode not in ("auto", "required"):
-        raise _bad(f"{name}.mode", f"Invalid '{name}.mode': expected 'auto' or 'required'.")
+        raise invalid(f"{name}.mode", f"Invalid '{name}.mode': expected 'auto' or 'required'.")
     entries = value.get("tools")
     if not isinstance(entries, list) or not entries:
-        raise _bad(f"{name}.tools", f"Invalid '{name}.tools': expected a non-empty array of tools.")
+        raise invalid(f"{name}.tools", f"Invalid '{name}.tools': expected a non-empty array of tools.")
     allowed = []
     for i, entry in enumerate(entries):
         path = f"{name}.tools[{i}]"
@@ -114,10 +110,10 @@ CHOICE_OBJECTS: dict[str, Callable[[dict, str], dict]] = {"function": _named, "a
 def validate_tool_choice(name: str, value: Any) -> str | dict:
     if isinstance(value, str):
         if value not in MODES:
-            raise _bad(name, f"Invalid '{name}': expected one of {', '.join(map(repr, MODES))} or a function.")
+            raise invalid(name, f"Invalid '{name}': expected one of {', '.join(map(repr, MODES))} or a function.")
         return value
     if not isinstance(value, dict):
-        raise _bad(name, f"Invalid type for '{name}': expected a string or an object.")
+        raise invalid(name, f"Invalid type for '{name}': expected a string or an object.")
     build = CHOICE_OBJECTS.get(value.get("type"))
     if build is None:
         raise ApiError("unsupported", f"tool_choice type {value.get('type')!r} is not supported; expected "
@@ -129,12 +125,12 @@ def check_choice(tools: list[dict], choice: str | dict) -> None:
     """Cross-field rules: a forcing choice needs tools; named functions must exist."""
     names = {t["name"] for t in tools}
     if forces_call(choice) and not tools:
-        raise _bad("tool_choice", "tool_choice forces a tool call, but no tools were given.")
+        raise invalid("tool_choice", "tool_choice forces a tool call, but no tools were given.")
     wanted = [choice] if isinstance(choice, dict) and choice["type"] == "function" else \
         (choice["tools"] if isinstance(choice, dict) else [])
     for ref in wanted:
         if ref["name"] not in names:
-            raise _bad("tool_choice", f"tool_choice names function {ref['name']!r}, which is not among the tools.")
+            raise invalid("tool_choice", f"tool_choice names function {ref['name']!r}, which is not among the tools.")
 
 
 def forces_call(choice: str | dict) -> bool:

@@ -22,7 +22,6 @@ shutdown stops it first (``--shutdown-timeout-s``).
 from __future__ import annotations
 
 import json
-import logging
 import time
 
 from aiohttp import web
@@ -34,8 +33,6 @@ from ..errors import ApiError
 from ..events import LOGS, LogHub
 from ..request import CreateRequest, parse_json_object
 from ..store import FINAL_STATUSES, StoredResponse
-
-log = logging.getLogger("trtllm_gateway.background")
 
 RUNNER = web.AppKey("background_runner", BackgroundRunner)
 CANCEL_GRACE_S = 5.0  # beyond one lease: how long cancel waits for the response to end
@@ -67,11 +64,7 @@ async def create(request: web.Request, req: CreateRequest, g: generation.Generat
     with gw.metrics.store_op("enqueue_job"):
         await hub.store.enqueue_job(record, job_spec(body, g), [first])
     request.app[RUNNER].wake()
-    for hook in getattr(g, "on_finish", ()):  # what this request answers is the queued response (e.g. idempotency)
-        try:
-            await hook(resp)
-        except Exception:  # noqa: BLE001 - as generation's finish hooks: logged, not fatal
-            log.exception("finish hook %r failed for response %s", hook, resp["id"])
+    await generation.finish_hooks(gw, g, resp)  # on what this request answers: the queued response
     if req.stream:
         return await events.follow(gw, request, resp["id"], tenant, -1)
     return _json(resp)

@@ -23,6 +23,7 @@ from .. import conversations
 from ..context import GATEWAY, TENANT
 from ..errors import ApiError
 from ..request import parse_json_object
+from . import limit_param
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -34,15 +35,6 @@ def _json(body: dict) -> web.Response:
 def _item_not_found(conversation_id: str, item_id: str) -> ApiError:
     return ApiError("not_found", f"Item with id '{item_id}' not found in conversation '{conversation_id}'.",
                     param="item_id")
-
-
-def _limit(raw: str | None) -> int:
-    if raw is None:
-        return 20
-    try:
-        return int(raw)
-    except ValueError:
-        raise ApiError("invalid_request", "Invalid 'limit': expected an integer in 1..100.", param="limit") from None
 
 
 def _page(data: list[dict], first_id, last_id, has_more: bool) -> dict:
@@ -87,7 +79,7 @@ async def list_items(request: web.Request) -> web.Response:
     gw, cid, q = request.app[GATEWAY], request.match_info["conversation_id"], request.query
     with gw.metrics.store_op("conversation_list_items"):
         page = await gw.store.list_conversation_items(cid, request[TENANT], after=q.get("after"),
-                                                      limit=_limit(q.get("limit")), order=q.get("order", "desc"))
+                                                      limit=limit_param(q.get("limit")), order=q.get("order", "desc"))
     if page is None:
         raise conversations.not_found(cid)
     return _json(_page(page.data, page.first_id, page.last_id, page.has_more))

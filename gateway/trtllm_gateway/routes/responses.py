@@ -15,16 +15,15 @@ import json
 
 from aiohttp import web
 
-from trtllm_responses.inference.v1 import inference_pb2 as pb
-
 from .. import generation
-from . import background as background_routes
 from ..context import ARRIVED, GATEWAY, TENANT
 from ..errors import ApiError
 from ..idempotency import FINISH_HOOKS
 from ..objects import deleted
 from ..request import parse_create, parse_json_object
 from ..translate import build_chat, fit_context
+from . import background as background_routes
+from . import limit_param
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -69,20 +68,11 @@ async def delete(request: web.Request) -> web.Response:
     return _json(deleted(response_id))
 
 
-def _limit(raw: str | None) -> int:
-    if raw is None:
-        return 20
-    try:
-        return int(raw)
-    except ValueError:
-        raise ApiError("invalid_request", "Invalid 'limit': expected an integer in 1..100.", param="limit") from None
-
-
 async def input_items(request: web.Request) -> web.Response:
     gw, response_id, q = request.app[GATEWAY], request.match_info["response_id"], request.query
     with gw.metrics.store_op("list_input_items"):
         page = await gw.store.list_input_items(response_id, request[TENANT], after=q.get("after"),
-                                               before=q.get("before"), limit=_limit(q.get("limit")),
+                                               before=q.get("before"), limit=limit_param(q.get("limit")),
                                                order=q.get("order", "desc"))
     if page is None:
         raise _not_found(response_id)
