@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import secrets
@@ -39,19 +38,18 @@ from aiohttp import web
 
 from .errors import ApiError
 from .settings import GatewaySettings
-from .sse import SSEWriter
+from .sse import SSEWriter, dumps, frame_raw
 from .store import JobOwner, LoggedEvent, ResponseStore, StoredResponse, StoreError
 
 log = logging.getLogger("trtllm_gateway.events")
 
 TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 PAGE = 500  # events per store read while following
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def logged(event: dict) -> LoggedEvent:
     """A numbered event as its log row (the exact JSON a client receives)."""
-    return LoggedEvent(event["sequence_number"], event["type"], _dumps(event))
+    return LoggedEvent(event["sequence_number"], event["type"], dumps(event))
 
 
 @dataclass
@@ -125,9 +123,13 @@ class EventLog:
 
     def add(self, events: list[dict]) -> None:
         """Queue numbered events; they are written in the background."""
-        if self.lost or not events:
+        self.add_rows([logged(e) for e in events])
+
+    def add_rows(self, rows: list[LoggedEvent]) -> None:
+        """Queue events already encoded (``logged``)."""
+        if self.lost or not rows:
             return
-        self._queued.extend(logged(e) for e in events)
+        self._queued.extend(rows)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.ensure_future(self._flush())
 
@@ -200,8 +202,8 @@ class ResponseLog:
         self.log.lost = True
         self.hub.unregister(self.record.id)
 
-    def add(self, event: dict) -> None:
-        self.log.add([event])
+    def add(self, row: LoggedEvent) -> None:
+        self.log.add_rows([row])
 
     async def _finish(self) -> None:
         try:
@@ -230,13 +232,15 @@ class ResponseLog:
 
 
 class LoggingWriter:
-    """Mixin for an EventWriter: each event goes to the client, then to ``self.response_log``."""
+    """Mixin for an EventWriter: each event goes to the client, then to ``self.response_log``,
+    encoded once for both (the transport's ``_write_encoded``)."""
 
     response_log: ResponseLog
 
-    async def send(self, event: dict) -> None:
-        await super().send(event)
-        self.response_log.add(event)
+    async def _write(self, event: dict) -> None:
+        row = logged(event)
+        await self._write_encoded(event, row.payload)
+        self.response_log.add(row)
 
     async def close(self) -> None:
         await super().close()
@@ -278,9 +282,7 @@ class ReplayWriter(SSEWriter):
     """Writes logged events as they were numbered (no renumbering)."""
 
     async def send_logged(self, event: LoggedEvent) -> None:
-        data = b"event: " + event.type.encode() + b"\ndata: " + event.payload.encode() + b"\n\n"
-        self._last_write = asyncio.get_running_loop().time()
-        await self.response.write(data)
+        await self.write_frame(frame_raw(event.type, event.payload))
 
 
 def starting_after(raw: str | None) -> int:

@@ -38,7 +38,7 @@ from aiohttp import web
 
 from .context import GATEWAY, TENANT, Gateway
 from .errors import ApiError
-from .sse import SSEWriter
+from .sse import SSEWriter, dumps
 from .streaming import KINDS, TERMINAL, OpenItem, StreamState, start
 
 HEADER = "Idempotency-Key"
@@ -47,8 +47,6 @@ FINISH_HOOKS = web.RequestKey("finish_hooks", list)  # hooks the create route ad
 MAX_KEY_CHARS = 255
 STALE_MARGIN_S = 60
 PATH = "/v1/responses"
-
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def fingerprint(body: dict) -> str:
@@ -121,7 +119,7 @@ def replay_events(resp: dict, dialect: str) -> list[dict]:
 
 async def _replay(request: web.Request, gw: Gateway, resp: dict, stream: bool) -> web.StreamResponse:
     if not stream:
-        return web.Response(text=_dumps(resp), content_type="application/json", headers={REPLAYED_HEADER: "true"})
+        return web.Response(text=dumps(resp), content_type="application/json", headers={REPLAYED_HEADER: "true"})
     if resp["status"] not in TERMINAL:  # a background create, recorded as queued: follow its event log
         from . import events  # lazily: only background responses have a log to follow
         return await events.follow(gw, request, resp["id"], request[TENANT], -1)

@@ -23,12 +23,18 @@ HEADERS = {
     "X-Accel-Buffering": "no",  # tell reverse proxies not to buffer the stream
 }
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+#: The one JSON encoding of events (SSE, WebSocket, event log): compact, UTF-8 kept.
+dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def frame(event: dict) -> bytes:
     """One SSE frame for an event dict (which already carries its sequence_number)."""
-    return b"event: " + event["type"].encode() + b"\ndata: " + _dumps(event).encode() + b"\n\n"
+    return frame_raw(event["type"], dumps(event))
+
+
+def frame_raw(event_type: str, payload: str) -> bytes:
+    """One SSE frame for an event already encoded as JSON."""
+    return b"event: " + event_type.encode() + b"\ndata: " + payload.encode() + b"\n\n"
 
 
 class EventWriter:
@@ -71,7 +77,13 @@ class SSEWriter(EventWriter):
         self._pinger = loop.create_task(self._ping(loop))
 
     async def _write(self, event: dict) -> None:
-        data = frame(event)
+        await self._write_encoded(event, dumps(event))
+
+    async def _write_encoded(self, event: dict, payload: str) -> None:
+        """Writes ``event`` whose JSON is ``payload`` (encoded once, also for the event log)."""
+        await self.write_frame(frame_raw(event["type"], payload))
+
+    async def write_frame(self, data: bytes) -> None:
         self._last_write = asyncio.get_running_loop().time()
         await self.response.write(data)
 

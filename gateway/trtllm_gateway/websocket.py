@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections import OrderedDict
 
@@ -42,14 +41,13 @@ from .context import GATEWAY, TENANT, Gateway
 from .errors import ApiError, to_api_error
 from .events import LoggingWriter, ResponseLog, response_log
 from .request import CreateRequest, parse_create, parse_json_object
-from .sse import EventWriter
+from .sse import EventWriter, dumps
 
 MAX_PENDING = 16
 MAX_REMEMBERED = 16
 CREATE = "response.create"
 REMEMBERED_STATUSES = ("completed", "incomplete")
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 class WebSocketEventWriter(EventWriter):
@@ -70,11 +68,14 @@ class WebSocketEventWriter(EventWriter):
         pass
 
     async def _write(self, event: dict) -> None:
+        await self._write_encoded(event, dumps(event))
+
+    async def _write_encoded(self, event: dict, payload: str) -> None:
         if self.ws.closed:
             raise ConnectionResetError("the WebSocket is closed")
         if self.stream_id is not None:  # on the frame only: the event log keeps the plain event
-            event = dict(event, stream_id=self.stream_id)
-        await self.ws.send_str(_dumps(event))
+            payload = dumps(dict(event, stream_id=self.stream_id))
+        await self.ws.send_str(payload)
 
 
 class LoggedWebSocketEventWriter(LoggingWriter, WebSocketEventWriter):
@@ -165,7 +166,7 @@ class Connection:
             event["stream_id"] = stream_id
         with contextlib.suppress(ConnectionError, RuntimeError):
             if not self.ws.closed:
-                await self.ws.send_str(_dumps(event))
+                await self.ws.send_str(dumps(event))
 
 
 async def handle(request: web.Request) -> web.WebSocketResponse:

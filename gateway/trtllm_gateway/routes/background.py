@@ -21,7 +21,6 @@ shutdown stops it first (``--shutdown-timeout-s``).
 """
 from __future__ import annotations
 
-import json
 import time
 
 from aiohttp import web
@@ -32,17 +31,16 @@ from ..context import GATEWAY, TENANT
 from ..errors import ApiError
 from ..events import LOGS, LogHub
 from ..request import CreateRequest, parse_json_object
+from ..sse import dumps
 from ..store import FINAL_STATUSES, StoredResponse
 
 RUNNER = web.AppKey("background_runner", BackgroundRunner)
 CANCEL_GRACE_S = 5.0  # beyond one lease: how long cancel waits for the response to end
 CANCEL_RETRY_S = 1.0  # while waiting, the cancel request is repeated this often
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
 
 def _json(body: dict) -> web.Response:
-    return web.Response(text=_dumps(body), content_type="application/json")
+    return web.Response(text=dumps(body), content_type="application/json")
 
 
 def _not_found(response_id: str) -> ApiError:

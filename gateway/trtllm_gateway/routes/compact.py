@@ -1,21 +1,18 @@
 """``POST /v1/responses/compact`` (``compaction.py``): ``object: "response.compaction"``."""
 from __future__ import annotations
 
-import json
-
 from aiohttp import web
 
 from .. import compaction
 from ..context import GATEWAY, TENANT
 from ..request import parse_json_object
-
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+from ..sse import dumps
 
 
 async def compact(request: web.Request) -> web.Response:
     body = parse_json_object(await request.read())
     result = await compaction.compact(request.app[GATEWAY], body, request[TENANT])
-    return web.Response(text=_dumps(result), content_type="application/json")
+    return web.Response(text=dumps(result), content_type="application/json")
 
 
 def add_routes(router: web.UrlDispatcher) -> None:

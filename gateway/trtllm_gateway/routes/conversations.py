@@ -15,21 +15,18 @@ Everything is scoped to the caller's tenant: another tenant's ids are 404.
 """
 from __future__ import annotations
 
-import json
-
 from aiohttp import web
 
 from .. import conversations
 from ..context import GATEWAY, TENANT
 from ..errors import ApiError
 from ..request import parse_json_object
+from ..sse import dumps
 from . import limit_param
-
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def _json(body: dict) -> web.Response:
-    return web.Response(text=_dumps(body), content_type="application/json")
+    return web.Response(text=dumps(body), content_type="application/json")
 
 
 def _item_not_found(conversation_id: str, item_id: str) -> ApiError:

@@ -11,8 +11,6 @@
 """
 from __future__ import annotations
 
-import json
-
 from aiohttp import web
 
 from .. import generation
@@ -21,15 +19,14 @@ from ..errors import ApiError
 from ..idempotency import FINISH_HOOKS
 from ..objects import deleted
 from ..request import parse_create, parse_json_object
+from ..sse import dumps
 from ..translate import build_chat, fit_context
 from . import background as background_routes
 from . import limit_param
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
 
 def _json(body: dict) -> web.Response:
-    return web.Response(text=_dumps(body), content_type="application/json")
+    return web.Response(text=dumps(body), content_type="application/json")
 
 
 def _not_found(response_id: str) -> ApiError:
