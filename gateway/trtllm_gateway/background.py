@@ -220,7 +220,8 @@ class JobRun:
         for event in events:
             event["sequence_number"] = self.next_seq
             self.next_seq += 1
-        self.logged += events
+        if not self.live:  # a live run's items are in self.state: its log is not kept in memory too
+            self.logged += events
         return events
 
     async def _write(self, events: list[dict], record: StoredResponse | None, done: bool) -> None:

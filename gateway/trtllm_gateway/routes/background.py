@@ -30,7 +30,7 @@ from ..background import BackgroundRunner, job_spec
 from ..context import GATEWAY, TENANT
 from ..errors import ApiError
 from ..events import LOGS, LogHub
-from ..request import CreateRequest, parse_json_object
+from ..request import CreateRequest
 from ..sse import dumps
 from ..store import FINAL_STATUSES, StoredResponse
 
@@ -47,13 +47,12 @@ def _not_found(response_id: str) -> ApiError:
     return ApiError("not_found", f"Response with id '{response_id}' not found.", param="response_id")
 
 
-async def create(request: web.Request, req: CreateRequest, g: generation.Generation) -> web.StreamResponse:
+async def create(request: web.Request, req: CreateRequest, g: generation.Generation, body: dict) -> web.StreamResponse:
     """A background create (already prepared): store it queued, with its job; answer at once."""
     gw, hub, tenant = request.app[GATEWAY], request.app[LOGS], request[TENANT]
     if not req.store:
         raise ApiError("invalid_request", "Background mode requires 'store': true (a background "
                        "response is stored so that it can be retrieved).", param="background")
-    body = parse_json_object(await request.read())  # aiohttp keeps the body: no second read
     resp = dict(g.state.response, status="queued", background=True)
     record = StoredResponse(id=resp["id"], tenant=tenant, created_at=resp["created_at"], status="queued",
                             response=resp, input_items=req.input.items,

@@ -35,11 +35,12 @@ def _not_found(response_id: str) -> ApiError:
 
 async def create(request: web.Request) -> web.StreamResponse:
     gw = request.app[GATEWAY]
-    req = parse_create(parse_json_object(await request.read()))
+    body = parse_json_object(await request.read())
+    req = parse_create(body)
     g = await generation.prepare(gw, req, request[TENANT], request[ARRIVED])
     g.on_finish.extend(request.get(FINISH_HOOKS, ()))  # Idempotency-Key (idempotency.py)
     if req.background:
-        return await background_routes.create(request, req, g)
+        return await background_routes.create(request, req, g, body)
     if req.stream:
         return await generation.stream(gw, request, g)
     return _json(await generation.complete(gw, g))
