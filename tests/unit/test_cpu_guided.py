@@ -3,7 +3,7 @@ import json
 
 import jsonschema
 import pytest
-import torch
+import numpy as np
 
 from trtllm_service.engine.base import EngineRejected, GuidedDecoding
 from trtllm_service.engine.cpu_guided import GuidedCompiler
@@ -19,12 +19,12 @@ def compiler(tokenizer):
 
 
 def decode_with(compiler, tokenizer, guided, seed, limit=80):
-    gen = torch.Generator().manual_seed(seed)
+    gen = np.random.default_rng(seed)
     processor = compiler.processor(guided)
     generated: list[int] = []
     for _ in range(limit):
-        scores = processor(generated, torch.randn(compiler.vocab_size, generator=gen))
-        token = int(torch.argmax(scores))
+        scores = processor(generated, gen.standard_normal(compiler.vocab_size).astype(np.float32))
+        token = int(np.argmax(scores))
         if token == tokenizer.eos_token_id or token in (tokenizer.convert_tokens_to_ids("<|im_end|>"),):
             break
         generated.append(token)

