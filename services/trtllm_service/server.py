@@ -2,6 +2,8 @@
 
 Lifecycle (health of "" and of the service name):
   start: NOT_SERVING -> engine built and warmed up -> SERVING
+  engine failure: `engine.health()` turns False -> NOT_SERVING (within 0.5 s) and new calls
+  get UNAVAILABLE, so the gateway's router ejects the replica and retries elsewhere;
   drain (SIGTERM): NOT_SERVING, new Generate calls get UNAVAILABLE, running streams get up
   to `grace_period_s` to finish, then the server stops and the engine is released.
 
@@ -183,6 +185,8 @@ class InferenceServer:
             raise NotServing("the engine is still starting; retry shortly")
         if self.draining and not allow_draining:
             raise NotServing("the server is draining and accepts no new requests")
+        if not self.engine.health():
+            raise NotServing(f"the {self.engine.name} engine has failed and serves no requests")
         return self.pipeline
 
     def model_info(self) -> pb.ModelInfo:
@@ -195,9 +199,22 @@ class InferenceServer:
                             reasoning_parser=planner.reasoning_parser or "", created=self.loaded_at)
 
     async def _poll_load(self) -> None:
+        """Every 0.5 s: publish the engine's load, and mirror its health in gRPC health, so
+        probes and routers see a dead engine (TensorRT-LLM executor shut down, CPU decode
+        loop gone) as NOT_SERVING instead of a replica that fails fast and looks idle."""
+        serving = True
         while True:
             load = self.engine.load()
             self.metrics.set_load(load.queued, load.running, load.kv_cache_utilization, load.kv_cache_hit_rate)
+            healthy = self.engine.health()
+            if healthy != serving and not self.draining:
+                serving = healthy
+                if healthy:
+                    log.info("engine healthy again: SERVING")
+                else:
+                    log.error("engine unhealthy: NOT_SERVING")
+                await self._set_health(health_pb2.HealthCheckResponse.SERVING if healthy
+                                       else health_pb2.HealthCheckResponse.NOT_SERVING)
             await asyncio.sleep(0.5)
 
     async def drain(self, grace: float | None = None) -> None:

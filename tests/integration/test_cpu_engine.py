@@ -44,11 +44,10 @@ async def test_engine_is_ready(cpu_engine):
 
 
 async def test_streams_sensible_text_and_stops_at_eos(cpu_engine):
-    tokens, steps = await run(cpu_engine, "paris", chat(cpu_engine, "Which city is the capital of France?"),
-                              SamplingConfig(max_tokens=40))
+    tokens, steps = await run(cpu_engine, "sum", chat(cpu_engine, "What is 2+2?"), SamplingConfig(max_tokens=40))
     assert len(steps) > 1 and all(s.token_ids for s in steps[:-1])
     assert all(s.finish_reason is None for s in steps[:-1])
-    assert "Paris" in cpu_engine.tokenizer.decode(tokens)
+    assert "4" in cpu_engine.tokenizer.decode(tokens)
     assert steps[-1].finish_reason == "stop"
     assert steps[-1].stop_token_id == cpu_engine.tokenizer.eos_token_id
     assert cpu_engine.tokenizer.eos_token_id not in tokens

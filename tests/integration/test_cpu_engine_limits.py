@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 
+import grpc
 import pytest
 import pytest_asyncio
 
 from trtllm_service.engine.base import EngineError, SamplingConfig
 from trtllm_service.engine.cpu import CpuEngine
 from trtllm_service.settings import ServiceSettings
+
+from tests.fixtures.service import serve_in_process
+from tests.fixtures.waiting import until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -47,6 +51,15 @@ async def test_a_full_kv_cache_preempts_and_every_request_still_finishes(small_e
 
 
 async def test_a_dead_decode_loop_fails_requests_and_turns_health_false(small_engine, monkeypatch):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from trtllm_responses.inference.v1 import inference_pb2 as pb
+    from trtllm_responses.inference.v1 import inference_pb2_grpc as pb_grpc
+
+    server = await serve_in_process(small_engine)
+    channel = grpc.aio.insecure_channel(server.address)
+    health = health_pb2_grpc.HealthStub(channel)
+    assert (await health.Check(health_pb2.HealthCheckRequest())).status == health_pb2.HealthCheckResponse.SERVING
     assert small_engine.health()
 
     def broken(*_args):
@@ -58,3 +71,18 @@ async def test_a_dead_decode_loop_fails_requests_and_turns_health_false(small_en
     assert not small_engine.health()
     with pytest.raises(EngineError):
         await collect(small_engine, "after", prompt_for(small_engine, "Hi"), SamplingConfig(max_tokens=4))
+    # the service follows: NOT_SERVING for probes and routers, UNAVAILABLE for new work
+    async def not_serving() -> bool:
+        reply = await health.Check(health_pb2.HealthCheckRequest())
+        return reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+    assert await until(not_serving, timeout=10)
+    call = pb_grpc.InferenceServiceStub(channel).Generate(pb.GenerateRequest(
+        prompt="Hi", sampling=pb.SamplingParams(max_tokens=4)))
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        async for _ in call:
+            pass
+    assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
+    await channel.close()
+    await server.stop()
+

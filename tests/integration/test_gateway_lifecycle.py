@@ -132,7 +132,29 @@ async def _turns_over_context(gateway, n_turns: int = 3) -> list[dict]:
     return turns
 
 
-async def test_truncation_disabled_refuses_and_auto_drops_oldest_turns(gateway):
+@pytest.fixture
+async def small_context_gateway(tmp_path):
+    """The stack over a CPU engine of its own whose context is 1,024 tokens, so a conversation
+    that overflows it prefills in seconds (the default model's 8k context would take a minute)."""
+    from trtllm_service.engine.cpu import CpuEngine
+    from trtllm_service.settings import ServiceSettings
+
+    engine = CpuEngine(ServiceSettings(max_context_length=1024, cpu_kv_tokens=1024, max_batch_size=2))
+    await engine.start()
+    server = await serve_in_process(engine)
+    handle, runner = await start_gateway(server.address, tmp_path)
+    try:
+        yield handle
+    finally:
+        await handle.client.close()
+        await runner.cleanup()
+        await server.stop()
+        await engine.stop()
+
+
+async def test_truncation_disabled_refuses_and_auto_drops_oldest_turns(small_context_gateway):
+    gateway = small_context_gateway
+    assert (await gateway.app[GATEWAY].service.model_info()).max_context_length == 1024
     turns = await _turns_over_context(gateway)
     async with aiohttp.ClientSession() as session:
         body = {"model": "default", "input": turns, "max_output_tokens": 16, "temperature": 0}

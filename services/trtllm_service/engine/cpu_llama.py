@@ -30,7 +30,7 @@ from .base import EngineUnavailable
 
 log = logging.getLogger("trtllm_service.llama_cpp")
 
-DECODE_OK, DECODE_NO_SLOT = 0, 1
+DECODE_OK, DECODE_NO_SLOT, DECODE_INVALID = 0, 1, -1
 _FORWARDED = (3, 4)  # GGML_LOG_LEVEL_WARN, GGML_LOG_LEVEL_ERROR (not CONT, which continues any level)
 _log_callback = None  # the ctypes callback must outlive every llama.cpp call
 

@@ -25,8 +25,10 @@ Slots outnumber `max_running` so idle caches survive (prefix reuse across turns)
 evicted only for room. Cell use is estimated as the sum of slot lengths (shared prefixes are
 counted twice, so it errs on the safe side).
 
-Failure: an exception in a step fails every request with EngineError and ends the thread;
-`alive` turns False and the engine reports unhealthy.
+Failure: a batch llama.cpp refuses (invalid, or no room even with nothing else cached) fails
+the requests in it and the loop goes on. A fatal decode error or an exception in a step fails
+every request with EngineError and ends the thread; `alive` turns False and the engine
+reports unhealthy.
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ from typing import Callable
 import numpy as np
 
 from .base import EngineError, TokenStep
-from .cpu_llama import DECODE_NO_SLOT, DECODE_OK
+from .cpu_llama import DECODE_INVALID, DECODE_NO_SLOT, DECODE_OK
 from .cpu_sampling import RequestSampler
 
 log = logging.getLogger(__name__)
@@ -211,12 +213,23 @@ class DecodeLoop:
                                        np.asarray(batch.outputs, dtype=np.int8))
             if code == DECODE_OK:
                 break
-            if code != DECODE_NO_SLOT or not self._make_room():
+            if code < DECODE_INVALID:
                 raise EngineError(f"llama_decode failed with code {code}")
+            if code == DECODE_NO_SLOT and self._make_room():
+                continue
+            # nothing left to free, or a batch llama.cpp refused: those requests fail, the rest go on
+            self._fail([seq for seq, _ in batch.fed], EngineError(
+                "the KV cache cannot hold this request" if code == DECODE_NO_SLOT else f"llama_decode refused the "
+                f"batch (code {code})"))
         self.stats.steps += 1
         for seq, count in batch.fed:
             seq.n_past += count
         self.post(self._sample(batch))
+
+    def _fail(self, seqs: list[Sequence], error: BaseException) -> None:
+        for seq in seqs:
+            self._release(seq, keep_cache=False)
+        self.post([(seq.request_id, error) for seq in seqs])
 
     # ------------------------------------------------------------ scheduling
     def _admit(self) -> None:
