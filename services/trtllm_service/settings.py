@@ -45,6 +45,10 @@ class ServiceSettings:
     cpu_kv_tokens: int = _field(
         8192, "CPU engine KV-cache cells, shared by all requests (caps the context; 8192 holds the default "
         "model's whole context in about 190 MB).")
+    cpu_prefix_cache_tokens: int = _field(
+        4096, "CPU engine KV cells that finished requests may keep for later prompts with the same prefix "
+        "(another turn, an agent's history). Each kept cell slows decoding a little, since attention runs "
+        "over the whole cache; 0 turns prefix reuse between requests off.")
     cpu_step_tokens: int = _field(
         256, "Most tokens one CPU engine step decodes: running requests take one each, long prompts are "
         "prefilled in chunks of the rest, so a long prompt stalls running streams at most one step.")

@@ -98,6 +98,7 @@ class CpuEngine(Engine):
         loop = asyncio.get_running_loop()
         self._loop = DecodeLoop(self.runtime, max_running=self.settings.max_batch_size,
                                 max_step_tokens=self.settings.cpu_step_tokens,
+                                idle_cache_tokens=self.settings.cpu_prefix_cache_tokens,
                                 post=lambda items: _post(loop, self._deliver, items))
         self._loop.start()
         await self._warm_up()
