@@ -220,3 +220,10 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
         return error_response(from_http(exc))
     except Exception as exc:  # noqa: BLE001 - the table decides; unknown ones are logged
         return error_response(to_api_error(exc))
+
+
+def kind_of(obj: dict) -> str | None:
+    """An object's "type" when it is a string, else None: a client's `{"type": []}` must look
+    up as unknown (a 400) rather than crash the registry lookup (unhashable)."""
+    kind = obj.get("type")
+    return kind if isinstance(kind, str) else None

@@ -38,6 +38,7 @@ from aiohttp import web
 
 from .context import GATEWAY, TENANT, Gateway
 from .errors import ApiError
+from .request import parse_json_object
 from .sse import SSEWriter, dumps
 from .streaming import KINDS, TERMINAL, OpenItem, StreamState, start
 
@@ -57,10 +58,10 @@ def fingerprint(body: dict) -> str:
 def _read(raw: bytes) -> tuple[dict | None, str]:
     """(the body if it is a JSON object, its fingerprint)."""
     try:
-        body = json.loads(raw)
-    except ValueError:
+        body = parse_json_object(raw)  # the route parses again and answers the 400 itself
+    except ApiError:
         return None, ""
-    return (body, fingerprint(body)) if isinstance(body, dict) else (None, "")
+    return body, fingerprint(body)
 
 
 def check_key(key: str) -> None:

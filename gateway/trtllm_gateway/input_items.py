@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import compaction_item
-from .errors import ApiError, invalid
+from .errors import ApiError, invalid, kind_of
 from .ids import new_id
 
 USER_ROLES = ("user", "system", "developer")
@@ -95,7 +95,7 @@ def _content(role: str, content: Any, path: str, images: list[str]) -> list[dict
         ppath = f"{path}.content[{j}]"
         if not isinstance(part, dict):
             raise invalid(ppath, f"Invalid '{ppath}': expected an object.")
-        build = table.get(part.get("type"))
+        build = table.get(kind_of(part))
         if build is None:
             raise invalid(f"{ppath}.type", f"Unsupported content part type {part.get('type')!r} "
                        f"for role {role!r}; expected one of {', '.join(table)}.")
@@ -130,7 +130,10 @@ def _function_call(item: dict, path: str, images: list[str]) -> dict:
 def _function_call_output(item: dict, path: str, images: list[str]) -> dict:
     output = item.get("output")
     if isinstance(output, list):
-        output = "".join(p.get("text", "") for p in output if isinstance(p, dict))
+        texts = [p.get("text", "") for p in output if isinstance(p, dict)]
+        if not all(isinstance(t, str) for t in texts):
+            raise invalid(f"{path}.output", f"Invalid '{path}.output': each part's 'text' must be a string.")
+        output = "".join(texts)
     if not isinstance(output, str):
         raise invalid(f"{path}.output", f"Invalid '{path}.output': expected a string.")
     return {"id": _id(item, path, "fco"), "type": "function_call_output",
@@ -186,7 +189,7 @@ def normalize_input(value: Any) -> Normalized:
         if not isinstance(item, dict):
             raise invalid(path, f"Invalid '{path}': expected an object.")
         kind = item.get("type", "message")
-        build = ITEM_TYPES.get(kind)
+        build = ITEM_TYPES.get(kind) if isinstance(kind, str) else None
         if build is None:
             raise ApiError("unsupported", f"Input item type {kind!r} is not supported; expected one of "
                            f"{', '.join(ITEM_TYPES)}.", param=f"{path}.type")

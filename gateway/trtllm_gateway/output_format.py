@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 from trtllm_responses.inference.v1 import inference_pb2 as pb
 
-from .errors import invalid
+from .errors import invalid, kind_of
 from .schemas import check_schema
 from .tools import NAME_RE
 
@@ -86,7 +86,7 @@ def validate_text(name: str, value: Any) -> dict:
     if fmt is None:
         return {"format": {"type": "text"}, "verbosity": verbosity or "medium"}
     fmt = _object(fmt, f"{name}.format")
-    build = FORMATS.get(fmt.get("type"))
+    build = FORMATS.get(kind_of(fmt))
     if build is None:
         raise invalid(f"{name}.format.type", f"Invalid '{name}.format.type': expected one of {', '.join(FORMATS)}.")
     return {"format": build(fmt, f"{name}.format"), "verbosity": verbosity or "medium"}

@@ -29,6 +29,10 @@ from .output_format import PLAIN_TEXT, validate_reasoning, validate_text
 from .tools import check_choice, validate_tool_choice, validate_tools
 
 MIN_OUTPUT_TOKENS = 16
+#: Token counts travel as int32 in the inference proto.
+MAX_INT32 = 2**31 - 1
+#: What a response id looks like (`ids.new_id("resp")`); anything else cannot name a stored one.
+_RESPONSE_ID = re.compile(r"resp_[A-Za-z0-9_-]{1,128}")
 METADATA_MAX_PAIRS = 16
 METADATA_MAX_KEY = 64
 METADATA_MAX_VALUE = 512
@@ -90,7 +94,11 @@ def _boolean(name: str, value: Any) -> bool:
 
 def _number(lo: float, hi: float) -> Callable[[str, Any], float]:
     def check(name: str, value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise invalid(name, f"Invalid type for '{name}': expected a number.")
+        if isinstance(value, int) and not lo <= value <= hi:  # may be too large for a float
+            raise invalid(name, f"Invalid '{name}': the value is out of range; expected a value in [{lo}, {hi}].")
+        if not math.isfinite(value):
             raise invalid(name, f"Invalid type for '{name}': expected a number.")
         if not lo <= value <= hi:
             raise invalid(name, f"Invalid '{name}': {value} is out of range; expected a value in [{lo}, {hi}].")
@@ -146,6 +154,15 @@ def _service_tier(name: str, value: Any) -> str:
     return "default"  # one tier here; the response reports the tier actually used
 
 
+def _response_id(name: str, value: Any) -> str:
+    """A response id as this gateway issues them (ids.py: a prefix, '_', then letters and digits)."""
+    if not isinstance(value, str):
+        raise invalid(name, f"Invalid type for '{name}': expected a string.")
+    if not _RESPONSE_ID.fullmatch(value):
+        raise invalid(name, f"Invalid '{name}': {value[:64]!r} is not a response id (expected 'resp_...').")
+    return value
+
+
 def _conversation(name: str, value: Any) -> str:
     """A conversation id, given as a string or as ``{"id": ...}``."""
     if isinstance(value, dict) and set(value) == {"id"}:
@@ -164,11 +181,11 @@ def _ignored(name: str, value: Any) -> None:
 FIELDS: dict[str, Callable[[str, Any], Any]] = {
     "model": _string,
     "instructions": _string,
-    "previous_response_id": _string,
+    "previous_response_id": _response_id,
     "store": _boolean,
     "stream": _boolean,
     "background": _boolean,
-    "max_output_tokens": _integer(MIN_OUTPUT_TOKENS),
+    "max_output_tokens": _integer(MIN_OUTPUT_TOKENS, MAX_INT32),
     "temperature": _number(0.0, 2.0),
     "top_p": _number(0.0, 1.0),
     "top_logprobs": _integer(0, 20),
@@ -179,7 +196,7 @@ FIELDS: dict[str, Callable[[str, Any], Any]] = {
     "parallel_tool_calls": _boolean,
     "tool_choice": validate_tool_choice,
     "tools": validate_tools,
-    "max_tool_calls": _integer(1),
+    "max_tool_calls": _integer(1, MAX_INT32),
     "reasoning": validate_reasoning,
     "text": validate_text,
     "include": _include,
@@ -209,22 +226,56 @@ UNSUPPORTED: dict[str, Callable[[Any], bool]] = {
 }
 
 
-#: A JSON escape of a UTF-16 surrogate; only a well-formed pair of them is a character.
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+#: A UTF-16 surrogate, as a JSON escape or as raw (CESU-style) UTF-8 bytes ED A0..BF xx: only
+#: a well-formed pair of escapes is a character; json.loads lets lone ones through.
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
+#: Deepest JSON nesting accepted (objects and arrays). Real requests stay far below; deeper
+#: ones would exhaust the stack of the parser or of jsonschema.
+MAX_DEPTH = 64
 
 
 def parse_json_object(raw: bytes) -> dict:
-    """The body as a JSON object; JSONDecodeError/UnicodeDecodeError map to 400 in errors.py.
+    """The body as a JSON object, or ApiError("invalid_json") -> 400.
 
-    A lone surrogate escape ("\\ud800") parses, but is no Unicode text: nothing downstream (the
-    tokenizer, the store, a JSON reply in UTF-8) could carry it, so it is refused here."""
-    body = json.loads(raw)
+    Refused: what json.loads cannot parse (including integers of more than 4,300 digits and
+    nesting deep enough to exhaust its recursion), nesting deeper than MAX_DEPTH, and lone
+    UTF-16 surrogates ("\\ud800" escapes or ED A0 80 bytes), which parse but are no Unicode
+    text: nothing downstream (the tokenizer, the store, a JSON reply in UTF-8) could carry them."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        detail = "it is nested too deeply" if isinstance(exc, RecursionError) else _json_problem(exc)
+        raise ApiError("invalid_json", f"The request body is not valid JSON: {detail}.") from None
     if not isinstance(body, dict):
         raise ApiError("invalid_json", "The request body must be a JSON object.")
-    if _SURROGATE_ESCAPE.search(raw) and not _valid_unicode(body):
-        raise ApiError("invalid_json", "The request body contains a lone UTF-16 surrogate escape (such as "
+    if _depth_over(body, MAX_DEPTH):
+        raise ApiError("invalid_json", f"The request body is nested more than {MAX_DEPTH} levels deep.")
+    if _SURROGATE.search(raw) and not _valid_unicode(body):
+        raise ApiError("invalid_json", "The request body contains a lone UTF-16 surrogate (such as "
                        "\"\\ud800\"); strings must be valid Unicode.")
     return body
+
+
+def _json_problem(exc: ValueError) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+    if isinstance(exc, UnicodeDecodeError):
+        return "it is not UTF-8"
+    return "a number in it is too long"  # int() refuses literals of more than 4,300 digits
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    """Whether objects and arrays nest more than `limit` deep (iterative: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 
 
 def _valid_unicode(value: Any) -> bool:

@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 from trtllm_responses.inference.v1 import inference_pb2 as pb
 
-from .errors import ApiError, invalid
+from .errors import ApiError, invalid, kind_of
 from .schemas import check_schema
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -114,7 +114,7 @@ def validate_tool_choice(name: str, value: Any) -> str | dict:
         return value
     if not isinstance(value, dict):
         raise invalid(name, f"Invalid type for '{name}': expected a string or an object.")
-    build = CHOICE_OBJECTS.get(value.get("type"))
+    build = CHOICE_OBJECTS.get(kind_of(value))
     if build is None:
         raise ApiError("unsupported", f"tool_choice type {value.get('type')!r} is not supported; expected "
                        "'function' or 'allowed_tools' (this server runs function tools only).", param=f"{name}.type")

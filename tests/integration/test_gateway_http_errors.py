@@ -118,3 +118,38 @@ async def test_service_down_is_503_and_not_ready(tmp_path):
     finally:
         await handle.client.close()
         await runner.cleanup()
+
+
+HOSTILE_BODIES = [
+    # (raw body, param) -- each got a 500 before (issue: bad input never gets a 500)
+    (b'{"model": "default", "input": "x", "n": ' + b"9" * 5000 + b"}", None),  # int over 4,300 digits
+    (b'{"model": "default", "input": ' + b"[" * 1000 + b"]" * 1000 + b"}", None),  # 1,000 deep
+    (b'{"model": "default", "input": [' + b'{"a": ' * 70 + b"1" + b"}" * 70 + b"]}", None),  # past MAX_DEPTH
+    (b'{"model": "default", "input": "\xed\xa0\x80"}', None),  # a lone surrogate as raw bytes
+    (b'{"model": "default", "input": "x", "temperature": 1' + b"0" * 400 + b"}", "temperature"),  # no float
+    (b'{"model": "default", "input": "x", "max_output_tokens": 4294967296}', "max_output_tokens"),
+    (b'{"model": "default", "input": "x", "max_tool_calls": 4294967296}', "max_tool_calls"),
+    (b'{"model": "default", "input": "x", "previous_response_id": ""}', "previous_response_id"),
+    (b'{"model": "default", "input": [{"type": {}}]}', "input[0].type"),  # a type that is no string
+    (b'{"model": "default", "input": [{"role": "user", "content": [{"type": []}]}]}', "input[0].content[0].type"),
+    (b'{"model": "default", "input": "x", "tool_choice": {"type": []}}', "tool_choice.type"),
+    (b'{"model": "default", "input": "x", "text": {"format": {"type": {}}}}', "text.format.type"),
+    (b'{"model": "default", "input": [{"type": "function_call_output", "call_id": "c", "output": '
+     b'[{"type": "input_text", "text": 5}]}]}', "input[0].output"),
+]
+
+
+@pytest.mark.parametrize("raw, param", HOSTILE_BODIES)
+@pytest.mark.parametrize("route", ["/responses", "/responses/input_tokens"])
+async def test_hostile_bodies_get_a_400_in_the_envelope(gateway, raw, param, route):
+    status, body, _ = await _post(gateway.base_url + route, data=raw)
+    code = body.get("error", {}).get("code")
+    assert code in (None, "unsupported_parameter"), body
+    _assert_error(status, body, 400, "invalid_request_error", param, code)
+
+
+async def test_hostile_bodies_with_an_idempotency_key_get_a_400_too(gateway):
+    async with aiohttp.ClientSession() as session:
+        async with session.post(gateway.base_url + "/responses", data=b'{"a": ' * 1000 + b"1" + b"}" * 1000,
+                                headers={"Content-Type": "application/json", "Idempotency-Key": "k-deep"}) as r:
+            assert r.status == 400, await r.text()
