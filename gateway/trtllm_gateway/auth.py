@@ -40,7 +40,9 @@ class Authenticator:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError("authentication", "Missing API key: send 'Authorization: Bearer <key>'.")
-        presented = token.strip().encode()
+        # aiohttp decodes header bytes that are not UTF-8 as surrogate escapes; encoding them
+        # back the same way compares the bytes the client sent (a mismatch, so 401, never a 500).
+        presented = token.strip().encode("utf-8", "surrogateescape")
         matched = False
         for key in self.keys:
             matched |= hmac.compare_digest(key, presented)

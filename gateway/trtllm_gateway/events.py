@@ -285,6 +285,10 @@ class ReplayWriter(SSEWriter):
         await self.write_frame(frame_raw(event.type, event.payload))
 
 
+#: Sequence numbers are stored as 64-bit integers.
+MAX_SEQUENCE = 2**63 - 1
+
+
 def starting_after(raw: str | None) -> int:
     if raw is None:
         return -1
@@ -295,7 +299,7 @@ def starting_after(raw: str | None) -> int:
     if value is None or value < -1:
         raise ApiError("invalid_request", "Invalid 'starting_after': expected an integer >= 0.",
                        param="starting_after")
-    return value
+    return min(value, MAX_SEQUENCE)  # past every event; larger values overflow the stores' BIGINT
 
 
 async def follow(gw, request: web.Request, response_id: str, tenant: str, after: int) -> web.StreamResponse:

@@ -99,9 +99,12 @@ def check_budget(config: SamplingConfig, prompt_len: int, context: int) -> Sampl
             f"model's context length of {context}", "input")
     room = context - prompt_len
     if config.max_tokens == 0:
-        return dataclasses.replace(config, max_tokens=room)
+        config = dataclasses.replace(config, max_tokens=room)
     if config.max_tokens > room:
         raise ContextLengthExceeded(
             f"prompt ({prompt_len} tokens) plus max_tokens ({config.max_tokens}) exceeds the model's "
             f"context length of {context}", "max_tokens")
+    if config.min_tokens > config.max_tokens:
+        raise InvalidRequest(f"min_tokens ({config.min_tokens}) exceeds max_tokens ({config.max_tokens}), or the "
+                             f"room the context leaves after the prompt", "min_tokens")
     return config

@@ -133,6 +133,7 @@ async def test_resume_starting_after_continues_exactly(bg):
     whole = check_stream(head + rest)
     assert whole["status"] == "completed" and text_of(whole) == SHORT
     assert await replay(bg.worker, rid, after=rest[-1]["sequence_number"]) == []  # nothing after the end
+    assert await replay(bg.worker, rid, after=10**22) == []  # past every event (was a 500: BIGINT overflow)
 
 
 async def running_with_output(handle, rid: str) -> None:

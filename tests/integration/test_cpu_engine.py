@@ -197,9 +197,11 @@ async def test_cancelling_the_consumer_task_frees_the_slot(cpu_engine):
     (SamplingConfig(max_tokens=4, logprobs=50), 3, "logprobs"),
 ])
 async def test_bad_requests_are_rejected(cpu_engine, sampling, prompt_len, match):
-    with pytest.raises(EngineRejected, match=match):
+    with pytest.raises(EngineRejected, match=match) as err:
         await run(cpu_engine, "bad", [1] * prompt_len, sampling)
     assert "bad" not in cpu_engine._requests
+    if match in ("vocabulary", "top_p", "logprobs"):  # the field is named for x-error-param
+        assert err.value.param == {"vocabulary": "stop_token_ids"}.get(match, match)
 
 
 async def test_a_request_id_is_taken_while_its_grammar_compiles(cpu_engine):

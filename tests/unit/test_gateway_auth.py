@@ -30,3 +30,14 @@ def test_missing_or_unknown_keys_are_401(header):
     with pytest.raises(ApiError) as info:
         Authenticator(("sk-a",)).tenant(_request(header))
     assert info.value.status == 401 and info.value.kind.type == "authentication_error"
+
+
+def test_a_key_that_is_not_utf8_is_401_not_500():
+    """aiohttp hands over header bytes that are not UTF-8 as surrogate escapes ("\\udcff"), and
+    make_mocked_request cannot build such a request, so this stand-in carries just the headers."""
+    class Request:
+        headers = {"Authorization": "Bearer sk-\udcff\udcfe"}
+
+    with pytest.raises(ApiError) as info:
+        Authenticator(("sk-a",)).tenant(Request())
+    assert info.value.status == 401

@@ -55,3 +55,12 @@ def test_budget_errors(max_tokens, prompt, exc, param):
     with pytest.raises(exc) as err:
         check_budget(SamplingConfig(max_tokens=max_tokens), prompt, 1000)
     assert err.value.param == param
+
+
+@pytest.mark.parametrize("max_tokens,min_tokens", [(10, 11), (0, 2**32 - 1), (0, 901)])
+def test_min_tokens_beyond_max_tokens_or_the_room_left_is_rejected(max_tokens, min_tokens):
+    """min_tokens 2^32-1 used to run until the deadline; above max_tokens it was accepted."""
+    with pytest.raises(InvalidRequest) as err:
+        check_budget(SamplingConfig(max_tokens=max_tokens, min_tokens=min_tokens), 100, 1000)
+    assert err.value.param == "min_tokens"
+    assert check_budget(SamplingConfig(max_tokens=0, min_tokens=900), 100, 1000).min_tokens == 900

@@ -26,7 +26,12 @@ class EngineError(Exception):
 
 
 class EngineRejected(ValueError):
-    """The engine refused a request as invalid (maps to INVALID_ARGUMENT)."""
+    """The engine refused a request as invalid (maps to INVALID_ARGUMENT); `param` names the
+    request field at fault, when one is (sent to callers as x-error-param)."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class EngineUnavailable(RuntimeError):

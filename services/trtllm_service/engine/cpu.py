@@ -249,13 +249,14 @@ class CpuEngine(Engine):
         if len(prompt) + sampling.max_tokens > self.max_context_length:
             raise EngineRejected(f"prompt ({len(prompt)} tokens) plus max_tokens ({sampling.max_tokens}) exceeds "
                                  f"the context length of {self.max_context_length}")
-        bad = [i for i in (*prompt, *sampling.stop_token_ids) if not 0 <= i < self._vocab_size]
-        if bad:
-            raise EngineRejected(f"token id {bad[0]} is outside the vocabulary (0..{self._vocab_size - 1})")
+        for param, ids in (("prompt", prompt), ("stop_token_ids", sampling.stop_token_ids)):
+            bad = [i for i in ids if not 0 <= i < self._vocab_size]
+            if bad:
+                raise EngineRejected(f"token id {bad[0]} is outside the vocabulary (0..{self._vocab_size - 1})", param)
         for name, check in _CHECKS.items():
             value = getattr(sampling, name)
             if value is not None and not check[0](value):
-                raise EngineRejected(f"{name} {check[1]}, got {value}")
+                raise EngineRejected(f"{name} {check[1]}, got {value}", name)
 
 
 # field -> (check, message) for the sampling values the engine itself cannot honour.
