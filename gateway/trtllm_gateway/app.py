@@ -93,6 +93,12 @@ async def _cleanup(app: web.Application) -> None:
     await gw.store.close()
 
 
+async def _server_header(_request: web.Request, response: web.StreamResponse) -> None:
+    """No `Server: Python/3.11 aiohttp/x.y` banner: versions are a gift to scanners. aiohttp
+    only fills the header when it is unset, after this hook."""
+    response.headers["Server"] = "trtllm-responses"
+
+
 def build_app(settings: GatewaySettings, store: ResponseStore | None = None) -> web.Application:
     """The gateway app. ``store`` overrides ``settings.store_url`` (tests pass their own)."""
     metrics = GatewayMetrics()
@@ -108,6 +114,7 @@ def build_app(settings: GatewaySettings, store: ResponseStore | None = None) -> 
     conversations.add_routes(app.router)
     models.add_routes(app.router)
     health.add_routes(app.router)
+    app.on_response_prepare.append(_server_header)
     app.on_startup.append(_startup)
     app.on_cleanup.append(_cleanup)
     background_routes.setup(app)  # after _startup: its runner needs the open store

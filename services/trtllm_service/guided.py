@@ -23,6 +23,7 @@ Bad tools or choices raise `ToolConstraintError` (a ValueError) with a clear mes
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,7 +90,8 @@ def tool_call_grammar(schema: dict[str, Any], call_format: CallFormat, extra_cal
     try:
         call = xgr.Grammar.from_json_schema(json.dumps(schema), any_whitespace=False, strict_mode=True)
     except Exception as exc:  # xgrammar raises RuntimeError/InvalidJSONError subclasses
-        raise ToolConstraintError(f"the tools' parameters cannot be used for constrained decoding: {exc}") from None
+        raise ToolConstraintError("the tools' parameters cannot be used for constrained decoding: "
+                                  f"{grammar_error(exc)}") from None
     more = {0: "", -1: "*"}.get(extra_calls, f"{{0, {extra_calls}}}")
     calls = f"root ({_lit(call_format.sep)} root){more}" if more else "root"
     parts = [p for p in (_lit(call_format.open), calls, _lit(call_format.close)) if p]
@@ -140,6 +142,16 @@ def _choice_name(tool_choice: Any) -> str | None:
     inner = tool_choice.get("function")
     name = inner.get("name") if isinstance(inner, dict) else tool_choice.get("name")
     return name if isinstance(name, str) and name else None
+
+
+#: xgrammar prefixes its C++ errors with a timestamp and a source location
+#: ("[12:00:00] /project/cpp/json_schema_converter.cc:4950: ..."): internals, not for clients.
+_CPP_LOCATION = re.compile(r"\[[\d:.]+\]\s*|\S*/[\w./-]+\.(?:cc|cpp|h|hpp):\d+:\s*")
+
+
+def grammar_error(exc: BaseException) -> str:
+    """The client-facing text of an xgrammar error: its message without C++ locations."""
+    return _CPP_LOCATION.sub("", str(exc)).strip() or type(exc).__name__
 
 
 def _xgrammar():

@@ -153,3 +153,8 @@ async def test_hostile_bodies_with_an_idempotency_key_get_a_400_too(gateway):
         async with session.post(gateway.base_url + "/responses", data=b'{"a": ' * 1000 + b"1" + b"}" * 1000,
                                 headers={"Content-Type": "application/json", "Idempotency-Key": "k-deep"}) as r:
             assert r.status == 400, await r.text()
+
+
+async def test_no_server_banner_with_versions(gateway):
+    _, _, headers = await _post(gateway.base_url + "/responses", data=b"{}")
+    assert headers["Server"] == "trtllm-responses"

@@ -129,3 +129,10 @@ def test_each_format_is_accepted_and_parsed_back_into_the_calls(compiler, fmt):
 def test_bad_tools_or_choice_are_clear_errors(tools, choice, kw, message):
     with pytest.raises(ToolConstraintError, match=re.escape(message)):
         tool_call_constraint(tools, choice, parallel=kw.pop("parallel", False), **kw)
+
+
+def test_xgrammar_errors_lose_their_cpp_locations():
+    from trtllm_service.guided import grammar_error
+
+    raw = RuntimeError("[12:01:02] /project/cpp/json_schema_converter.cc:4950: Unsupported JSON schema type 'x'")
+    assert grammar_error(raw) == "Unsupported JSON schema type 'x'"

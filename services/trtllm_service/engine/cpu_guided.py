@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..guided import grammar_error
 from .base import EngineRejected, GuidedDecoding
 
 
@@ -78,6 +79,7 @@ class GuidedCompiler:
             raise
         except Exception as exc:  # xgrammar reports bad schemas/grammars as RuntimeError
             what = "JSON schema" if guided.json_schema else "regex" if guided.regex else "grammar"
-            raise EngineRejected(f"the {what} cannot be compiled for constrained decoding: {exc}") from None
+            raise EngineRejected(f"the {what} cannot be compiled for constrained decoding: {grammar_error(exc)}",
+                                 "response_format") from None
         return GrammarProcessor(self._xgr, compiled, self.vocab_size)
 
