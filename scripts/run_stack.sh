@@ -31,7 +31,7 @@ service_pid=$!
     --service "127.0.0.1:$SERVICE_PORT" --store-url sqlite:///./var/responses.db --log-format text ${GATEWAY_ARGS:-} &
 gateway_pid=$!
 
-echo "waiting for the model to load (about 20 s on 2 cores)..." >&2
+echo "waiting for the model to load (a few seconds)..." >&2
 "$BIN/python" - "$GATEWAY_PORT" "$service_pid" "$gateway_pid" <<'EOF'
 import os, sys, time, urllib.request
 port, pids = sys.argv[1], [int(p) for p in sys.argv[2:]]
