@@ -1,6 +1,6 @@
 """Background responses: durable jobs that any gateway replica runs (``background: true``).
 
-Protocol (OpenAI Responses background mode, REFERENCE.md §1-§3):
+Protocol (OpenAI Responses background mode, docs/responses-api.md §1-§3):
 
 * Create (``routes/background.py``) stores the response ``queued``, its job (the request's
   ``GenerateRequest`` and normalised body) and the event ``response.queued`` (sequence 0),

@@ -1,6 +1,6 @@
 """The gateway's one error table and the one middleware that applies it.
 
-Protocol (OpenAI Responses API, REFERENCE.md §4): every HTTP error is
+Protocol (OpenAI Responses API, docs/responses-api.md §4): every HTTP error is
 ``{"error": {"message", "type", "param", "code"}}`` with the status from the table.
 
 * Handlers raise :class:`ApiError` with a kind from :data:`KINDS` (status, type, code).

@@ -1,6 +1,6 @@
 """One ``POST /v1/responses`` generation, from validated request to stored response.
 
-Protocol (REFERENCE.md §2-§3):
+Protocol (docs/responses-api.md §2-§3):
 
 1. ``prepare``: resolve the model (``default`` or the served id, else 404
    ``model_not_found``), refuse images the model cannot take, load the

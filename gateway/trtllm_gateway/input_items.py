@@ -1,6 +1,6 @@
 """Normalisation of a create request's ``input`` into canonical, id-carrying items.
 
-Protocol: Responses API input (REFERENCE.md §1). ``input`` is a string (one user message)
+Protocol: Responses API input (docs/responses-api.md §1). ``input`` is a string (one user message)
 or a list of items; each item becomes the canonical form that is stored, listed by
 ``GET /v1/responses/{id}/input_items`` and replayed by ``previous_response_id``:
 

@@ -1,4 +1,4 @@
-"""The one builder of the Responses API response object (REFERENCE.md §2).
+"""The one builder of the Responses API response object (docs/responses-api.md §2).
 
 Every field is present, ``null`` where nullable; request settings are echoed. The stream's
 ``response.created`` snapshot, the terminal event's payload, the JSON reply and the stored

@@ -1,6 +1,6 @@
 """The shape of the output: ``text`` (structured output) and ``reasoning`` settings.
 
-Protocol: OpenAI Responses ``text`` and ``reasoning`` request fields (REFERENCE.md §1-§2).
+Protocol: OpenAI Responses ``text`` and ``reasoning`` request fields (docs/responses-api.md §1-§2).
 
 ``text``: ``{format, verbosity}``; ``format`` is one of
 

@@ -1,6 +1,6 @@
 """Parsing and validation of ``POST /v1/responses`` (and ``/input_tokens``) bodies.
 
-Protocol: the OpenAI Responses create request (REFERENCE.md §1). Policy, table-driven:
+Protocol: the OpenAI Responses create request (docs/responses-api.md §1). Policy, table-driven:
 
 * a top-level field not in :data:`FIELDS` -> 400 ``unknown_parameter`` naming it;
 * a known field we do not serve yet (:data:`UNSUPPORTED`) -> 400 ``unsupported_parameter``

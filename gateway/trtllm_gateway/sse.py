@@ -1,4 +1,4 @@
-"""The only writer of Server-Sent Events frames (REFERENCE.md §3).
+"""The only writer of Server-Sent Events frames (docs/responses-api.md §3).
 
 Frame: ``event: <type>\\ndata: <json>\\n\\n`` with LF line ends, written with one
 ``write()`` per event, so a frame is never split by another writer (the keep-alive task).

@@ -1,6 +1,6 @@
 """The Responses streaming state machine: service deltas in, Responses events out. Pure.
 
-Protocol: OpenAI Responses SSE events (REFERENCE.md §3). Per response:
+Protocol: OpenAI Responses SSE events (docs/responses-api.md §3). Per response:
 
     start(state)                 -> [response.created, response.in_progress]
     on_delta(state, pb.Delta)    -> item events, in output order

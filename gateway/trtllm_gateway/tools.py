@@ -1,7 +1,7 @@
 """Function tools: validation of ``tools``/``tool_choice``/``max_tool_calls`` and their
 translation to the inference service's ``Chat`` fields.
 
-Protocol: OpenAI Responses function calling (REFERENCE.md §1-§3).
+Protocol: OpenAI Responses function calling (docs/responses-api.md §1-§3).
 
 * ``tools``: ``[{type: "function", name, description?, parameters?, strict?}]``. Names match
   ``^[a-zA-Z0-9_-]{1,64}$`` and are unique; ``parameters`` must be a valid JSON Schema

@@ -1,4 +1,4 @@
-"""Background mode, cancel and resumable streams (OpenAI Responses API, REFERENCE.md §1, §3).
+"""Background mode, cancel and resumable streams (OpenAI Responses API, docs/responses-api.md §1, §3).
 
 * ``POST /v1/responses`` with ``background: true`` (needs ``store: true``, else 400):
   validated and prepared like any create by ``routes/responses.py`` (model, history,

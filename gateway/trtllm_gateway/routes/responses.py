@@ -1,4 +1,4 @@
-"""``/v1/responses`` routes (OpenAI Responses API, REFERENCE.md §1).
+"""``/v1/responses`` routes (OpenAI Responses API, docs/responses-api.md §1).
 
 * ``POST /v1/responses``: create; JSON, or SSE with ``stream: true`` (``generation.py``).
 * ``GET /v1/responses/{id}``: the stored response (tenant-scoped; others' ids are 404);

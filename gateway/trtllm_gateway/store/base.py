@@ -1,6 +1,6 @@
 """The response store interface: persistence for the Responses API's stored objects.
 
-Protocol implemented (OpenAI Responses API, see REFERENCE.md §1-§2):
+Protocol implemented (OpenAI Responses API, see docs/responses-api.md §1-§2):
 
 * ``GET /v1/responses/{id}`` reads a :class:`StoredResponse` by id, scoped to a tenant
   (the API-key owner; ``""`` when auth is off). Another tenant's response is
