@@ -28,7 +28,6 @@ class GrammarProcessor:
     """Masks one request's logits to the tokens its grammar allows next."""
 
     def __init__(self, xgr: Any, compiled: Any, vocab_size: int) -> None:
-        self._xgr = xgr
         self._matcher = xgr.GrammarMatcher(compiled)
         self._bitmask = np.full((1, (vocab_size + 31) // 32), -1, dtype=np.int32)
         self._fed = 0

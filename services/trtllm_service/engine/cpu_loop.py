@@ -26,8 +26,9 @@ Slots outnumber `max_running` so idle caches survive (prefix reuse across turns)
 not free: llama.cpp's attention runs over every cell up to the highest one in use, masked or
 not, so each cached cell slows every decode step a little (measured here: about 20% slower
 single-stream decode with 500 idle cells). Idle caches are therefore capped at
-`idle_cache_tokens` cells (least recently used dropped first), and dropped earlier for room. Cell use is estimated as the sum of slot lengths (shared prefixes are
-counted twice, so it errs on the safe side).
+`idle_cache_tokens` cells (least recently used dropped first), and dropped earlier for room.
+Cell use is estimated as the sum of slot lengths (shared prefixes are counted twice, so it
+errs on the safe side).
 
 Failure: a batch llama.cpp refuses (invalid, or no room even with nothing else cached) fails
 the requests in it and the loop goes on. A fatal decode error or an exception in a step fails
@@ -139,7 +140,6 @@ class DecodeLoop:
         self._wake = threading.Event()
         self._stopping = False
         self.alive = False
-        self.fatal: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="cpu-engine-decode", daemon=True)
 
     # ------------------------------------------------------------ event-loop side
@@ -169,6 +169,7 @@ class DecodeLoop:
 
     # ------------------------------------------------------------ engine thread
     def _run(self) -> None:
+        error = EngineError("the CPU engine stopped")
         try:
             while not self._stopping:
                 self._take_inbox()
@@ -180,11 +181,10 @@ class DecodeLoop:
                 self._step()
         except BaseException as exc:  # noqa: BLE001 - reported to every request and to health()
             log.exception("the CPU engine's decode loop failed")
-            self.fatal = exc
-            self._fail_all(EngineError(f"the CPU engine failed: {exc}"))
+            error = EngineError(f"the CPU engine failed: {exc}")
         finally:
             self.alive = False
-            self._fail_all(EngineError("the CPU engine stopped"))
+            self._fail_all(error)
 
     def _take_inbox(self) -> None:
         while self._inbox:
@@ -305,13 +305,15 @@ class DecodeLoop:
 
     def _trim_idle(self) -> None:
         """Keep at most `idle_cache_tokens` cells of idle caches, the most recently used."""
-        idle = sorted((s for s, o in enumerate(self._owner) if o is None and self._cache[s]),
-                      key=lambda s: self._used_at[s])
+        idle = self._idle_slots()
         total = sum(len(self._cache[s]) for s in idle)
         while idle and total > self.idle_cache_tokens:
-            slot = idle.pop(0)
-            total -= len(self._cache[slot])
-            self._drop_cache(slot)
+            total -= self._drop_cache(idle.pop(0))
+
+    def _idle_slots(self) -> list[int]:
+        """Slots no request holds that still cache cells, least recently used first."""
+        return sorted((s for s, o in enumerate(self._owner) if o is None and self._cache[s]),
+                      key=lambda s: self._used_at[s])
 
     def _slot_tokens(self, slot: int) -> list[int]:
         owner = self._owner[slot]
@@ -338,20 +340,22 @@ class DecodeLoop:
 
     def _evict_for(self, need: int) -> None:
         """Drop idle caches, least recently used first, until `need` more cells fit (estimate)."""
-        idle = sorted((s for s, o in enumerate(self._owner) if o is None and self._cache[s]),
-                      key=lambda s: self._used_at[s])
-        while idle and self.kv_used + need > self.runtime.n_ctx:
-            self._drop_cache(idle.pop(0))
+        idle = self._idle_slots()
+        used = self.kv_used
+        while idle and used + need > self.runtime.n_ctx:
+            used -= self._drop_cache(idle.pop(0))
 
-    def _drop_cache(self, slot: int) -> None:
+    def _drop_cache(self, slot: int) -> int:
+        """Free an idle slot's cells; returns how many it held."""
         self.runtime.seq_keep_prefix(slot, 0)
-        self._cache[slot] = []
+        freed, self._cache[slot] = len(self._cache[slot]), []
+        return freed
 
     def _make_room(self) -> bool:
         """After "no KV slot": evict an idle cache, else preempt the newest running request."""
-        idle = [s for s, o in enumerate(self._owner) if o is None and self._cache[s]]
+        idle = self._idle_slots()
         if idle:
-            self._drop_cache(min(idle, key=lambda s: self._used_at[s]))
+            self._drop_cache(idle[0])
             return True
         if len(self.running) < 2:
             return False
