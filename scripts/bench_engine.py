@@ -38,11 +38,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "services"))
 
-from trtllm_service.engine.base import SamplingConfig  # noqa: E402
-from trtllm_service.engine.cpu import CpuEngine, default_threads  # noqa: E402
-from trtllm_service.engine.cpu_llama import LlamaRuntime  # noqa: E402
-from trtllm_service.model_source import resolve_model  # noqa: E402
-from trtllm_service.settings import ServiceSettings  # noqa: E402
+from trtllm_service.engine.base import SamplingConfig
+from trtllm_service.engine.cpu import CpuEngine, default_threads
+from trtllm_service.engine.cpu_llama import LlamaRuntime
+from trtllm_service.model_source import resolve_model
+from trtllm_service.settings import ServiceSettings
 
 
 def cpu_name() -> str:

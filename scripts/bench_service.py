@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -21,8 +20,8 @@ from pathlib import Path
 import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from trtllm_responses.inference.v1 import inference_pb2 as pb  # noqa: E402
-from trtllm_responses.inference.v1 import inference_pb2_grpc as pb_grpc  # noqa: E402
+from trtllm_responses.inference.v1 import inference_pb2 as pb
+from trtllm_responses.inference.v1 import inference_pb2_grpc as pb_grpc
 
 PROMPTS = ["Tell me about the history of bread.", "Explain how rainbows form.",
            "Write a short poem about autumn.", "What makes a good cup of tea?"]
@@ -99,8 +98,9 @@ def main() -> None:
     address = args.address
     if address is None:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        from tests.fixtures.service import spawn_service
         import tempfile
+
+        from tests.fixtures.service import spawn_service
         proc = spawn_service(Path(tempfile.mkdtemp()), *args.service_args)
         address = proc.address
     try:

@@ -11,7 +11,7 @@ accepts and ignores it (GetModelInfo still says ``reasoning: false``).
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from trtllm_responses.inference.v1 import inference_pb2 as pb
 

@@ -20,8 +20,8 @@ import asyncio
 import logging
 import re
 import socket
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Iterable
 
 log = logging.getLogger("trtllm_gateway.discovery")
 
@@ -93,7 +93,7 @@ async def resolve_all(targets: list[Target], getaddrinfo: GetAddrInfo | None = N
     results = await asyncio.gather(*(resolve(t, getaddrinfo) for t in targets), return_exceptions=True)
     addresses: set[str] = set()
     complete = True
-    for target, result in zip(targets, results):
+    for target, result in zip(targets, results, strict=True):
         if isinstance(result, BaseException):
             complete = False
             log.warning("could not resolve service target %s: %s", target.text, result)

@@ -25,8 +25,9 @@ Protocol:
 from __future__ import annotations
 
 import random
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Collection, Sequence, TypeVar
+from typing import TypeVar
 
 import grpc
 

@@ -98,7 +98,7 @@ class ReplicaPool:
         """First lookup and probe round, then the periodic ones in the background."""
         try:  # a resolver that hangs must not hold up startup; the resolve loop keeps trying
             await asyncio.wait_for(self.refresh(), self.settings.rpc_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("service targets not resolved within %.1fs; retrying in the background",
                         self.settings.rpc_timeout_s)
         await self.probe_all()
@@ -222,7 +222,7 @@ class RoutedCall:
     replica, inside ``read()``, within the same overall deadline; the caller never sees it.
     """
 
-    def __init__(self, client: "ServiceClient", request: pb.GenerateRequest) -> None:
+    def __init__(self, client: ServiceClient, request: pb.GenerateRequest) -> None:
         self._client, self._request = client, request
         self._deadline = time.monotonic() + client.settings.request_timeout_s
         self._tried: list[str] = []

@@ -5,7 +5,7 @@ import json
 import logging
 import sys
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 

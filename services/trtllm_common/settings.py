@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 
 def setting(default: Any, help: str, **kw: Any) -> Any:

@@ -13,7 +13,8 @@ O(a few tokens), not O(sequence length).
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 _REPLACEMENT = "\ufffd"
 # Tokens of context kept before the read offset: enough for tokenizers whose rendering of

@@ -89,7 +89,7 @@ def tool_call_grammar(schema: dict[str, Any], call_format: CallFormat, extra_cal
     xgr = _xgrammar()
     try:
         call = xgr.Grammar.from_json_schema(json.dumps(schema), any_whitespace=False, strict_mode=True)
-    except Exception as exc:  # xgrammar raises RuntimeError/InvalidJSONError subclasses
+    except Exception as exc:  # noqa: BLE001 - xgrammar raises RuntimeError/InvalidJSONError subclasses
         raise ToolConstraintError("the tools' parameters cannot be used for constrained decoding: "
                                   f"{grammar_error(exc)}") from None
     more = {0: "", -1: "*"}.get(extra_calls, f"{{0, {extra_calls}}}")

@@ -21,9 +21,9 @@ import dataclasses
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import AsyncIterator
 
 from trtllm_responses.inference.v1 import inference_pb2 as pb
 
@@ -123,7 +123,8 @@ class GenerationPipeline:
             self.admission.leave()
             self._record(run)
 
-    async def _stream(self, run: _Run, prompt: list[int], sampling: SamplingConfig) -> AsyncIterator[pb.GenerateResponse]:
+    async def _stream(self, run: _Run, prompt: list[int],
+                      sampling: SamplingConfig) -> AsyncIterator[pb.GenerateResponse]:
         sent_any = False
         try:
             async with aclosing(self.engine.generate(run.request_id, prompt, sampling)) as steps:

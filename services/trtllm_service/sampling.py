@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Callable
+from collections.abc import Callable
 
 from trtllm_responses.inference.v1 import inference_pb2 as pb
 
@@ -50,7 +50,8 @@ def _guided(request: pb.GenerateRequest, engine: Engine) -> GuidedDecoding | Non
         try:
             schema = json.loads(fmt.json_schema.schema_json)
         except json.JSONDecodeError as exc:
-            raise InvalidRequest(f"json_schema.schema is not valid JSON: {exc.msg}", "response_format.json_schema")
+            raise InvalidRequest(f"json_schema.schema is not valid JSON: {exc.msg}",
+                                 "response_format.json_schema") from None
         if not isinstance(schema, dict):
             raise InvalidRequest("json_schema.schema must be a JSON object", "response_format.json_schema")
         return GuidedDecoding(json_schema=fmt.json_schema.schema_json)

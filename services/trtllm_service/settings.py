@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import trtllm_common.settings as common
 
@@ -41,7 +42,8 @@ class ServiceSettings:
     log_level: str = _field("INFO", "Log level.")
     log_format: str = _field("json", "Log format.", choices=("json", "text"))
     # CPU engine (llama.cpp)
-    cpu_threads: int | None = _field(None, "llama.cpp threads for the CPU engine; default the cores this process may use.")
+    cpu_threads: int | None = _field(
+        None, "llama.cpp threads for the CPU engine; default the cores this process may use.")
     cpu_kv_tokens: int = _field(
         8192, "CPU engine KV-cache cells, shared by all requests (caps the context; 8192 holds the default "
         "model's whole context in about 190 MB).")
@@ -62,7 +64,7 @@ class ServiceSettings:
                                  choices=("pytorch", "tensorrt"))
     guided_decoding_backend: str = _field("xgrammar", "TensorRT-LLM guided decoding backend.")
 
-    def replace(self, **changes: Any) -> "ServiceSettings":
+    def replace(self, **changes: Any) -> ServiceSettings:
         return dataclasses.replace(self, **changes)
 
 

@@ -148,7 +148,8 @@ class Templater:
             try:
                 kwargs = json.loads(chat.chat_template_kwargs_json)
             except json.JSONDecodeError as exc:
-                raise InvalidRequest(f"chat_template_kwargs is not valid JSON: {exc.msg}", "chat_template_kwargs")
+                raise InvalidRequest(f"chat_template_kwargs is not valid JSON: {exc.msg}",
+                                     "chat_template_kwargs") from None
             if not isinstance(kwargs, dict):
                 raise InvalidRequest("chat_template_kwargs must be a JSON object", "chat_template_kwargs")
         if self._thinking_switch and chat.HasField("reasoning_effort") and "enable_thinking" not in kwargs:
@@ -162,7 +163,7 @@ class Templater:
             )
         except InvalidRequest:
             raise
-        except Exception as exc:  # jinja errors raised by the template itself (raise_exception)
+        except Exception as exc:  # noqa: BLE001 - jinja errors raised by the template itself (raise_exception)
             raise InvalidRequest(f"the chat template rejected the conversation: {exc}", "messages") from None
 
     def encode(self, text: str) -> list[int]:
@@ -188,6 +189,7 @@ class Templater:
                 raise InvalidRequest("prompt_token_ids must not be empty", "prompt_token_ids")
             vocab = len(self.tokenizer)
             if any(i >= vocab for i in ids):
-                raise InvalidRequest(f"prompt_token_ids has ids outside the vocabulary (size {vocab})", "prompt_token_ids")
+                raise InvalidRequest(f"prompt_token_ids has ids outside the vocabulary (size {vocab})",
+                                     "prompt_token_ids")
             return None, ids
         raise InvalidRequest("one of chat, prompt or prompt_token_ids is required", "input")

@@ -30,7 +30,7 @@ class Refs:
     matched: set[tuple[str, str]] = field(default_factory=set)
     grouped: set[str] = field(default_factory=set)
 
-    def update(self, other: "Refs") -> None:
+    def update(self, other: Refs) -> None:
         self.metrics |= other.metrics
         self.matched |= other.matched
         self.grouped |= other.grouped

@@ -35,7 +35,7 @@ async def scripted(tokenizer, tmp_path_factory):
     await s.stop()
 
 
-def _weather_agent(client, calls: list[str]) -> "agents.Agent":
+def _weather_agent(client, calls: list[str]) -> agents.Agent:
     @agents.function_tool
     def get_weather(city: str) -> str:
         """Current weather in a city."""

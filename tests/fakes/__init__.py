@@ -8,9 +8,9 @@ import contextlib
 import importlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Iterator
 
 FAKES_DIR = Path(__file__).resolve().parent
 

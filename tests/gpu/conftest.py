@@ -36,7 +36,7 @@ def _real_trtllm_reason() -> str | None:
         return "TRTLLM_TEST_MODEL does not name a local HF checkpoint directory"
     try:
         module = importlib.import_module("tensorrt_llm")
-    except Exception as exc:  # a broken install is a skip here; the smoke script fails on it
+    except Exception as exc:  # noqa: BLE001 - a broken install is a skip here; the smoke script fails on it
         return f"tensorrt_llm does not import: {exc}"
     if getattr(module, "__fake__", False):
         return "only the fake tensorrt_llm is importable"

@@ -103,7 +103,7 @@ async def test_structured_output_matches_the_schema(engine):
 
 async def test_logprobs(engine):
     steps = await run(engine, prompt(engine, "Say yes."), SamplingConfig(max_tokens=5, logprobs=3, temperature=0))
-    pairs = [(t, lp) for s in steps for t, lp in zip(s.token_ids, s.logprobs)]
+    pairs = [(t, lp) for s in steps for t, lp in zip(s.token_ids, s.logprobs, strict=True)]
     assert pairs
     for token, lp in pairs:
         assert lp.token_id == token and lp.logprob <= 0 and len(lp.top) == 3
@@ -123,10 +123,11 @@ async def test_load_reflects_running_requests(engine):
 
 
 async def test_service_metrics_and_usage(engine):
+    import grpc
+
     from trtllm_responses.inference.v1 import inference_pb2 as pb
     from trtllm_responses.inference.v1 import inference_pb2_grpc as pb_grpc
     from trtllm_service.server import InferenceServer
-    import grpc
 
     server = InferenceServer(ServiceSettings(engine="trtllm", host="127.0.0.1", port=0, metrics_port=0,
                                              max_batch_size=8, log_format="text"), engine)

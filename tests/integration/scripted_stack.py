@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from tests.fixtures.gateway import GatewayHandle, start_gateway
 from tests.fixtures.scripted_engine import ScriptedEngine

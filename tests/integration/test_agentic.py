@@ -14,7 +14,7 @@ import jsonschema
 import pytest_asyncio
 
 from tests.fixtures.gateway import plain, raw_stream
-from tests.integration.agentic_stack import (CALL, FINAL_ANSWER, TIME_TOOL, WEATHER_TOOL, start_agentic_stack)
+from tests.integration.agentic_stack import CALL, FINAL_ANSWER, TIME_TOOL, WEATHER_TOOL, start_agentic_stack
 
 TOOLS = [WEATHER_TOOL, TIME_TOOL]
 

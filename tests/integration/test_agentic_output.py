@@ -15,8 +15,7 @@ import pytest
 import pytest_asyncio
 
 from tests.fixtures.gateway import check_stream, parse_sse, plain, raw_stream
-from tests.integration.agentic_stack import (PERSON_SCHEMA, SCRIPT, WEATHER_TOOL, start_agentic_stack,
-                                             start_bare_stack)
+from tests.integration.agentic_stack import PERSON_SCHEMA, SCRIPT, WEATHER_TOOL, start_agentic_stack, start_bare_stack
 
 PERSON_FORMAT = {"type": "json_schema", "name": "person", "schema": PERSON_SCHEMA, "strict": True}
 

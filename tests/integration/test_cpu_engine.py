@@ -54,7 +54,8 @@ async def test_streams_sensible_text_and_stops_at_eos(cpu_engine):
 
 
 async def test_max_tokens_ends_with_length(cpu_engine):
-    tokens, steps = await run(cpu_engine, "len", chat(cpu_engine, "Tell me a long story."), SamplingConfig(max_tokens=7))
+    tokens, steps = await run(cpu_engine, "len", chat(cpu_engine, "Tell me a long story."),
+                              SamplingConfig(max_tokens=7))
     assert len(tokens) == 7
     assert steps[-1].finish_reason == "length"
     assert steps[-1].stop_token_id is None
@@ -108,7 +109,7 @@ async def test_logprobs_match_tokens(cpu_engine):
                               SamplingConfig(max_tokens=10, logprobs=3, ignore_eos=True))
     logprobs = [lp for s in steps for lp in (s.logprobs or [])]
     assert len(logprobs) == len(tokens) == 10
-    for token, lp in zip(tokens, logprobs):
+    for token, lp in zip(tokens, logprobs, strict=True):
         assert lp.token_id == token and lp.logprob <= 0.0
         assert len(lp.top) == 3
         assert [v for _, v in lp.top] == sorted((v for _, v in lp.top), reverse=True)

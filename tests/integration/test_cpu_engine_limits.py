@@ -8,12 +8,11 @@ import grpc
 import pytest
 import pytest_asyncio
 
+from tests.fixtures.service import serve_in_process
+from tests.fixtures.waiting import until
 from trtllm_service.engine.base import EngineError, SamplingConfig
 from trtllm_service.engine.cpu import CpuEngine
 from trtllm_service.settings import ServiceSettings
-
-from tests.fixtures.service import serve_in_process
-from tests.fixtures.waiting import until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

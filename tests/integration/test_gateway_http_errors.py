@@ -5,8 +5,8 @@ import aiohttp
 import pytest
 
 from tests.fixtures.gateway import raw_stream, start_gateway
-from trtllm_gateway.context import GATEWAY
 from tests.fixtures.service import free_port
+from trtllm_gateway.context import GATEWAY
 
 SHORT = {"temperature": 0, "max_output_tokens": 16}
 
@@ -35,7 +35,8 @@ CASES = [
      None, None),
     ({"model": "default"}, 400, "invalid_request_error", "input", None),
     ({"model": "default", "input": "x", "temperature": "hot"}, 400, "invalid_request_error", "temperature", None),
-    ({"model": "default", "input": "x", "max_output_tokens": 4}, 400, "invalid_request_error", "max_output_tokens", None),
+    ({"model": "default", "input": "x", "max_output_tokens": 4},
+     400, "invalid_request_error", "max_output_tokens", None),
     ({"model": "default", "input": "x", "tools": [{"type": "web_search"}]}, 400, "invalid_request_error",
      "tools[0].type", "unsupported_parameter"),
     ({"model": "default", "input": "x", "whatever": 1}, 400, "invalid_request_error", "whatever", "unknown_parameter"),

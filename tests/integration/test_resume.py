@@ -15,8 +15,7 @@ import time
 import aiohttp
 
 from tests.fixtures.gateway import check_stream, parse_sse, start_gateway
-from tests.integration.test_background import (  # noqa: F401 - bg is a fixture
-    SHORT, bg, final, get, post, replay, text_of, until)
+from tests.integration.test_background import SHORT, final, get, post, replay, text_of, until
 from trtllm_gateway.context import GATEWAY
 from trtllm_gateway.events import logged
 from trtllm_gateway.store import StoredResponse

@@ -56,7 +56,8 @@ async def test_drain_finishes_running_streams_and_refuses_new_work(cpu_engine):
         await _first_delta(running)
         drain = asyncio.create_task(server.drain())
         await asyncio.sleep(0.1)
-        assert (await health.Check(health_pb2.HealthCheckRequest())).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        status = (await health.Check(health_pb2.HealthCheckRequest())).status
+        assert status == health_pb2.HealthCheckResponse.NOT_SERVING
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await collect(stub, chat_request("hi", max_tokens=4))
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -19,12 +19,10 @@ from trtllm_gateway.store import (
     InvalidPageRequest,
     ResponseStore,
     StoreCorrupt,
-    StoreError,
     StoredResponse,
+    StoreError,
     open_store,
 )
-
-# Also listed in tests/conftest.py; naming it here too lets this module run on its own.
 
 
 class SQLiteBackend:

@@ -10,7 +10,7 @@ import asyncio
 import pytest
 
 from tests.integration.test_store import BACKEND_KINDS
-from trtllm_gateway.store import DuplicateItemId, InvalidPageRequest, StoreError, StoredConversation
+from trtllm_gateway.store import DuplicateItemId, InvalidPageRequest, StoredConversation, StoreError
 
 T0 = 1_700_000_000
 

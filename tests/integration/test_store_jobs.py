@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from tests.integration.test_store import backend, make_record, store  # noqa: F401 - fixtures
+from tests.integration.test_store import make_record
 from trtllm_gateway.store import JobOwner, LoggedEvent, StoreError
 
 LEASE = 1_000
@@ -28,7 +28,7 @@ def queued(rid: str, tenant: str = "t1"):
 
 
 @pytest.fixture
-async def replicas(backend):  # noqa: F811 - the imported fixture
+async def replicas(backend):
     opened = [backend.make() for _ in range(3)]
     for s in opened:
         await s.open()
@@ -37,7 +37,7 @@ async def replicas(backend):  # noqa: F811 - the imported fixture
         await s.close()
 
 
-async def test_enqueue_claim_once_then_nothing(store):  # noqa: F811
+async def test_enqueue_claim_once_then_nothing(store):
     await store.enqueue_job(queued("resp_j1"), {"run": 1}, [ev(0, "response.queued")], now_ms=T0)
     got = await store.get("resp_j1", "t1")
     assert got.status == "queued" and got.input_items == queued("resp_j1").input_items
@@ -49,7 +49,7 @@ async def test_enqueue_claim_once_then_nothing(store):  # noqa: F811
         await store.enqueue_job(queued("resp_j1"), {}, [], now_ms=T0)
 
 
-async def test_claims_are_oldest_first_and_limited(store):  # noqa: F811
+async def test_claims_are_oldest_first_and_limited(store):
     for i in range(5):
         await store.enqueue_job(queued(f"resp_o{i}"), {}, [], now_ms=T0 + 10 - i)
     first = await store.claim_jobs("a", 2, LEASE, now_ms=T0 + 20)
@@ -102,7 +102,7 @@ async def test_renewed_lease_is_not_claimed(replicas):
     assert [j.attempt for j in await b.claim_jobs("b", 1, LEASE, now_ms=T0 + 1901)] == [2]
 
 
-async def test_watch_without_renewal_does_not_extend(store):  # noqa: F811
+async def test_watch_without_renewal_does_not_extend(store):
     await store.enqueue_job(queued("resp_nr"), {}, [], now_ms=T0)
     await store.claim_jobs("a", 1, LEASE, now_ms=T0)
     assert (await store.watch_jobs("a", {"resp_nr": 1}, None, now_ms=T0 + 900)).lost == set()
@@ -110,7 +110,7 @@ async def test_watch_without_renewal_does_not_extend(store):  # noqa: F811
     assert (await store.watch_jobs("a", {}, LEASE)).lost == set()
 
 
-async def test_write_job_finishes_atomically(store):  # noqa: F811
+async def test_write_job_finishes_atomically(store):
     await store.enqueue_job(queued("resp_f"), {}, [ev(0, "response.queued")], now_ms=T0)
     [job] = await store.claim_jobs("a", 1, LEASE, now_ms=T0)
     owner = JobOwner("a", job.attempt)
@@ -127,7 +127,7 @@ async def test_write_job_finishes_atomically(store):  # noqa: F811
     assert await store.claim_jobs("b", 1, LEASE, now_ms=T0 + 10 * LEASE) == []
 
 
-async def test_duplicate_sequence_number_is_refused_whole(store):  # noqa: F811
+async def test_duplicate_sequence_number_is_refused_whole(store):
     await store.enqueue_job(queued("resp_dup"), {}, [ev(0, "response.queued")], now_ms=T0)
     [job] = await store.claim_jobs("a", 1, LEASE, now_ms=T0)
     with pytest.raises(StoreError):
@@ -137,7 +137,7 @@ async def test_duplicate_sequence_number_is_refused_whole(store):  # noqa: F811
     assert (await store.get("resp_dup", "t1")).status == "queued"  # rolled back with it
 
 
-async def test_read_events_cursor_limit_and_tenant(store):  # noqa: F811
+async def test_read_events_cursor_limit_and_tenant(store):
     await store.enqueue_job(queued("resp_e", tenant="alice"), {}, [ev(i) for i in range(7)], now_ms=T0)
     page = await store.read_events("resp_e", "alice", 2, 3)
     assert [e.sequence_number for e in page.events] == [3, 4, 5]
@@ -150,7 +150,7 @@ async def test_read_events_cursor_limit_and_tenant(store):  # noqa: F811
     assert (plain.last, plain.open, plain.events) == (-1, False, [])
 
 
-async def test_cancel_of_a_queued_job_claims_it_for_the_canceller(store):  # noqa: F811
+async def test_cancel_of_a_queued_job_claims_it_for_the_canceller(store):
     await store.enqueue_job(queued("resp_cq"), {"x": 1}, [], now_ms=T0)
     result = await store.request_cancel("resp_cq", "t1", "c", LEASE, now_ms=T0)
     assert result.state == "claimed"
@@ -160,7 +160,7 @@ async def test_cancel_of_a_queued_job_claims_it_for_the_canceller(store):  # noq
     assert (await store.request_cancel("resp_cq", "t1", "c", LEASE, now_ms=T0)).state == "done"
 
 
-async def test_cancel_of_a_running_job_flags_it_for_its_owner(store):  # noqa: F811
+async def test_cancel_of_a_running_job_flags_it_for_its_owner(store):
     await store.enqueue_job(queued("resp_cr"), {}, [], now_ms=T0)
     [job] = await store.claim_jobs("a", 1, LEASE, now_ms=T0)
     result = await store.request_cancel("resp_cr", "t1", "c", LEASE, now_ms=T0 + 10)
@@ -173,7 +173,7 @@ async def test_cancel_of_a_running_job_flags_it_for_its_owner(store):  # noqa: F
     assert late.state == "claimed" and late.job.attempt == 2 and late.job.cancel_requested
 
 
-async def test_cancel_needs_a_background_job_of_the_tenant(store):  # noqa: F811
+async def test_cancel_needs_a_background_job_of_the_tenant(store):
     await store.enqueue_job(queued("resp_ct", tenant="alice"), {}, [], now_ms=T0)
     assert (await store.request_cancel("resp_ct", "bob", "c", LEASE, now_ms=T0)).state == "absent"
     assert (await store.request_cancel("resp_none", "alice", "c", LEASE, now_ms=T0)).state == "absent"
@@ -181,7 +181,7 @@ async def test_cancel_needs_a_background_job_of_the_tenant(store):  # noqa: F811
     assert (await store.request_cancel("resp_st", "t1", "c", LEASE)).state == "absent"
 
 
-async def test_open_stream_never_overwrites_a_final_save(store):  # noqa: F811
+async def test_open_stream_never_overwrites_a_final_save(store):
     final = make_record("resp_s1")
     await store.save(final)  # a short stream's final save landed before its first event write
     owner = await store.open_stream(make_record("resp_s1", status="in_progress", outputs=[]), "a",
@@ -192,7 +192,7 @@ async def test_open_stream_never_overwrites_a_final_save(store):  # noqa: F811
     assert [e.sequence_number for e in (await store.read_events("resp_s1", "t1", -1, 9)).events] == [0, 1]
 
 
-async def test_stream_job_is_recovered_only_after_its_lease(store):  # noqa: F811
+async def test_stream_job_is_recovered_only_after_its_lease(store):
     rec = make_record("resp_s2", status="in_progress", outputs=[])
     owner = await store.open_stream(rec, "a", LEASE, [ev(0, "response.created")], now_ms=T0)
     assert await store.get("resp_s2", "t1") == rec
@@ -202,7 +202,7 @@ async def test_stream_job_is_recovered_only_after_its_lease(store):  # noqa: F81
     assert not await store.write_job(owner, "resp_s2", events=[ev(1)])
 
 
-async def test_delete_and_purge_take_jobs_and_events_along(store):  # noqa: F811
+async def test_delete_and_purge_take_jobs_and_events_along(store):
     await store.enqueue_job(queued("resp_d"), {}, [ev(0)], now_ms=T0)
     await store.enqueue_job(make_record("resp_old", status="queued", outputs=[], created_at=100),
                             {}, [ev(0)], now_ms=T0)

@@ -18,7 +18,6 @@ from trtllm_gateway.store import InvalidRecord, StoreError, open_store
 from trtllm_gateway.store import postgres as pg_backend
 from trtllm_gateway.store.migrations import postgres as pg_migrations
 
-
 # Also listed in tests/conftest.py; naming it here too lets this module run on its own.
 
 async def fetch(dsn: str, sql: str, *args):

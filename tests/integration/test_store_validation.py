@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.test_store import backend, make_record, store  # noqa: F401 - fixtures
+from tests.integration.test_store import make_record
 from trtllm_gateway.store import InvalidRecord
 
 

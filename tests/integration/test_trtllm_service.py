@@ -21,7 +21,6 @@ from tests.fixtures.service import spawn_service
 from trtllm_responses.inference.v1 import inference_pb2 as pb
 from trtllm_responses.inference.v1 import inference_pb2_grpc as pb_grpc
 
-
 SENTENCE = "The quick brown fox jumps over the lazy dog."  # what the fake generates
 
 
@@ -107,13 +106,13 @@ async def test_cancelled_calls_free_their_slots(stub):
         while sum(e.is_set() for e in events) < 2:
             assert asyncio.get_running_loop().time() < deadline, "two of three streams never started"
             await asyncio.sleep(0.01)
-        load = await wait_for_load(stub, lambda l: l.running == 2 and l.queued == 1, "2 running, 1 queued")
+        load = await wait_for_load(stub, lambda load: load.running == 2 and load.queued == 1, "2 running, 1 queued")
         assert load.max_running == 2 and load.kv_cache_utilization > 0
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    await wait_for_load(stub, lambda l: l.running == 0 and l.queued == 0, "idle after cancelling")
+    await wait_for_load(stub, lambda load: load.running == 0 and load.queued == 0, "idle after cancelling")
     _, final = await collect(stub, chat("Still there?", max_tokens=2))
     assert final.finish_reason == pb.FINISH_REASON_LENGTH
 

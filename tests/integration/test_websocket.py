@@ -177,15 +177,16 @@ async def test_the_openai_sdk_websocket_client(stack):
     """`client.responses.connect()` (needs openai's `realtime` extra: the websockets package)."""
     pytest.importorskip("websockets")
     async with stack.handle.client.responses.connect() as conn:
+        follow_up: dict = {}  # the second turn continues the first
         for text in ("My name is Ada", QUESTION):
-            await conn.response.create(model="default", input=text, store=False,
-                                       **({"previous_response_id": final["id"]} if text == QUESTION else {}))
+            await conn.response.create(model="default", input=text, store=False, **follow_up)
             events = []
             async for event in conn:
                 events.append(event.to_dict(warnings=False))
                 if event.type in ("response.completed", "response.incomplete", "response.failed", "error"):
                     break
             final = check_stream(events)
+            follow_up = {"previous_response_id": final["id"]}
     assert final["output"][0]["content"][0]["text"] == "Your name is Ada."
 
 

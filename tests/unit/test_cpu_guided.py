@@ -2,8 +2,8 @@
 import json
 
 import jsonschema
-import pytest
 import numpy as np
+import pytest
 
 from trtllm_service.engine.base import EngineRejected, GuidedDecoding
 from trtllm_service.engine.cpu_guided import GuidedCompiler

@@ -16,7 +16,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILES = {"inference": ROOT / "docker/inference.Dockerfile", "gateway": ROOT / "docker/gateway.Dockerfile"}
-TRTLLM_IMAGE = re.compile(r"^nvcr\.io/nvidia/tensorrt-llm/release:(\d+)\.(\d+)\.(\d+)(?:\.post\d+)?(@sha256:[0-9a-f]{64})?$")
+TRTLLM_IMAGE = re.compile(
+    r"^nvcr\.io/nvidia/tensorrt-llm/release:(\d+)\.(\d+)\.(\d+)(?:\.post\d+)?(@sha256:[0-9a-f]{64})?$")
 PYTHON_IMAGE = re.compile(r"^python:3\.11\.\d+-slim(-\w+)?(@sha256:[0-9a-f]{64})?$")
 
 

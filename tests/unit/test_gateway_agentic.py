@@ -10,13 +10,13 @@ import json
 
 import pytest
 
-from trtllm_responses.inference.v1 import inference_pb2 as pb
 from trtllm_gateway import capabilities
 from trtllm_gateway.errors import ApiError
 from trtllm_gateway.objects import new_response
 from trtllm_gateway.request import parse_create
 from trtllm_gateway.tools import call_limit
 from trtllm_gateway.translate import build_chat, generate_request
+from trtllm_responses.inference.v1 import inference_pb2 as pb
 
 BASE = {"model": "m", "input": "hi"}
 WEATHER = {"type": "function", "name": "get_weather", "description": "Weather in a city",

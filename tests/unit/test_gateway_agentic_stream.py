@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from openai.types.responses import Response
 
+from tests.fixtures.gateway import check_stream, parse_sse
 from trtllm_gateway import sse
 from trtllm_gateway.objects import new_response
 from trtllm_gateway.request import parse_create
 from trtllm_gateway.streaming import INVALID_CALL, StreamState, finalize, on_delta, start
 from trtllm_gateway.tools import call_rules
 from trtllm_responses.inference.v1 import inference_pb2 as pb
-from tests.fixtures.gateway import check_stream, parse_sse
 
 TOOLS = [{"type": "function", "name": "get_weather"}, {"type": "function", "name": "get_time"}]
 

@@ -19,7 +19,8 @@ def _rpc_error(code: grpc.StatusCode, details: str = "detail", **trailers: str) 
 
 GRPC_CASES = [
     # (status code, trailers, http status, type, code, param)
-    (grpc.StatusCode.INVALID_ARGUMENT, {"x-error-param": "temperature"}, 400, "invalid_request_error", None, "temperature"),
+    (grpc.StatusCode.INVALID_ARGUMENT, {"x-error-param": "temperature"},
+     400, "invalid_request_error", None, "temperature"),
     (grpc.StatusCode.INVALID_ARGUMENT, {"x-error-code": "context_length_exceeded", "x-error-param": "input"},
      400, "invalid_request_error", "context_length_exceeded", "input"),
     (grpc.StatusCode.INVALID_ARGUMENT, {"x-error-code": "context_length_exceeded", "x-error-param": "max_tokens"},

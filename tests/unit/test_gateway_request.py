@@ -25,7 +25,8 @@ UNSUPPORTED_CASES = [
 @pytest.mark.parametrize("name,refused,accepted", UNSUPPORTED_CASES, ids=[c[0] for c in UNSUPPORTED_CASES])
 def test_unsupported_fields_are_400_naming_the_field(name, refused, accepted):
     err = _err({**BASE, name: refused})
-    assert (err.status, err.kind.type, err.param, err.code) == (400, "invalid_request_error", name, "unsupported_parameter")
+    want = (400, "invalid_request_error", name, "unsupported_parameter")
+    assert (err.status, err.kind.type, err.param, err.code) == want
     parse_create({**BASE, name: accepted})  # the default value is harmless
 
 

@@ -6,12 +6,12 @@ import json
 import pytest
 from openai.types.responses import Response
 
+from tests.fixtures.gateway import check_stream, parse_sse
 from trtllm_gateway import sse
 from trtllm_gateway.objects import new_response
 from trtllm_gateway.request import parse_create
 from trtllm_gateway.streaming import StreamState, finalize, on_delta, start
 from trtllm_responses.inference.v1 import inference_pb2 as pb
-from tests.fixtures.gateway import check_stream, parse_sse
 
 TEXT_SEQUENCE = [
     "response.created", "response.in_progress", "response.output_item.added", "response.content_part.added",
@@ -118,7 +118,8 @@ def test_reasoning_then_text_then_tool_calls():
     final = check_stream(events)
     assert [item["type"] for item in final["output"]] == ["reasoning", "message", "function_call", "function_call"]
     reasoning, message, call_a, call_b = final["output"]
-    assert reasoning["id"].startswith("rs_") and reasoning["content"] == [{"type": "reasoning_text", "text": "think hard"}]
+    assert reasoning["id"].startswith("rs_")
+    assert reasoning["content"] == [{"type": "reasoning_text", "text": "think hard"}]
     assert message["content"][0]["text"] == "Calling."
     assert call_a["id"].startswith("fc_") and call_a["call_id"] == "call_a" and call_a["name"] == "get_weather"
     assert json.loads(call_a["arguments"]) == {"city": "Paris"}

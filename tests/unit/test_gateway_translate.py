@@ -28,7 +28,8 @@ def test_roles_parts_and_images():
         {"role": "developer", "content": "dev"},
         {"role": "user", "content": [{"type": "input_text", "text": "look"},
                                      {"type": "input_image", "image_url": "https://x/y.png", "detail": "low"}]},
-        {"role": "assistant", "content": [{"type": "output_text", "text": "a cat"}, {"type": "refusal", "refusal": "no"}]},
+        {"role": "assistant",
+         "content": [{"type": "output_text", "text": "a cat"}, {"type": "refusal", "refusal": "no"}]},
     ]))
     assert _view(msgs) == [
         ("developer", ["dev"], [], "", ""),

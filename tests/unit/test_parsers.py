@@ -63,7 +63,7 @@ def run(text: str, tool_parser: str | None = "hermes", reasoning_parser: str | N
 
 
 def weather_call(city: str = "Paris") -> str:
-    return '<tool_call>\n{"name": "get_weather", "arguments": {"city": "%s"}}\n</tool_call>' % city
+    return f'<tool_call>\n{{"name": "get_weather", "arguments": {{"city": "{city}"}}}}\n</tool_call>'
 
 
 # -- streaming and hold-back -----------------------------------------------------------
@@ -227,12 +227,14 @@ def test_unknown_parser_names_are_clear_errors(args, message):
         create_parser(*args)
 
 
-QWEN25 = "{%- if tools %}...<tools>...</tools>\n\nFor each function call, return a json object ... within <tool_call></tool_call> XML tags"
+QWEN25 = ("{%- if tools %}...<tools>...</tools>\n\nFor each function call, return a json object ... "
+          "within <tool_call></tool_call> XML tags")
 QWEN3 = QWEN25 + "{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}"
 LLAMA31 = "{%- if builtin_tools is defined %}{{- '<|python_tag|>' + tool_call.name }}"
 MISTRAL = "{%- if message.tool_calls %}{{- '[TOOL_CALLS][' }}"
 R1 = "{% if '</think>' in content %}{% set content = content.split('</think>')[-1] %}{% endif %}"
-CHATML = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"
+CHATML = ("{% for message in messages %}"
+          "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}")
 
 
 @pytest.mark.parametrize("model_id, template, expected", [

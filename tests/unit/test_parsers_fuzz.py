@@ -11,7 +11,8 @@ from tests.unit.test_parsers import collect
 from trtllm_service.parsing import create_parser
 
 FRAGMENTS = [
-    '{"name": "f", "arguments": {"a": [1, "}"]}}', '{"name": "g", "parameters": {}}', '[{"name": "f", "arguments": {}}]',
+    '{"name": "f", "arguments": {"a": [1, "}"]}}', '{"name": "g", "parameters": {}}',
+    '[{"name": "f", "arguments": {}}]',
     'f[ARGS]{"a": 1}', "<tool_call>", "</tool_call>", "<|python_tag|>", "[TOOL_CALLS]", "[ARGS]", "[CALL_ID]",
     "<think>", "</think>", "{", "}", "[", "]", '"name"', '"arguments"', '"parameters"', '"type"', '"f"', ": ", ", ",
     ";", '"', "\\", "<", " ", "\n", "x", "1", "null", "get_weather", "é",
@@ -27,7 +28,7 @@ def test_random_markup_never_breaks_the_protocol(tool_parser, reasoning_parser):
         text = "".join(rng.choice(FRAGMENTS) for _ in range(rng.randint(1, 30)))
         options = {"tool_names": rng.choice([None, ["f"]]), "starts_in_reasoning": rng.random() < 0.3}
 
-        def parse(chunks: list[str]) -> dict:
+        def parse(chunks: list[str], options: dict = options) -> dict:
             return collect(create_parser(tool_parser, reasoning_parser, **options), chunks, markup_is_text=True)
 
         whole = parse([text])

@@ -42,7 +42,7 @@ def test_whole_output_parses_as_expected(name):
     assert result["text"] == case["text"]
     assert result["reasoning"] == case.get("reasoning", "")
     assert len(result["calls"]) == len(case["calls"])
-    for got, want in zip(result["calls"], case["calls"]):
+    for got, want in zip(result["calls"], case["calls"], strict=True):
         assert (got["name"], got["arguments"]) == (want["name"], want["arguments"])
         if want["error"] is None:
             assert got["error"] == ""

@@ -8,8 +8,7 @@ import json
 import pytest
 
 from tests.fakes import fake_trtllm, write_checkpoint
-from trtllm_service.engine.base import (EngineError, EngineRejected, GuidedDecoding, SamplingConfig,
-                                        TokenStep)
+from trtllm_service.engine.base import EngineError, EngineRejected, GuidedDecoding, SamplingConfig, TokenStep
 from trtllm_service.engine.trtllm import TrtllmEngine
 from trtllm_service.settings import ServiceSettings
 
@@ -86,7 +85,7 @@ async def test_min_tokens_and_ignore_eos_run_past_the_end(engine):
 
 async def test_logprobs_follow_the_tokens(engine):
     steps = await collect(engine, SamplingConfig(max_tokens=4, logprobs=2))
-    pairs = [(t, lp) for s in steps for t, lp in zip(s.token_ids, s.logprobs)]
+    pairs = [(t, lp) for s in steps for t, lp in zip(s.token_ids, s.logprobs, strict=True)]
     assert len(pairs) == 4
     for token, lp in pairs:
         assert lp.token_id == token and lp.logprob < 0 and len(lp.top) == 2 and lp.top[0][0] == token

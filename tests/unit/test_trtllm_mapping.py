@@ -6,8 +6,7 @@ import pytest
 
 from tests.fakes import fake_trtllm
 from trtllm_service.engine.base import GuidedDecoding, SamplingConfig
-from trtllm_service.engine.trtllm_api import (guided_params, llm_kwargs, load_api, sampling_params,
-                                              to_logprobs)
+from trtllm_service.engine.trtllm_api import guided_params, llm_kwargs, load_api, sampling_params, to_logprobs
 from trtllm_service.settings import ServiceSettings
 
 

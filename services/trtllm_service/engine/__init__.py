@@ -17,7 +17,7 @@ ENGINES: dict[str, str] = {
 }
 
 
-def create_engine(settings: "ServiceSettings") -> Engine:
+def create_engine(settings: ServiceSettings) -> Engine:
     module_name, class_name = ENGINES[settings.engine].split(":")
     cls = getattr(importlib.import_module(module_name), class_name)
     return cls(settings)

@@ -17,8 +17,8 @@ Contract:
 from __future__ import annotations
 
 import abc
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import AsyncIterator
 
 
 class EngineError(Exception):

@@ -35,13 +35,22 @@ import asyncio
 import logging
 import os
 import threading
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 from ..model_source import resolve_model
 from ..settings import ServiceSettings
-from .base import (Engine, EngineError, EngineOverloaded, EngineRejected, EngineUnavailable, LoadInfo,
-                   SamplingConfig, TokenStep)
+from .base import (
+    Engine,
+    EngineError,
+    EngineOverloaded,
+    EngineRejected,
+    EngineUnavailable,
+    LoadInfo,
+    SamplingConfig,
+    TokenStep,
+)
 from .cpu_loop import DecodeLoop, Sequence
 from .cpu_sampling import RequestSampler
 
@@ -173,7 +182,8 @@ class CpuEngine(Engine):
     async def _stream(self, request_id: str, prompt: list[int], sampling: SamplingConfig) -> AsyncIterator[TokenStep]:
         self._validate(request_id, prompt, sampling)
         if self._queued() >= self.settings.max_queue:
-            raise EngineOverloaded(f"{self._queued()} requests are already waiting (max_queue {self.settings.max_queue})")
+            raise EngineOverloaded(
+                f"{self._queued()} requests are already waiting (max_queue {self.settings.max_queue})")
         self._compiling.add(request_id)  # known (id taken, counted as queued) while its grammar compiles
         try:
             processors = [await self._grammar(sampling)] if sampling.guided is not None else []

@@ -16,7 +16,8 @@ request loads it (lazily: plain requests never do).
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -76,7 +77,7 @@ class GuidedCompiler:
             compiled = self._compile(guided)
         except EngineRejected:
             raise
-        except Exception as exc:  # xgrammar reports bad schemas/grammars as RuntimeError
+        except Exception as exc:  # noqa: BLE001 - xgrammar reports bad schemas/grammars as RuntimeError
             what = "JSON schema" if guided.json_schema else "regex" if guided.regex else "grammar"
             raise EngineRejected(f"the {what} cannot be compiled for constrained decoding: {grammar_error(exc)}",
                                  "response_format") from None

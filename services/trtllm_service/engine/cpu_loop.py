@@ -40,8 +40,8 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -179,7 +179,7 @@ class DecodeLoop:
                         self._wake.clear()
                     continue
                 self._step()
-        except BaseException as exc:  # noqa: BLE001 - reported to every request and to health()
+        except BaseException as exc:  # reported to every request and to health()
             log.exception("the CPU engine's decode loop failed")
             error = EngineError(f"the CPU engine failed: {exc}")
         finally:
@@ -371,7 +371,7 @@ class DecodeLoop:
     def _sample(self, batch: _Batch) -> list[tuple[str, TokenStep | BaseException]]:
         logits = self.runtime.logits(len(batch.rows))
         plain = [i for i, seq in enumerate(batch.rows) if seq.sampler.plain_greedy]
-        greedy = dict(zip(plain, np.argmax(logits[plain], axis=1).tolist())) if plain else {}
+        greedy = dict(zip(plain, np.argmax(logits[plain], axis=1).tolist(), strict=True)) if plain else {}
         out: list[tuple[str, TokenStep | BaseException]] = []
         for i, seq in enumerate(batch.rows):
             if i in greedy and greedy[i] < seq.sampler.vocab_size:

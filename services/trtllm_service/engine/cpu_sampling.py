@@ -25,8 +25,8 @@ it from one batched argmax (`plain_greedy`, then `accept`).
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 

@@ -48,14 +48,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 from ..settings import ServiceSettings
 from .base import Engine, EngineError, EngineRejected, LoadInfo, SamplingConfig, TokenLogprobs, TokenStep
-from .trtllm_api import (FINISH_REASONS, TrtllmApi, TrtllmUnavailable, check_model, context_length,
-                         guided_backend, llm_kwargs, load_api, sampling_params, to_logprobs)
+from .trtllm_api import (
+    FINISH_REASONS,
+    TrtllmApi,
+    TrtllmUnavailable,
+    check_model,
+    context_length,
+    guided_backend,
+    llm_kwargs,
+    load_api,
+    sampling_params,
+    to_logprobs,
+)
 from .trtllm_stats import StatsBoard, poll_stats
 
 __all__ = ["TrtllmEngine", "TrtllmUnavailable"]
@@ -208,7 +219,7 @@ class TrtllmEngine(Engine):
         _abort_quietly(stream.result)
         try:
             await asyncio.wait_for(stream.ended.wait(), self.abort_wait_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("request %s: TensorRT-LLM did not confirm the abort in %.1fs", request_id, self.abort_wait_s)
 
     async def generate(self, request_id: str, prompt_token_ids: list[int],
@@ -266,7 +277,7 @@ class TrtllmEngine(Engine):
 
         try:
             await asyncio.wait_for(drain(), self.abort_wait_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("TensorRT-LLM did not confirm an abort within %.1fs", self.abort_wait_s)
         except Exception:  # the request is being dropped; its late errors do not matter
             log.debug("error while draining an aborted request", exc_info=True)

@@ -144,7 +144,8 @@ def guided_params(api: TrtllmApi, guided: GuidedDecoding) -> Any:
 def to_logprobs(token_ids: list[int], entries: list[Any], top_n: int) -> list[TokenLogprobs]:
     """TensorRT-LLM's per-token {id: Logprob(logprob, rank)} dicts (or bare floats) -> ours."""
     result = []
-    for token_id, entry in zip(token_ids, entries):
+    # the engine may report logprobs for fewer tokens than it returned: those get none
+    for token_id, entry in zip(token_ids, entries, strict=False):
         if not isinstance(entry, dict):
             result.append(TokenLogprobs(token_id, float(entry)))
             continue

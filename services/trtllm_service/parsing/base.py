@@ -23,8 +23,8 @@ Protocol (what the serving core relies on):
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 
 @dataclass
@@ -48,7 +48,7 @@ class ParsedDelta:
     def __bool__(self) -> bool:
         return bool(self.text or self.reasoning or self.tool_calls)
 
-    def extend(self, other: "ParsedDelta") -> "ParsedDelta":
+    def extend(self, other: ParsedDelta) -> ParsedDelta:
         self.text += other.text
         self.reasoning += other.reasoning
         self.tool_calls.extend(other.tool_calls)

@@ -15,7 +15,7 @@ Leniency (the way small models get it wrong):
 from __future__ import annotations
 
 from .base import match_literal, partial_marker_len
-from .toolbase import BAD, DONE, INVALID_JSON, MORE, ToolParser
+from .toolbase import DONE, INVALID_JSON, MORE, ToolParser
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 

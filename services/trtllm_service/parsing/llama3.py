@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 
 from .base import match_literal
-from .toolbase import BAD, DONE, INVALID_JSON, MORE, ToolParser
+from .toolbase import BAD, INVALID_JSON, MORE, ToolParser
 
 PYTHON_TAG = "<|python_tag|>"
 _KEYS = frozenset({"name", "parameters", "arguments", "type"})

@@ -16,7 +16,7 @@ import re
 
 from .base import partial_marker_len
 from .jsonscan import ValueScanner
-from .toolbase import BAD, DONE, INVALID_JSON, MORE, ToolParser
+from .toolbase import BAD, INVALID_JSON, MORE, ToolParser
 
 TOOL_CALLS, ARGS, CALL_ID = "[TOOL_CALLS]", "[ARGS]", "[CALL_ID]"
 _NAME_SO_FAR = re.compile(r"[\w.\-]*(\[[\w\[\]]*)?")

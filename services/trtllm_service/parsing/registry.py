@@ -7,8 +7,7 @@ parser splits reasoning from the rest, and only that rest goes through the tool 
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Callable
+from collections.abc import Callable, Iterable
 
 from .base import OutputParser, ParsedDelta
 from .hermes import HermesToolParser

@@ -8,16 +8,16 @@ tokenizer as `LLM._prepare_sampling_params` does upstream. Fields the fake does 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, List, Optional, Union
+from typing import Any
 
 
 @dataclass(slots=True, kw_only=True)
 class GuidedDecodingParams:
-    json: Optional[Union[str, Any, dict]] = None
-    regex: Optional[str] = None
-    grammar: Optional[str] = None
+    json: str | Any | dict | None = None
+    regex: str | None = None
+    grammar: str | None = None
     json_object: bool = False
-    structural_tag: Optional[str] = None
+    structural_tag: str | None = None
 
     def _validate(self) -> None:
         # upstream: at most one guide may be set
@@ -28,66 +28,66 @@ class GuidedDecodingParams:
 
 @dataclass(slots=True, kw_only=True)
 class SamplingParams:
-    end_id: Optional[int] = None
-    pad_id: Optional[int] = None
+    end_id: int | None = None
+    pad_id: int | None = None
     max_tokens: int = 32
-    bad: Optional[Union[str, List[str]]] = None
-    bad_token_ids: Optional[List[int]] = None
-    _bad_word_ids: Optional[List[List[int]]] = field(default=None, init=False, repr=False)
-    stop: Optional[Union[str, List[str]]] = None
-    stop_token_ids: Optional[List[int]] = None
+    bad: str | list[str] | None = None
+    bad_token_ids: list[int] | None = None
+    _bad_word_ids: list[list[int]] | None = field(default=None, init=False, repr=False)
+    stop: str | list[str] | None = None
+    stop_token_ids: list[int] | None = None
     include_stop_str_in_output: bool = False
-    _stop_word_ids: Optional[List[List[int]]] = field(default=None, init=False, repr=False)
+    _stop_word_ids: list[list[int]] | None = field(default=None, init=False, repr=False)
 
-    embedding_bias: Optional[Any] = None
-    logits_processor: Optional[Any] = None
+    embedding_bias: Any | None = None
+    logits_processor: Any | None = None
     apply_batched_logits_processor: bool = False
 
     n: int = 1
-    best_of: Optional[int] = None
+    best_of: int | None = None
     use_beam_search: bool = False
 
-    top_k: Optional[int] = None
-    top_p: Optional[float] = None
-    top_p_min: Optional[float] = None
-    top_p_reset_ids: Optional[int] = None
-    top_p_decay: Optional[float] = None
-    seed: Optional[int] = None
-    temperature: Optional[float] = None
-    min_tokens: Optional[int] = None
-    beam_search_diversity_rate: Optional[float] = None
-    repetition_penalty: Optional[float] = None
-    presence_penalty: Optional[float] = None
-    frequency_penalty: Optional[float] = None
-    length_penalty: Optional[float] = None
-    early_stopping: Optional[int] = None
-    no_repeat_ngram_size: Optional[int] = None
-    min_p: Optional[float] = None
-    beam_width_array: Optional[List[int]] = None
+    top_k: int | None = None
+    top_p: float | None = None
+    top_p_min: float | None = None
+    top_p_reset_ids: int | None = None
+    top_p_decay: float | None = None
+    seed: int | None = None
+    temperature: float | None = None
+    min_tokens: int | None = None
+    beam_search_diversity_rate: float | None = None
+    repetition_penalty: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    length_penalty: float | None = None
+    early_stopping: int | None = None
+    no_repeat_ngram_size: int | None = None
+    min_p: float | None = None
+    beam_width_array: list[int] | None = None
 
-    logprobs: Optional[int] = None
-    prompt_logprobs: Optional[int] = None
+    logprobs: int | None = None
+    prompt_logprobs: int | None = None
     return_context_logits: bool = False
     return_generation_logits: bool = False
     exclude_input_from_output: bool = True
     return_encoder_output: bool = False
     return_perf_metrics: bool = False
-    additional_model_outputs: Optional[List[str]] = None
+    additional_model_outputs: list[str] | None = None
 
     _context_logits_auto_enabled: bool = False
     _generation_logits_auto_enabled: bool = False
     _return_log_probs: bool = False
 
-    lookahead_config: Optional[Any] = None
-    guided_decoding: Optional[GuidedDecodingParams] = None
+    lookahead_config: Any | None = None
+    guided_decoding: GuidedDecodingParams | None = None
 
     ignore_eos: bool = False
     detokenize: bool = True
     add_special_tokens: bool = True
-    truncate_prompt_tokens: Optional[int] = None
+    truncate_prompt_tokens: int | None = None
     skip_special_tokens: bool = True
     spaces_between_special_tokens: bool = True
-    _stream_interval: Optional[int] = field(default=None, init=False, repr=False)
+    _stream_interval: int | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.pad_id is None:
@@ -114,7 +114,7 @@ class SamplingParams:
         self.prompt_logprobs = self.prompt_logprobs and int(self.prompt_logprobs)
 
     def _setup(self, tokenizer, hf_model_config=None, generation_config=None,
-               add_special_tokens: bool = False) -> "SamplingParams":
+               add_special_tokens: bool = False) -> SamplingParams:
         if self.end_id is None:
             self.end_id = tokenizer.eos_token_id
             self.pad_id = tokenizer.pad_token_id
@@ -125,10 +125,11 @@ class SamplingParams:
             self._stop_word_ids = [tokenizer.encode(s, add_special_tokens=add_special_tokens) for s in strs]
         return self
 
-    def _get_stop_reasons_and_words(self) -> list[tuple[Union[str, int], list[int]]]:
-        reasons: list[Union[str, int]] = list(self.stop_token_ids or [])
+    def _get_stop_reasons_and_words(self) -> list[tuple[str | int, list[int]]]:
+        reasons: list[str | int] = list(self.stop_token_ids or [])
         words = [[i] for i in (self.stop_token_ids or [])]
         if self.stop is not None:
             reasons.extend([self.stop] if isinstance(self.stop, str) else self.stop)
             words.extend(self._stop_word_ids or [])
-        return list(zip(reasons, words))
+        # Stop strings not yet tokenized (setup() not called) have no words: pair what there is.
+        return list(zip(reasons, words, strict=False))

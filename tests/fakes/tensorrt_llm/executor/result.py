@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Literal, Optional, Union
+from typing import Any, Literal
 
 from .utils import RequestError
 
@@ -26,7 +26,7 @@ from .utils import RequestError
 @dataclass(slots=True)
 class Logprob:
     logprob: float
-    rank: Optional[int] = None
+    rank: int | None = None
 
 
 TokenLogprobs = list  # list[dict[int, Logprob]]
@@ -36,21 +36,21 @@ TokenLogprobs = list  # list[dict[int, Logprob]]
 class CompletionOutput:
     index: int
     text: str = ""
-    token_ids: Optional[List[int]] = field(default_factory=list)
-    cumulative_logprob: Optional[float] = None
-    logprobs: Optional[Union[TokenLogprobs, List[float]]] = field(default_factory=list)
-    prompt_logprobs: Optional[TokenLogprobs] = field(default_factory=list)
-    finish_reason: Optional[Literal["stop", "length", "timeout", "cancelled"]] = None
-    stop_reason: Optional[Union[int, str]] = None
-    generation_logits: Optional[Any] = None
-    additional_context_outputs: Optional[Dict[str, Any]] = None
-    additional_generation_outputs: Optional[Dict[str, Any]] = None
-    disaggregated_params: Optional[Any] = None
-    request_perf_metrics: Optional[Any] = None
+    token_ids: list[int] | None = field(default_factory=list)
+    cumulative_logprob: float | None = None
+    logprobs: TokenLogprobs | list[float] | None = field(default_factory=list)
+    prompt_logprobs: TokenLogprobs | None = field(default_factory=list)
+    finish_reason: Literal["stop", "length", "timeout", "cancelled"] | None = None
+    stop_reason: int | str | None = None
+    generation_logits: Any | None = None
+    additional_context_outputs: dict[str, Any] | None = None
+    additional_generation_outputs: dict[str, Any] | None = None
+    disaggregated_params: Any | None = None
+    request_perf_metrics: Any | None = None
     _last_text_len: int = field(default=0, init=False, repr=False)
     _last_token_ids_len: int = field(default=0, init=False, repr=False)
     _last_logprobs_len: int = field(default=0, init=False, repr=False)
-    _incremental_states: Optional[dict] = field(default=None, init=False, repr=False)
+    _incremental_states: dict | None = field(default=None, init=False, repr=False)
     _postprocess_result: Any = None
 
     @property
@@ -62,7 +62,7 @@ class CompletionOutput:
         return self.text[self._last_text_len:]
 
     @property
-    def token_ids_diff(self) -> List[int]:
+    def token_ids_diff(self) -> list[int]:
         return self.token_ids[self._last_token_ids_len:]
 
     @property
@@ -76,11 +76,11 @@ class _Response:
 
     client_id: int
     token_ids: list[int]
-    logprobs: Optional[list] = None
-    finish: Optional[str] = None  # END_ID | STOP_WORDS | LENGTH | TIMED_OUT | CANCELLED
+    logprobs: list | None = None
+    finish: str | None = None  # END_ID | STOP_WORDS | LENGTH | TIMED_OUT | CANCELLED
     is_final: bool = False
-    error_msg: Optional[str] = None  # a per-request failure: raised as RequestError
-    fatal_msg: Optional[str] = None  # the executor died: raised as RuntimeError
+    error_msg: str | None = None  # a per-request failure: raised as RequestError
+    fatal_msg: str | None = None  # the executor died: raised as RuntimeError
     cached_tokens: int = 0
 
 
@@ -156,11 +156,11 @@ class GenerationResult:
         return self._request_id
 
     @property
-    def prompt_token_ids(self) -> List[int]:
+    def prompt_token_ids(self) -> list[int]:
         return self._prompt_token_ids
 
     @property
-    def outputs(self) -> List[CompletionOutput]:
+    def outputs(self) -> list[CompletionOutput]:
         return self._outputs[: self.sampling_params.n]
 
     @property
@@ -175,7 +175,7 @@ class GenerationResult:
     def aborted(self) -> bool:
         return self._aborted
 
-    async def aresult(self) -> "GenerationResult":
+    async def aresult(self) -> GenerationResult:
         while not self._done:
             await self._aresult_step()
         return self
@@ -229,6 +229,6 @@ class IterationResult:
         try:
             data = await asyncio.wait_for(self.aqueue.get(), timeout=self._timeout)
             return json.loads(data)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._done = True
-            raise StopAsyncIteration
+            raise StopAsyncIteration from None

@@ -28,7 +28,8 @@ import math
 import threading
 import time
 from collections import deque
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
 from .. import _fake
 from .result import GenerationResult, IterationResult, Logprob, _Response
@@ -54,7 +55,7 @@ def schema_instance(schema: Any) -> Any:
 
 class _Request:
     def __init__(self, result: GenerationResult, script: Iterator[int], max_tokens: int,
-                 error: Optional[str], fail_after: Optional[int]) -> None:
+                 error: str | None, fail_after: int | None) -> None:
         self.result = result
         self.params = result.sampling_params
         self.prompt = result.prompt_token_ids
@@ -70,7 +71,7 @@ class _Request:
 
 class FakeExecutor:
     def __init__(self, *, tokenizer, max_batch_size: int, max_seq_len: int, kv_cache_config,
-                 iter_stats: bool, guided_backend: Optional[str]) -> None:
+                 iter_stats: bool, guided_backend: str | None) -> None:
         self._tokenizer = tokenizer
         self._max_batch_size = max_batch_size
         self._max_seq_len = max_seq_len
@@ -92,7 +93,7 @@ class FakeExecutor:
         self._iter = 0
         self._tokens_total = 0
         self._shutdown = False
-        self._iter_stats_result: Optional[IterationResult] = None
+        self._iter_stats_result: IterationResult | None = None
         self._thread = threading.Thread(target=self._run, name="fake-trtllm-scheduler", daemon=True)
         self._thread.start()
 
@@ -145,7 +146,7 @@ class FakeExecutor:
         self._thread.join(timeout=5)
 
     # -- the scheduler thread ----------------------------------------------------------
-    def _deduce_max_tokens(self, prompt_len: int, max_tokens: int) -> tuple[Optional[str], int]:
+    def _deduce_max_tokens(self, prompt_len: int, max_tokens: int) -> tuple[str | None, int]:
         if prompt_len > self._max_seq_len:
             return (f"`prompt_token_ids` length ({prompt_len}) is greater than `max_seq_len` "
                     f"({self._max_seq_len})"), 0
@@ -267,7 +268,7 @@ class FakeExecutor:
             entries.setdefault((token + j) % self._vocab, Logprob(logprob=-1.0 - j, rank=j + 1))
         return entries
 
-    def _flush(self, request: _Request, finish: Optional[str], final: bool) -> _Response:
+    def _flush(self, request: _Request, finish: str | None, final: bool) -> _Response:
         response = _Response(request.result.request_id, request.unsent,
                              request.unsent_logprobs if request.params.logprobs else None,
                              finish, final, cached_tokens=request.cached_tokens)

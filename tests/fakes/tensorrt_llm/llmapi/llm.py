@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 from .. import _fake
 from ..executor.result import GenerationResult
 from ..executor.worker import FakeExecutor
 from ..sampling_params import SamplingParams
-from .llm_args import (BASE_FIELDS, GUIDED_BACKENDS, TORCH_ONLY_FIELDS, TRT_ONLY_FIELDS,
-                       FakeLlmArgs, KvCacheConfig)
+from .llm_args import BASE_FIELDS, GUIDED_BACKENDS, TORCH_ONLY_FIELDS, TRT_ONLY_FIELDS, FakeLlmArgs, KvCacheConfig
 from .tokenizer import TokenizerBase, TransformersTokenizer, load_hf_tokenizer
 from .utils import get_device_count
 
@@ -38,8 +37,8 @@ class RequestOutput(GenerationResult):
             f"{self.__class__.__name__}._from_generation_result by GenerationExecutor.")
 
     @classmethod
-    def _from_generation_result(cls, generation_result: GenerationResult, prompt: Optional[str] = None,
-                                tokenizer: Optional[TokenizerBase] = None) -> "RequestOutput":
+    def _from_generation_result(cls, generation_result: GenerationResult, prompt: str | None = None,
+                                tokenizer: TokenizerBase | None = None) -> RequestOutput:
         inst = cls.__new__(cls)
         inst.__dict__.update(generation_result.__dict__)
         inst.tokenizer = tokenizer
@@ -47,20 +46,20 @@ class RequestOutput(GenerationResult):
         return inst
 
     @property
-    def prompt(self) -> Optional[str]:
+    def prompt(self) -> str | None:
         return self._prompt
 
 
 class BaseLLM:
-    _backend: Optional[str] = None
+    _backend: str | None = None
     _allowed_fields = BASE_FIELDS
 
-    def __init__(self, model: Union[str, Path], tokenizer: Optional[Union[str, Path, TokenizerBase, Any]] = None,
+    def __init__(self, model: str | Path, tokenizer: str | Path | TokenizerBase | Any | None = None,
                  tokenizer_mode: Literal["auto", "slow"] = "auto", skip_tokenizer_init: bool = False,
                  trust_remote_code: bool = False, tensor_parallel_size: int = 1, dtype: str = "auto",
-                 revision: Optional[str] = None, tokenizer_revision: Optional[str] = None,
+                 revision: str | None = None, tokenizer_revision: str | None = None,
                  **kwargs: Any) -> None:
-        self._executor: Optional[FakeExecutor] = None
+        self._executor: FakeExecutor | None = None
         _fake.CONTROLS.llm_kwargs.append(dict(model=model, tokenizer=tokenizer,
                                               tensor_parallel_size=tensor_parallel_size, **kwargs))
         for key in kwargs:
@@ -111,13 +110,13 @@ class BaseLLM:
         return True  # the C++ executor of the TensorRT backend reports stats by default
 
     @property
-    def tokenizer(self) -> Optional[TokenizerBase]:
+    def tokenizer(self) -> TokenizerBase | None:
         return self._tokenizer
 
-    def generate_async(self, inputs, sampling_params: Optional[SamplingParams] = None,
+    def generate_async(self, inputs, sampling_params: SamplingParams | None = None,
                        lora_request=None, prompt_adapter_request=None, streaming: bool = False,
                        kv_cache_retention_config=None, disaggregated_params=None, _postproc_params=None,
-                       scheduling_params=None, cache_salt: Optional[str] = None) -> RequestOutput:
+                       scheduling_params=None, cache_salt: str | None = None) -> RequestOutput:
         if self._executor is None or self._executor.is_shutdown():
             raise RuntimeError("LLM is shutting down")
         sampling_params = self._prepare_sampling_params(sampling_params)
@@ -139,7 +138,7 @@ class BaseLLM:
         self._executor.submit(output)
         return output
 
-    def _prepare_sampling_params(self, sampling_params: Optional[SamplingParams]) -> SamplingParams:
+    def _prepare_sampling_params(self, sampling_params: SamplingParams | None) -> SamplingParams:
         if sampling_params is None:
             sampling_params = SamplingParams()
         if not isinstance(sampling_params, SamplingParams):
@@ -159,7 +158,7 @@ class BaseLLM:
             raise ValueError(f"The sum of prompt length ({float(prompt_len)}), query length (0) should not "
                              f"exceed max_num_tokens ({max_num_tokens})")
 
-    def get_stats_async(self, timeout: Optional[float] = 2):
+    def get_stats_async(self, timeout: float | None = 2):
         return self._executor.aget_stats(timeout=timeout)
 
     def shutdown(self) -> None:
@@ -184,10 +183,10 @@ class _TorchLLM(BaseLLM):
     _backend = "pytorch"
     _allowed_fields = BASE_FIELDS | TORCH_ONLY_FIELDS
 
-    def __init__(self, model: Union[str, Path], tokenizer=None, tokenizer_mode: Literal["auto", "slow"] = "auto",
+    def __init__(self, model: str | Path, tokenizer=None, tokenizer_mode: Literal["auto", "slow"] = "auto",
                  skip_tokenizer_init: bool = False, trust_remote_code: bool = False,
-                 tensor_parallel_size: int = 1, dtype: str = "auto", revision: Optional[str] = None,
-                 tokenizer_revision: Optional[str] = None, **kwargs: Any) -> None:
+                 tensor_parallel_size: int = 1, dtype: str = "auto", revision: str | None = None,
+                 tokenizer_revision: str | None = None, **kwargs: Any) -> None:
         trt_only = [key for key in kwargs if key in TRT_ONLY_FIELDS]
         if trt_only:
             raise ValueError(f"The following arguments are specific to TensorRT backend and cannot be used "

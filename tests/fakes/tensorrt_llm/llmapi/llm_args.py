@@ -6,20 +6,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Literal, Optional
+from typing import Any, Literal
 
 
 @dataclass(kw_only=True)
 class KvCacheConfig:
     enable_block_reuse: bool = True
-    max_tokens: Optional[int] = None
-    max_attention_window: Optional[List[int]] = None
-    sink_token_length: Optional[int] = None
-    free_gpu_memory_fraction: Optional[float] = 0.9
-    host_cache_size: Optional[int] = None
+    max_tokens: int | None = None
+    max_attention_window: list[int] | None = None
+    sink_token_length: int | None = None
+    free_gpu_memory_fraction: float | None = 0.9
+    host_cache_size: int | None = None
     onboard_blocks: bool = True
-    cross_kv_cache_fraction: Optional[float] = None
-    secondary_offload_min_priority: Optional[int] = None
+    cross_kv_cache_fraction: float | None = None
+    secondary_offload_min_priority: int | None = None
     event_buffer_max_size: int = 0
     attention_dp_events_gather_period_ms: int = 5
     enable_partial_reuse: bool = True
@@ -73,17 +73,17 @@ class FakeLlmArgs:
     """The attributes of upstream's TorchLlmArgs/TrtLlmArgs that callers read."""
 
     model: str | Path
-    backend: Optional[str]
+    backend: str | None
     tensor_parallel_size: int = 1
-    max_batch_size: Optional[int] = None  # upstream: 2048 when unset
-    max_num_tokens: Optional[int] = None  # upstream default: 8192
-    max_seq_len: Optional[int] = None
+    max_batch_size: int | None = None  # upstream: 2048 when unset
+    max_num_tokens: int | None = None  # upstream default: 8192
+    max_seq_len: int | None = None
     kv_cache_config: KvCacheConfig = field(default_factory=KvCacheConfig)
     enable_chunked_prefill: bool = False
-    guided_decoding_backend: Optional[str] = None
+    guided_decoding_backend: str | None = None
     enable_iter_perf_stats: bool = False
     trust_remote_code: bool = False
     return_perf_metrics: bool = False
     num_postprocess_workers: int = 0
-    reasoning_parser: Optional[str] = None
+    reasoning_parser: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 import threading
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any
 
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _CACHE: dict[str, Any] = {}
@@ -43,10 +43,10 @@ class TransformersTokenizer(TokenizerBase):
     def name_or_path(self) -> str:
         return self.tokenizer.name_or_path
 
-    def encode(self, text: str, *args, **kwargs) -> List[int]:
+    def encode(self, text: str, *args, **kwargs) -> list[int]:
         return self.tokenizer.encode(text, *args, **kwargs)
 
-    def decode(self, token_ids: List[int], *args, **kwargs) -> str:
+    def decode(self, token_ids: list[int], *args, **kwargs) -> str:
         return self.tokenizer.decode(token_ids, *args, **kwargs)
 
     def apply_chat_template(self, conversation, *args, **kwargs):
@@ -60,7 +60,7 @@ def _default_tokenizer_source() -> tuple[str, dict]:
     return list(spec.submodule_search_locations)[0], {"gguf_file": DEFAULT_GGUF}
 
 
-def load_hf_tokenizer(model_dir: Optional[str]) -> TransformersTokenizer:
+def load_hf_tokenizer(model_dir: str | None) -> TransformersTokenizer:
     from transformers import AutoTokenizer
 
     if model_dir and (Path(model_dir) / "tokenizer.json").is_file():
