@@ -8,6 +8,8 @@ Protocol (OpenAI Responses API, docs/responses-api.md §4): every HTTP error is
 * gRPC failures of the inference service map by status code through :data:`GRPC_KINDS`;
   the service puts OpenAI's ``param``/``code`` in the trailing metadata keys
   ``x-error-param``/``x-error-code`` (see ``services/trtllm_service/errors.py``).
+  RESOURCE_EXHAUSTED is a full queue (429 + ``Retry-After``) unless gRPC core raised it for a
+  message over a size limit, which no retry fixes: 400 ``request_too_large`` naming the size.
 * aiohttp's own HTTP exceptions (unknown route, wrong method, body too large) are wrapped
   in the same envelope.
 * Anything else is a 500 ``server_error`` whose message never contains a traceback (the
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from dataclasses import dataclass
 
 import grpc
@@ -52,6 +55,7 @@ KINDS: dict[str, ErrorKind] = {
     "method_not_allowed": ErrorKind(405, "invalid_request_error", "method_not_allowed"),
     "conflict": ErrorKind(409, "invalid_request_error", "conflict"),
     "body_too_large": ErrorKind(413, "invalid_request_error", "request_too_large"),
+    "message_too_large": ErrorKind(400, "invalid_request_error", "request_too_large"),
     "rate_limited": ErrorKind(429, "rate_limit_error", "rate_limit_exceeded"),
     "server_error": ErrorKind(500, "server_error", "server_error"),
     "not_implemented": ErrorKind(501, "server_error", "not_implemented"),
@@ -138,8 +142,29 @@ _GRPC_MESSAGES: dict[str, str] = {
 }
 
 
+# gRPC core's own RESOURCE_EXHAUSTED when a message is over a channel's or server's
+# max_{send,receive}_message_length: "Sent message larger than max (N vs. M)" on the
+# gateway's side, "Received message larger than max (N vs. M)" from the service. Unlike the
+# service's full queue (the same code, from its error table), it is permanent: a 400.
+_MESSAGE_SIZE = re.compile(r"(Sent|Received) message larger than max \((\d+) vs\. (\d+)\)")
+
+
+def _message_too_large(exc: grpc.aio.AioRpcError) -> ApiError | None:
+    match = _MESSAGE_SIZE.search(exc.details() or "")
+    if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or match is None:
+        return None
+    size, limit = int(match.group(2)), int(match.group(3))
+    side = "this gateway's" if match.group(1) == "Sent" else "the inference service's"
+    return ApiError("message_too_large", f"The request is too large for the inference service: it encodes to "
+                    f"{size} bytes, over {side} limit of {limit} bytes (--max-message-bytes). Send less input "
+                    "or smaller tools and schemas.")
+
+
 def from_grpc(exc: grpc.aio.AioRpcError) -> ApiError:
     """An ApiError for a failed service call, keeping the service's param/code trailers."""
+    too_large = _message_too_large(exc)
+    if too_large is not None:
+        return too_large
     kind = GRPC_KINDS.get(exc.code(), "server_error")
     trailers = _trailers(exc)
     if kind == "invalid_request":

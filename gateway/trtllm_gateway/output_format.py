@@ -13,9 +13,9 @@ Protocol: OpenAI Responses ``text`` and ``reasoning`` request fields (docs/respo
 Both JSON formats are enforced during decoding by the service (``GenerateRequest.
 response_format``: xgrammar on the CPU engine, ``GuidedDecodingParams`` on TensorRT-LLM).
 When the turn forces a tool call, the grammar of the call already decides the whole output,
-so no response format is sent (one constraint per request). ``verbosity`` (low | medium |
-high) is accepted and echoed; it does not change decoding. The echo is the normalised
-``{format, verbosity}``.
+so no response format is sent (one constraint per request). The schema travels as UTF-8
+JSON, like tool ``parameters``. ``verbosity`` (low | medium | high) is accepted and echoed;
+it does not change decoding. The echo is the normalised ``{format, verbosity}``.
 
 ``reasoning``: ``{effort, summary}`` (``generate_summary`` is the deprecated name of
 ``summary``). ``effort`` is one of the SDK's levels; the service takes ``none``/``low``/
@@ -115,7 +115,7 @@ def response_format(text: dict) -> pb.ResponseFormat | None:
         return pb.ResponseFormat(json_object=True)
     if fmt["type"] == "json_schema":
         return pb.ResponseFormat(json_schema=pb.JsonSchemaFormat(
-            name=fmt["name"], schema_json=json.dumps(fmt["schema"]), strict=bool(fmt["strict"])))
+            name=fmt["name"], schema_json=json.dumps(fmt["schema"], ensure_ascii=False), strict=bool(fmt["strict"])))
     return None
 
 

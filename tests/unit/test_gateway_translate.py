@@ -130,3 +130,16 @@ async def test_fit_context_fails_when_even_the_last_turn_does_not_fit():
     with pytest.raises(ApiError) as info:
         await fit_context(_chat("u1", "u2"), count, reserve=10)
     assert info.value.code == "context_length_exceeded" and info.value.status == 400
+
+
+def test_schemas_travel_as_utf8_not_ascii_escapes():
+    """Escaped, each emoji costs 12 bytes instead of 4 and can push a request over the gRPC limit."""
+    from trtllm_gateway.translate import build_chat, generate_request
+
+    schema = {"type": "object", "description": "\U0001F600 é"}
+    req = parse_create({"model": "m", "input": "hi", "tools": [{"type": "function", "name": "f", "parameters": schema}],
+                        "text": {"format": {"type": "json_schema", "name": "o", "schema": schema}}})
+    out = generate_request(req, build_chat(req, req.input.items), "resp_1")
+    assert "\U0001F600 é" in out.chat.tools[0].parameters_json
+    assert "\U0001F600 é" in out.response_format.json_schema.schema_json
+    assert "\\u" not in out.chat.tools[0].parameters_json + out.response_format.json_schema.schema_json
