@@ -12,7 +12,8 @@ or a list of items; each item becomes the canonical form that is stored, listed 
 * ``reasoning`` {summary, content} -> id ``rs_…``;
 * ``compaction`` {encrypted_content} (from ``/v1/responses/compact``) -> id ``cmp_…``.
 
-Anything else (files, item references, hosted-tool items) is a 400 naming the path, e.g.
+Item and part counts are bounded (``limits.py``). Anything else (files, item references,
+hosted-tool items) is a 400 naming the path, e.g.
 ``input[2].content[0].type``. Image parts are collected so the caller can refuse them when
 the model takes no images.
 """
@@ -24,6 +25,7 @@ from typing import Any, Callable
 from . import compaction_item
 from .errors import ApiError, invalid, kind_of
 from .ids import new_id
+from .limits import DEFAULT_LIMITS, Limits, check_input
 
 USER_ROLES = ("user", "system", "developer")
 ROLES = USER_ROLES + ("assistant",)
@@ -175,8 +177,9 @@ def _id(item: dict, path: str, prefix: str) -> str:
     return given
 
 
-def normalize_input(value: Any) -> Normalized:
-    """Canonical items for ``input`` (a string or a list of items)."""
+def normalize_input(value: Any, limits: Limits = DEFAULT_LIMITS) -> Normalized:
+    """Canonical items for ``input`` (a string or a list of items), within ``limits``."""
+    check_input(value, limits)
     if isinstance(value, str):
         return Normalized([{"id": new_id("msg"), "type": "message", "role": "user",
                             "content": [{"type": "input_text", "text": value}], "status": "completed"}])

@@ -13,7 +13,9 @@ Protocol: the OpenAI Responses create request (docs/responses-api.md §1). Polic
 Ranges: temperature 0..2, top_p 0..1, top_logprobs 0..20, presence/frequency penalty -2..2,
 ``max_output_tokens`` >= 16 (OpenAI's own minimum), ``truncation`` auto|disabled,
 ``metadata`` <= 16 string pairs, keys <= 64 chars, values <= 512 chars.
-No pydantic: a plain dict walk is cheaper on the hot path.
+No pydantic: a plain dict walk is cheaper on the hot path. Counts and sizes (items, parts,
+tools, schema bytes) are bounded first (``limits.py``); routes read bodies with
+:func:`read_create` / :func:`read_json`, which parse large ones in a worker thread.
 """
 from __future__ import annotations
 
@@ -23,8 +25,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from aiohttp import web
+
 from .errors import ApiError, invalid
 from .input_items import Normalized, normalize_input
+from .limits import DEFAULT_LIMITS, Limits, check_tools_and_schemas, off_loop
 from .output_format import PLAIN_TEXT, validate_reasoning, validate_text
 from .tools import check_choice, validate_tool_choice, validate_tools
 
@@ -311,12 +316,14 @@ def _check_fields(body: dict) -> dict[str, Any]:
     return values
 
 
-def parse_create(body: dict, *, for_count: bool = False) -> CreateRequest:
+def parse_create(body: dict, *, for_count: bool = False, limits: Limits = DEFAULT_LIMITS) -> CreateRequest:
     """Validate a create request body (already a dict) into a :class:`CreateRequest`.
 
     ``for_count``: the ``/v1/responses/input_tokens`` variant, where ``model`` and
     ``input`` are optional (the history of ``previous_response_id`` may be all there is).
+    ``limits``: the size limits (``limits.py``; the app passes its settings).
     """
+    check_tools_and_schemas(body, limits)
     values = _check_fields(body)
     if not for_count and "model" not in values:
         raise invalid("model", "Missing required parameter: 'model'.")
@@ -324,7 +331,23 @@ def parse_create(body: dict, *, for_count: bool = False) -> CreateRequest:
         if not for_count:
             raise invalid("input", "Missing required parameter: 'input'.")
         body = {**body, "input": []}
-    values["input"] = normalize_input(body["input"])
+    values["input"] = normalize_input(body["input"], limits)
     check_choice(values.get("tools", []), values.get("tool_choice", "auto"))
     values.setdefault("model", "")
     return CreateRequest(**values)
+
+
+async def read_json(request: web.Request) -> dict:
+    """The request's body as a JSON object (parsed off the loop when large)."""
+    raw = await request.read()
+    return await off_loop(raw, lambda: parse_json_object(raw))
+
+
+async def read_create(request: web.Request, limits: Limits, *, for_count: bool = False) -> tuple[dict, CreateRequest]:
+    """(body, validated request) of a create, parsed and validated off the loop when large."""
+    raw = await request.read()
+
+    def work() -> tuple[dict, CreateRequest]:
+        body = parse_json_object(raw)
+        return body, parse_create(body, for_count=for_count, limits=limits)
+    return await off_loop(raw, work)

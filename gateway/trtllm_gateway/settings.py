@@ -54,6 +54,14 @@ class GatewaySettings:
         (), "Accepted API keys, comma-separated. Empty (and no --api-keys-file) disables auth.")
     api_keys_file: str | None = _field(None, "File with one accepted API key per line (# comments).")
     max_body_bytes: int = _field(16 * 1024 * 1024, "Largest request body accepted; larger gets 413.")
+    max_input_items: int = _field(
+        10_000, "Most items in a request's input, and most content parts in all its items together; "
+        "more gets 400.")
+    max_content_parts: int = _field(1_000, "Most content parts in one input item; more gets 400.")
+    max_tools: int = _field(128, "Most tools in a request (OpenAI's limit); more gets 400.")
+    max_schema_bytes: int = _field(
+        1024 * 1024, "Most bytes of JSON Schema in a request (every tool's parameters plus text.format's "
+        "schema, as compact UTF-8 JSON); more gets 400.")
     ping_interval_s: float = _field(15.0, "Idle SSE streams get a ': ping' comment this often.")
     request_timeout_s: float = _field(
         600.0, "Deadline of one generation on the service (whole stream), in seconds.")
@@ -117,5 +125,7 @@ def _check(parser: argparse.ArgumentParser, s: GatewaySettings) -> None:
                      "and --event-poll-interval-s positive")
     if s.max_body_bytes <= 0 or s.ping_interval_s <= 0 or s.request_timeout_s <= 0:
         parser.error("--max-body-bytes, --ping-interval-s and --request-timeout-s must be positive")
+    if min(s.max_input_items, s.max_content_parts, s.max_tools, s.max_schema_bytes) < 1:
+        parser.error("--max-input-items, --max-content-parts, --max-tools and --max-schema-bytes must be positive")
     if s.api_keys_file and not Path(s.api_keys_file).is_file():
         parser.error(f"--api-keys-file {s.api_keys_file!r} does not exist")

@@ -168,3 +168,16 @@ def test_lone_surrogate_escape_is_invalid_json(raw):
 
 def test_surrogate_pair_escape_is_one_character():
     assert parse_json_object(b'{"input": "\\ud83d\\ude00"}') == {"input": "\U0001F600"}
+
+
+@pytest.mark.parametrize("fields, param", [
+    ({"tools": [{"type": "function", "name": f"f{i}"} for i in range(129)]}, "tools"),  # OpenAI's 128
+    ({"input": [{"role": "user", "content": "x"}] * 10_001}, "input"),
+    ({"input": [{"role": "user", "content": [{"type": "input_text", "text": "x"}] * 1_001}]}, "input[0].content"),
+    ({"tools": [{"type": "function", "name": "f", "parameters": {"description": "x" * (1 << 20)}}]},
+     "tools[0].parameters"),
+])
+def test_default_size_limits(fields, param):
+    with pytest.raises(ApiError) as info:
+        parse_create({"model": "m", "input": "x", **fields})
+    assert info.value.status == 400 and info.value.param == param

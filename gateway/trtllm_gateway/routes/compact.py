@@ -5,12 +5,12 @@ from aiohttp import web
 
 from .. import compaction
 from ..context import GATEWAY, TENANT
-from ..request import parse_json_object
+from ..request import read_json
 from ..sse import dumps
 
 
 async def compact(request: web.Request) -> web.Response:
-    body = parse_json_object(await request.read())
+    body = await read_json(request)
     result = await compaction.compact(request.app[GATEWAY], body, request[TENANT])
     return web.Response(text=dumps(result), content_type="application/json")
 

@@ -20,7 +20,7 @@ from aiohttp import web
 from .. import conversations
 from ..context import GATEWAY, TENANT
 from ..errors import ApiError
-from ..request import parse_json_object
+from ..request import read_json
 from ..sse import dumps
 from . import limit_param
 
@@ -40,7 +40,7 @@ def _page(data: list[dict], first_id, last_id, has_more: bool) -> dict:
 
 async def create(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
-    items, metadata = conversations.parse_create(parse_json_object(await request.read()))
+    items, metadata = conversations.parse_create(await read_json(request))
     return _json(await conversations.create(gw, request[TENANT], items, metadata))
 
 
@@ -55,7 +55,7 @@ async def retrieve(request: web.Request) -> web.Response:
 
 async def update(request: web.Request) -> web.Response:
     gw, cid = request.app[GATEWAY], request.match_info["conversation_id"]
-    metadata = conversations.parse_update(parse_json_object(await request.read()))
+    metadata = conversations.parse_update(await read_json(request))
     with gw.metrics.store_op("conversation_update"):
         conv = await gw.store.update_conversation(cid, request[TENANT], metadata, conversations.now())
     if conv is None:
@@ -84,7 +84,7 @@ async def list_items(request: web.Request) -> web.Response:
 
 async def add_items(request: web.Request) -> web.Response:
     gw, cid = request.app[GATEWAY], request.match_info["conversation_id"]
-    items = conversations.parse_add(parse_json_object(await request.read()))
+    items = conversations.parse_add(await read_json(request))
     await conversations.add_items(gw, request[TENANT], cid, items)
     return _json(_page(items, items[0]["id"], items[-1]["id"], False))
 

@@ -18,7 +18,7 @@ from ..context import ARRIVED, GATEWAY, TENANT
 from ..errors import ApiError
 from ..idempotency import FINISH_HOOKS
 from ..objects import deleted
-from ..request import parse_create, parse_json_object
+from ..request import read_create
 from ..sse import dumps
 from ..translate import build_chat, fit_context
 from . import background as background_routes
@@ -35,8 +35,7 @@ def _not_found(response_id: str) -> ApiError:
 
 async def create(request: web.Request) -> web.StreamResponse:
     gw = request.app[GATEWAY]
-    body = parse_json_object(await request.read())
-    req = parse_create(body)
+    body, req = await read_create(request, gw.settings)
     g = await generation.prepare(gw, req, request[TENANT], request[ARRIVED])
     g.on_finish.extend(request.get(FINISH_HOOKS, ()))  # Idempotency-Key (idempotency.py)
     if req.background:
@@ -80,7 +79,7 @@ async def input_items(request: web.Request) -> web.Response:
 
 async def input_tokens(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
-    req = parse_create(parse_json_object(await request.read()), for_count=True)
+    _, req = await read_create(request, gw.settings, for_count=True)
     if req.model:
         generation.resolve_model(req.model, await gw.service.model_info())
     history = await generation.load_history(gw, req, request[TENANT])

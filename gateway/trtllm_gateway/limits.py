@@ -1,0 +1,97 @@
+"""Size limits of a create request, and reading large bodies off the event loop.
+
+A legal body under ``--max-body-bytes`` can still hold hundreds of thousands of items, parts
+or schema nodes, and every one of them costs Python work (validation, normalisation, the
+proto ``Chat``). These limits bound that work with a clear 400 naming the field, checked
+before the work starts (all configurable, docs/gateway.md "Request limits"):
+
+* ``--max-input-items`` (10,000): items in ``input``; also content parts in all items
+  together (``content``, a ``function_call_output``'s ``output`` parts, a reasoning item's
+  ``summary``).
+* ``--max-content-parts`` (1,000): content parts in one item.
+* ``--max-tools`` (128, OpenAI's own limit): entries of ``tools``.
+* ``--max-schema-bytes`` (1 MiB): JSON Schema in the request, as compact UTF-8 JSON: every
+  tool's ``parameters`` plus ``text.format.schema``.
+
+Bodies of ``OFF_LOOP_BYTES`` or more are parsed and validated in a worker thread
+(:func:`read_create`, :func:`read_json`), so other requests (``/healthz``, streams) keep
+being served. ``json.loads`` itself holds the GIL; it is the one step that still pauses the
+loop, for well under a second at the 16 MiB default body limit.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, Protocol
+
+from .errors import invalid
+from .settings import GatewaySettings
+
+#: Below this many bytes a body is parsed on the loop: a thread hop costs more than the parse.
+OFF_LOOP_BYTES = 64 * 1024
+#: Item fields that hold a list of parts.
+PART_LISTS = ("content", "output", "summary")
+
+
+class Limits(Protocol):
+    """What the checks read (``GatewaySettings`` has these fields)."""
+
+    max_input_items: int
+    max_content_parts: int
+    max_tools: int
+    max_schema_bytes: int
+
+
+DEFAULT_LIMITS: Limits = GatewaySettings()
+
+
+def check_input(value: Any, limits: Limits) -> None:
+    """Item and part counts of ``input`` (before any item is looked at closely)."""
+    if not isinstance(value, list):
+        return
+    if len(value) > limits.max_input_items:
+        raise invalid("input", f"Invalid 'input': {len(value)} items; at most {limits.max_input_items} are "
+                      "allowed (this server's --max-input-items).")
+    total = 0
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            continue
+        for key in PART_LISTS:
+            parts = item.get(key)
+            if not isinstance(parts, list):
+                continue
+            if len(parts) > limits.max_content_parts:
+                raise invalid(f"input[{i}].{key}", f"Invalid 'input[{i}].{key}': {len(parts)} parts; at most "
+                              f"{limits.max_content_parts} are allowed (this server's --max-content-parts).")
+            total += len(parts)
+    if total > limits.max_input_items:
+        raise invalid("input", f"Invalid 'input': {total} content parts in all; at most {limits.max_input_items} "
+                      "are allowed (this server's --max-input-items).")
+
+
+def check_tools_and_schemas(body: dict, limits: Limits) -> None:
+    """The number of tools and the bytes of JSON Schema (before any schema is validated)."""
+    tools = body.get("tools")
+    tools = tools if isinstance(tools, list) else []
+    if len(tools) > limits.max_tools:
+        raise invalid("tools", f"Invalid 'tools': {len(tools)} tools; at most {limits.max_tools} are allowed.")
+    schemas = [(f"tools[{i}].parameters", t.get("parameters")) for i, t in enumerate(tools) if isinstance(t, dict)]
+    text = body.get("text")
+    fmt = text.get("format") if isinstance(text, dict) else None
+    if isinstance(fmt, dict):
+        schemas.append(("text.format.schema", fmt.get("schema")))
+    total = 0
+    for param, schema in schemas:
+        if isinstance(schema, dict):
+            total += len(json.dumps(schema, ensure_ascii=False, separators=(",", ":")).encode())
+            if total > limits.max_schema_bytes:
+                raise invalid(param, f"Invalid '{param}': the request's JSON Schemas (tool parameters and "
+                              f"text.format) exceed {limits.max_schema_bytes} bytes (this server's "
+                              "--max-schema-bytes).")
+
+
+async def off_loop(raw: bytes, work):
+    """``work()``, in a worker thread when ``raw`` is large enough to stall the loop."""
+    if len(raw) < OFF_LOOP_BYTES:
+        return work()
+    return await asyncio.to_thread(work)
