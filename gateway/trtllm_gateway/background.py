@@ -17,7 +17,8 @@ Protocol (OpenAI Responses background mode, docs/responses-api.md §1-§3):
   ``response.created``/``response.in_progress`` (those not logged yet), then Generate,
   each event logged as produced, and the final response, its last events and the job's
   end written in one fenced transaction. A re-run therefore only ever happens when no
-  output had been logged, and it continues the same log: a replayed stream is valid.
+  output had been logged, and it continues the same log: a replayed stream is valid. The
+  generation itself is the one driver's (``driver.run``), with the job as its sink.
 * Cancel: the owner sees the flag within one poll interval, cancels its gRPC call (the
   service aborts the engine request) and stores ``cancelled``. A lost lease stops the
   job without writing anything (its new owner decides). On shutdown the runner stops
@@ -37,12 +38,13 @@ import grpc
 
 from trtllm_responses.inference.v1 import inference_pb2 as pb
 
-from . import generation, job_endings
-from .errors import to_api_error
+from . import driver, generation, job_endings
+from .errors import ApiError, to_api_error
 from .events import PAGE, EventLog, JobLost, LogHub, Registration
 from .request import parse_create
+from .objects import stored
 from .store import FINAL_STATUSES, Job, JobOwner, StoreError, StoredResponse
-from .streaming import finalize, on_delta
+from .streaming import StreamState, finalize
 
 log = logging.getLogger("trtllm_gateway.background")
 
@@ -150,6 +152,7 @@ class JobRun:
         self.live = False                 # self.state holds the generated items (no replay needed)
         self.record: StoredResponse | None = None
         self.next_seq = 0
+        self.abandoned: tuple[dict, list[dict]] | None = None  # the driver's cancelled ending
 
     def interrupt(self, reason: str) -> None:
         task = self.runner.runs.get(self.job.response_id)
@@ -163,8 +166,9 @@ class JobRun:
         except asyncio.CancelledError:
             if self.reason != "cancel" or self.state is None:
                 return  # lost lease or shutdown: write nothing, the next owner decides
+            ending = self.abandoned or job_endings.cancelled(self.state, self._replay())
             with contextlib.suppress(JobLost, StoreError):
-                await self._end(*job_endings.cancelled(self.state, self._replay()))
+                await self._end(*ending)
         except JobLost:
             log.info("job %s went to another replica", self.job.response_id)
         except StoreError:  # the store is failing: stop; once the lease expires a replica recovers it
@@ -197,7 +201,7 @@ class JobRun:
         self.logged = await self._read_log()
         self.next_seq = self.logged[-1]["sequence_number"] + 1 if self.logged else 0
         response = dict(self.record.response, status="in_progress")
-        self.state = generation.StreamState(response, dialect=self.gw.settings.reasoning_dialect)
+        self.state = StreamState(response, dialect=self.gw.settings.reasoning_dialect)
         if self.record.status in FINAL_STATUSES:
             return await self._write(job_endings.settled(self.record.response, self.logged), None, True)
         if job.cancel_requested:
@@ -233,8 +237,6 @@ class JobRun:
     async def _end(self, resp: dict, events: list[dict]) -> None:
         """The job's last write: final events, final response, job done (fenced). Store
         errors are retried (same events, same numbers) while the lease is still renewed."""
-        if self.g is not None:  # ended without generating here: a record already final ran them before its save
-            await generation.finish_hooks(self.gw, self.g, resp)
         record = self._record(resp)
         events = self._number(events)
         for delay in END_RETRY_DELAYS_S:
@@ -249,9 +251,7 @@ class JobRun:
 
     def _record(self, resp: dict) -> StoredResponse:
         rec = self.record
-        return StoredResponse(id=rec.id, tenant=rec.tenant, created_at=rec.created_at, status=resp["status"],
-                              response=resp, input_items=rec.input_items,
-                              previous_response_id=rec.previous_response_id)
+        return stored(resp, rec.tenant, rec.input_items, rec.previous_response_id)
 
     async def _prepare(self) -> generation.Generation:
         """The Generation as create built it: same request, same Generate, same response id."""
@@ -269,22 +269,27 @@ class JobRun:
                           self._record(dict(self.state.response)), False)
         self.g = g
         try:
-            call, first = await generation.open_stream(self.gw, g)
-        except Exception as exc:  # noqa: BLE001 - refused at the start: failed, with the reason
-            return await self._end(*finalize(self.state, None, error=to_api_error(exc).message))
-        run, final = generation.StreamRun(call, first, g.clock), None
-        self.gw.metrics.active_streams.inc()
-        try:
-            while (msg := await run.next()) is not generation.EOF:
-                if msg.HasField("delta"):
-                    events = on_delta(self.state, msg.delta)
-                    if events:
-                        self.log.add(self._number(events))
-                else:
-                    final = msg.final
-        except grpc.aio.AioRpcError as exc:
-            return await self._end(*finalize(self.state, None, error=generation.failure_message(exc)))
-        finally:
-            call.cancel()  # a no-op after the end; on cancellation it aborts the engine request
-            self.gw.metrics.active_streams.dec()
-        await self._end(*finalize(self.state, final, error=None if final is not None else generation.NO_FINAL))
+            await driver.run(self.gw, g, self, opening=False)
+        except (grpc.aio.AioRpcError, ApiError) as exc:  # refused at the start: failed, with the reason
+            resp, closing = finalize(self.state, error=to_api_error(exc).message)
+            await driver.finish_hooks(self.gw, g, resp)
+            await self._end(resp, closing)
+
+    # The driver's sink (driver.Sink): events go to the job's log as they come.
+    committed = True
+
+    async def open(self) -> None:
+        pass
+
+    async def send(self, events: list[dict]) -> None:
+        self.log.add(self._number(events))
+
+    async def persist(self, resp: dict, closing: list[dict]) -> list[dict]:
+        await self._end(resp, closing)
+        return []
+
+    async def deliver(self, closing: list[dict]) -> None:
+        pass  # followers read the log
+
+    def abandon(self, resp: dict, closing: list[dict]) -> None:
+        self.abandoned = (resp, closing)  # main() writes it when a cancel request stopped the job

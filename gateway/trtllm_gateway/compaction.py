@@ -28,17 +28,18 @@ messages plus at most :data:`SUMMARY_MAX_TOKENS`, whatever the length of the his
 """
 from __future__ import annotations
 
-import asyncio
 import time
 
 from trtllm_responses.inference.v1 import inference_pb2 as pb
 
-from . import compaction_item, generation
+from . import compaction_item, driver, generation
 from .context import Gateway
 from .errors import ApiError
 from .ids import new_id
-from .objects import usage
+from .metrics import TokenClock
+from .objects import new_response, usage
 from .request import CreateRequest, parse_create
+from .streaming import StreamState
 from .translate import chat_messages, fit_context
 
 SUMMARY_MAX_TOKENS = 512
@@ -78,27 +79,42 @@ def summary_chat(older: list[dict], instructions: str | None) -> pb.Chat:
     return pb.Chat(messages=chat_messages(system, older + [ask]))
 
 
-async def summarise(gw: Gateway, chat: pb.Chat) -> tuple[str, dict]:
-    """(summary text, usage) from one greedy Generate call."""
+class _Collect:
+    """The driver's sink for a summary: nothing to deliver or store (output stays in the state)."""
+
+    committed = False
+
+    async def open(self) -> None:
+        pass
+
+    async def send(self, events: list[dict]) -> None:
+        pass
+
+    async def persist(self, resp: dict, closing: list[dict]) -> list[dict]:
+        return closing
+
+    async def deliver(self, closing: list[dict]) -> None:
+        pass
+
+    def abandon(self, resp: dict, closing: list[dict]) -> None:
+        pass
+
+
+async def summarise(gw: Gateway, req: CreateRequest, tenant: str, chat: pb.Chat) -> tuple[str, dict]:
+    """(summary text, usage) from one greedy Generate call through the driver."""
     chat = await fit_context(chat, gw.service.count_tokens, SUMMARY_MAX_TOKENS)
     request = pb.GenerateRequest(request_id=new_id("cmp"), chat=chat, sampling=pb.SamplingParams(
         temperature=0.0, top_p=1.0, max_tokens=SUMMARY_MAX_TOKENS))
-    call = gw.service.generate(request)
-    pieces, final = [], None
-    try:
-        async for msg in call:
-            if msg.HasField("delta"):
-                pieces.append(msg.delta.text)
-            else:
-                final = msg.final
-    except asyncio.CancelledError:
-        call.cancel()  # the client left: abort the engine request
-        raise
-    if final is None or final.finish_reason in (pb.FINISH_REASON_ERROR, pb.FINISH_REASON_CANCELLED):
+    info = await gw.service.model_info()
+    state = StreamState(new_response(req, request.request_id, info.model_id, int(time.time())))
+    g = generation.Generation(req, tenant, request, state, TokenClock(gw.metrics, time.perf_counter()),
+                              SUMMARY_MAX_TOKENS)
+    resp = await driver.run(gw, g, _Collect())
+    if resp["status"] not in ("completed", "incomplete"):
         raise ApiError("server_error", "The model failed while writing the compaction summary.")
-    u = final.usage
-    return "".join(pieces).strip(), usage(u.prompt_tokens, u.completion_tokens, u.cached_tokens,
-                                          u.reasoning_tokens)
+    text = "".join(part["text"] for item in resp["output"] if item["type"] == "message"
+                   for part in item["content"] if part["type"] == "output_text")
+    return text.strip(), resp["usage"] or usage(0, 0, 0, 0)
 
 
 async def compact(gw: Gateway, body: dict, tenant: str) -> dict:
@@ -108,7 +124,7 @@ async def compact(gw: Gateway, body: dict, tenant: str) -> dict:
     lead, older, recent = split(history + req.input.items)
     output, spent = lead + recent, usage(0, 0, 0, 0)
     if older:
-        summary, spent = await summarise(gw, summary_chat(older, req.instructions))
+        summary, spent = await summarise(gw, req, tenant, summary_chat(older, req.instructions))
         output = lead + [compaction_item.new_item(summary)] + recent
     return {"id": new_id("resp"), "object": "response.compaction", "created_at": int(time.time()),
             "output": output, "usage": spent}

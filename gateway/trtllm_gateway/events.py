@@ -10,9 +10,11 @@ or until the log is complete without one (a cancelled response: its stream just 
 * Writing (:class:`EventLog`): events are queued and written by one flusher task per log,
   which takes everything queued so far in one transaction (group commit: one write per
   event when idle, bigger batches under load). A stored stream sends each event to its
-  client first and logs it right after (:class:`LoggingWriter`, for SSE and WebSocket
-  alike), so the log never adds latency to the live stream; it lags the client by at most
-  one in-flight write.
+  client first and logs it right after (:class:`Delivery`, the driver's sink for SSE and
+  WebSocket alike), so the log never adds latency to the live stream; it lags the client
+  by at most one in-flight write. Its end is one fenced write of the final record, the
+  closing events and the end of the log, before the closing events are sent
+  (:meth:`ResponseLog.end`), as a background job ends.
 * Ownership: a log is written by its job's owner only (``store.write_job`` is fenced by
   (replica, attempt)); a stored stream opens its job row on the first write
   (``store.open_stream``). The owner's :class:`LogHub` registration keeps the lease
@@ -38,7 +40,8 @@ from aiohttp import web
 
 from .errors import ApiError
 from .settings import GatewaySettings
-from .sse import SSEWriter, dumps, frame_raw
+from .objects import stored
+from .sse import EventWriter, SSEWriter, dumps, frame_raw
 from .store import JobOwner, LoggedEvent, ResponseStore, StoredResponse, StoreError
 
 log = logging.getLogger("trtllm_gateway.events")
@@ -183,18 +186,30 @@ class EventLog:
             raise
 
 
-class ResponseLog:
-    """The event log of one stored streaming response, behind a live writer (SSE or WebSocket):
-    its job is registered with the hub (lease renewal) until the log is finished."""
+STORE_FAILED = "The response was generated but could not be stored."
 
-    def __init__(self, hub: LogHub, gw, record: StoredResponse) -> None:
-        self.hub, self.record, self.gw = hub, record, gw
+
+def _unstored(resp: dict, closing: list[dict]) -> list[dict]:
+    """``closing`` with its terminal event turned into ``response.failed`` (same number)."""
+    if not closing or closing[-1]["type"] not in TERMINAL_EVENTS:
+        return closing
+    failed = dict(resp, status="failed", error={"code": "server_error", "message": STORE_FAILED})
+    return closing[:-1] + [dict(closing[-1], type="response.failed", response=failed)]
+
+
+class ResponseLog:
+    """The event log of one stored streaming response: opened (with its ``in_progress``
+    record) by the first write, its lease renewed through the hub, and ended by one fenced
+    write of the final record, the last events and the end of the log (:meth:`end`)."""
+
+    def __init__(self, hub: LogHub, record: StoredResponse) -> None:
+        self.hub, self.record = hub, record
         self.log = EventLog(hub, record.id, opener=self._open_job)
-        self._finished = False
+        self._ended = False
 
     async def _open_job(self, events: list[LoggedEvent]) -> JobOwner:
         owner = await self.hub.store.open_stream(self.record, self.hub.replica, self.hub.lease_ms, events)
-        if not self._finished:
+        if not self._ended:
             self.hub.register(self.record.id, Registration(owner.attempt, self._lost))
         return owner
 
@@ -205,77 +220,67 @@ class ResponseLog:
     def add(self, row: LoggedEvent) -> None:
         self.log.add_rows([row])
 
-    async def _finish(self) -> None:
+    async def end(self, resp: dict, closing: list[dict]) -> list[dict]:
+        """The closing events to send: as given once stored; when the write failed (store
+        trouble, lease lost), with ``response.failed``, as recovery will store it."""
+        self._ended = True
+        rec = self.record
         try:
-            await self.log.finish()
-        except Exception:  # noqa: BLE001 - JobLost, store trouble: another replica closes it
-            log.warning("event log of %s left unfinished (recovery closes it)", self.record.id,
-                        exc_info=True)
+            await self.log.finish(closing, record=stored(resp, rec.tenant, rec.input_items,
+                                                         rec.previous_response_id), done=True)
+            return closing
+        except Exception:  # noqa: BLE001 - whatever the store raised, the client must not be told "stored"
+            log.warning("could not store the end of %s (recovery closes it)", rec.id, exc_info=True)
+            return _unstored(resp, closing)
         finally:
-            self.hub.unregister(self.record.id)
-
-    def finish_detached(self) -> asyncio.Task | None:
-        """Finishes the log outside the handler (which the client leaving cancels); the app's
-        cleanup waits for it before it closes the store. Only the first call does anything."""
-        if self._finished:
-            return None
-        self._finished = True
-        task = asyncio.ensure_future(self._finish())
-        self.gw.background.add(task)
-        task.add_done_callback(self.gw.background.discard)
-        return task
-
-    async def finish(self) -> None:
-        task = self.finish_detached()
-        if task is not None:
-            await asyncio.shield(task)
+            self.hub.unregister(rec.id)
 
 
-class LoggingWriter:
-    """Mixin for an EventWriter: each event goes to the client, then to ``self.response_log``,
-    encoded once for both (the transport's ``_write_encoded``)."""
+class Delivery:
+    """The driver's sink for a live transport (SSE or WebSocket writer): events go to the
+    client first, then (a stored response) to its log, encoded once for both, so the log
+    never adds latency to the live stream."""
 
-    response_log: ResponseLog
+    committed = True
 
-    async def _write(self, event: dict) -> None:
-        row = logged(event)
-        await self._write_encoded(event, row.payload)
-        self.response_log.add(row)
+    def __init__(self, gw, writer: EventWriter, rlog: ResponseLog | None) -> None:
+        self.gw, self.writer, self.rlog = gw, writer, rlog
 
-    async def close(self) -> None:
-        await super().close()
-        await self.response_log.finish()
+    async def open(self) -> None:
+        await self.writer.open()
 
-    def stop_pings(self) -> None:
-        """Cancellation paths (the client left): the log is closed in the background."""
-        super().stop_pings()
-        self.response_log.finish_detached()
+    async def send(self, events: list[dict]) -> None:
+        if self.rlog is None:
+            return await self.writer.send_all(events)
+        self.writer.number(events)
+        for event in events:
+            row = logged(event)
+            await self.writer.write_encoded(event, row.payload)
+            self.rlog.add(row)
+
+    async def persist(self, resp: dict, closing: list[dict]) -> list[dict]:
+        self.writer.number(closing)
+        return closing if self.rlog is None else await self.rlog.end(resp, closing)
+
+    async def deliver(self, closing: list[dict]) -> None:
+        for event in closing:
+            await self.writer.write_encoded(event, dumps(event))
+        await self.writer.close()
+
+    def abandon(self, resp: dict, closing: list[dict]) -> None:
+        self.writer.stop_pings()
+        if self.rlog is not None:  # the log ends consistent: closing events, cancelled record
+            self.writer.number(closing)
+            self.gw.spawn(self.rlog.end(resp, closing))
 
 
-class LoggedSSEWriter(LoggingWriter, SSEWriter):
-    """The SSE writer of a stored streaming response."""
-
-    def __init__(self, request: web.Request, response_log: ResponseLog) -> None:
-        super().__init__(request, response_log.hub.settings.ping_interval_s)
-        self.response_log = response_log
-
-
-def response_log(gw, app: web.Application, g) -> ResponseLog | None:
-    """The log of a stored streaming response (None when not stored, or no log hub)."""
-    if not g.req.store or LOGS not in app:
+def response_log(app: web.Application, g) -> ResponseLog | None:
+    """The log of a stored streaming response (None when it is not stored)."""
+    if not g.req.store:
         return None
     resp = g.state.response
-    record = StoredResponse(id=resp["id"], tenant=g.tenant, created_at=resp["created_at"],
-                            status=resp["status"], response=dict(resp, output=[]),
-                            input_items=g.req.input.items,
-                            previous_response_id=g.req.previous_response_id)
-    return ResponseLog(app[LOGS], gw, record)
-
-
-def sse_writer(gw, request: web.Request, g) -> SSEWriter:
-    """The SSE writer of ``generation.stream``: logged (resumable) when the response is stored."""
-    rlog = response_log(gw, request.app, g)
-    return SSEWriter(request, gw.settings.ping_interval_s) if rlog is None else LoggedSSEWriter(request, rlog)
+    return ResponseLog(app[LOGS], stored(dict(resp, output=[]), g.tenant, g.req.input.items,
+                                         g.req.previous_response_id))
 
 
 class ReplayWriter(SSEWriter):

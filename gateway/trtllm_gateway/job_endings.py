@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from .streaming import FUNCTION_CALL, KINDS, TERMINAL, OpenItem, StreamState, finalize, start
 
-OPENING = ("response.created", "response.in_progress")
 MESSAGES = {
     "stream": "The gateway serving this stream stopped before the response finished.",
     "interrupted": "The gateway running this background response stopped mid-generation; it "
@@ -87,9 +86,7 @@ def cancelled(st: StreamState, replay: list[dict]) -> tuple[dict, list[dict]]:
     """(the cancelled response, the events closing its open items). ``replay``: the logged
     events to rebuild ``st`` from ([] when ``st`` is the live state)."""
     restore(st, replay)
-    resp, closing = finalize(st, None, error="cancelled")  # closes open items as incomplete
-    resp = dict(resp, status="cancelled", error=None)
-    return resp, closing[:-1]  # without the response.failed that finalize ends with
+    return finalize(st, cancelled=True)
 
 
 def failed(st: StreamState, logged: list[dict], message: str,
@@ -97,7 +94,7 @@ def failed(st: StreamState, logged: list[dict], message: str,
     """(the failed response, [missing opening..., closing events..., response.failed])."""
     opening = missing_opening(st, logged)
     restore(st, replay)
-    resp, closing = finalize(st, None, error=message)
+    resp, closing = finalize(st, error=message)
     return resp, opening + closing
 
 

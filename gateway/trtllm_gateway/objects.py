@@ -2,7 +2,8 @@
 
 Every field is present, ``null`` where nullable; request settings are echoed. The stream's
 ``response.created`` snapshot, the terminal event's payload, the JSON reply and the stored
-copy all start from :func:`new_response` and are finished by ``streaming.finalize``.
+copy all start from :func:`new_response` and are finished by ``streaming.finalize``; every stored
+record of one is built by :func:`stored`.
 The agentic settings are echoed in their validated form (``tools.py``, ``output_format.py``):
 ``tools`` (function tools with ``type, name, description, parameters, strict``),
 ``tool_choice``, ``max_tool_calls``, ``reasoning`` (``{effort, summary}`` or null) and
@@ -11,6 +12,7 @@ The agentic settings are echoed in their validated form (``tools.py``, ``output_
 from __future__ import annotations
 
 from .request import CreateRequest
+from .store import StoredResponse
 
 
 def new_response(req: CreateRequest, response_id: str, model_id: str, created_at: int) -> dict:
@@ -50,6 +52,12 @@ def new_response(req: CreateRequest, response_id: str, model_id: str, created_at
         "prompt_cache_key": req.prompt_cache_key,
         "service_tier": req.service_tier,
     }
+
+
+def stored(resp: dict, tenant: str, input_items: list[dict], previous_response_id: str | None) -> StoredResponse:
+    """The one constructor of a stored record: ``resp`` (any status) and its turn's input."""
+    return StoredResponse(id=resp["id"], tenant=tenant, created_at=resp["created_at"], status=resp["status"],
+                          response=resp, input_items=input_items, previous_response_id=previous_response_id)
 
 
 def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int, reasoning_tokens: int) -> dict:

@@ -43,9 +43,14 @@ class EventWriter:
     def __init__(self) -> None:
         self.sequence = 0
 
+    def number(self, events: list[dict]) -> None:
+        """Number events that will be written in this order (e.g. logged first)."""
+        for event in events:
+            event["sequence_number"] = self.sequence
+            self.sequence += 1
+
     async def send(self, event: dict) -> None:
-        event["sequence_number"] = self.sequence
-        self.sequence += 1
+        self.number([event])
         await self._write(event)
 
     async def send_all(self, events: Iterable[dict]) -> None:
@@ -53,6 +58,10 @@ class EventWriter:
             await self.send(event)
 
     async def _write(self, event: dict) -> None:
+        await self.write_encoded(event, dumps(event))
+
+    async def write_encoded(self, event: dict, payload: str) -> None:
+        """Writes numbered ``event`` whose JSON is ``payload`` (encoded once, also for the event log)."""
         raise NotImplementedError
 
 
@@ -76,11 +85,7 @@ class SSEWriter(EventWriter):
         self._last_write = loop.time()
         self._pinger = loop.create_task(self._ping(loop))
 
-    async def _write(self, event: dict) -> None:
-        await self._write_encoded(event, dumps(event))
-
-    async def _write_encoded(self, event: dict, payload: str) -> None:
-        """Writes ``event`` whose JSON is ``payload`` (encoded once, also for the event log)."""
+    async def write_encoded(self, event: dict, payload: str) -> None:
         await self.write_frame(frame_raw(event["type"], payload))
 
     async def write_frame(self, data: bytes) -> None:

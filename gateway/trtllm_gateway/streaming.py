@@ -29,8 +29,8 @@ event, in the final response and in the store. ``finalize`` is the only place th
 the response object, for the JSON reply, the terminal event and the stored copy alike:
 STOP/TOOL_CALLS -> ``completed``; LENGTH -> ``incomplete`` (reason ``max_output_tokens``,
 partial output kept, open items ``incomplete``); ERROR, a service-side CANCELLED or a
-failed RPC -> ``failed`` with an ``error``; no Final and no error (the client went away)
--> ``cancelled`` with no events (nobody is listening).
+failed RPC -> ``failed`` with an ``error``; a cancellation (the client went away, a cancel
+request) -> ``cancelled``: open items close ``incomplete``, no terminal event.
 
 No sequence numbers here: ``sse.py`` assigns them as it writes. No I/O, no clock except
 ``finalize``'s ``now`` default.
@@ -288,13 +288,17 @@ TERMINAL = {"completed": "response.completed", "incomplete": "response.incomplet
 _CANCELLED_BY_SERVICE = "The inference service cancelled the request (it may be shutting down)."
 
 
-def finalize(st: StreamState, final: pb.Final | None, *, error: str | None = None,
-             now: float | None = None) -> tuple[dict, list[dict]]:
+def finalize(st: StreamState, final: pb.Final | None = None, *, error: str | None = None,
+             cancelled: bool = False, now: float | None = None) -> tuple[dict, list[dict]]:
     """Finish the response: (response object, [closing events..., terminal event]).
 
-    ``final`` is the service's Final; ``error`` a failure without one (the RPC broke).
-    With neither, the client went away: status ``cancelled`` and no events.
+    Exactly one outcome: ``final``, the service's Final (completed, incomplete or failed by
+    its finish reason); ``error``, a failure without one (the RPC broke); ``cancelled``, the
+    client or a cancel request stopped it: open items close ``incomplete`` and there is no
+    terminal event (the Responses event set has none for cancellation).
     """
+    if (final is not None) + (error is not None) + cancelled != 1:
+        raise ValueError("finalize takes exactly one outcome: final, error or cancelled")
     if final is not None:
         status, item_status = FINISH.get(final.finish_reason, ("completed", "completed"))
         if final.finish_reason == pb.FINISH_REASON_ERROR:
@@ -317,7 +321,6 @@ def finalize(st: StreamState, final: pb.Final | None, *, error: str | None = Non
         resp["incomplete_details"] = {"reason": "max_output_tokens"}
     elif status == "failed":
         resp["error"] = {"code": "server_error", "message": error}
-    if status == "cancelled":
-        return resp, []
-    events.append({"type": TERMINAL[status], "response": resp})
+    if status != "cancelled":
+        events.append({"type": TERMINAL[status], "response": resp})
     return resp, events

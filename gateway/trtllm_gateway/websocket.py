@@ -7,7 +7,8 @@ HTTP). The client sends JSON text (or UTF-8 binary) frames ``{"type": "response.
 ``stream_id`` (optional) is echoed on every event of that response. The server answers
 with one JSON text frame per event: the same events, in the same order, with the same
 ``sequence_number`` rules (from 0 per response) as SSE, written by ``generation.stream``
-through a :class:`WebSocketEventWriter` (the shared ``sse.EventWriter`` numbering).
+(the one driver) through a :class:`WebSocketEventWriter` (the shared ``sse.EventWriter``
+numbering).
 
 * Responses run one after another in arrival order; at most :data:`MAX_PENDING` creates
   may wait behind the running one (more closes the connection with 1008).
@@ -39,7 +40,6 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from . import generation
 from .context import GATEWAY, TENANT, Gateway
 from .errors import ApiError, to_api_error
-from .events import LoggingWriter, ResponseLog, response_log
 from .request import CreateRequest, parse_create, parse_json_object
 from .sse import EventWriter, dumps
 
@@ -67,23 +67,12 @@ class WebSocketEventWriter(EventWriter):
     def stop_pings(self) -> None:
         pass
 
-    async def _write(self, event: dict) -> None:
-        await self._write_encoded(event, dumps(event))
-
-    async def _write_encoded(self, event: dict, payload: str) -> None:
+    async def write_encoded(self, event: dict, payload: str) -> None:
         if self.ws.closed:
             raise ConnectionResetError("the WebSocket is closed")
         if self.stream_id is not None:  # on the frame only: the event log keeps the plain event
             payload = dumps(dict(event, stream_id=self.stream_id))
         await self.ws.send_str(payload)
-
-
-class LoggedWebSocketEventWriter(LoggingWriter, WebSocketEventWriter):
-    """A stored response's frames, also written to its event log (resumable over SSE)."""
-
-    def __init__(self, ws: web.WebSocketResponse, stream_id: str | None, response_log: ResponseLog) -> None:
-        super().__init__(ws, stream_id)
-        self.response_log = response_log
 
 
 def _create_body(raw: str | bytes) -> tuple[dict, str | None]:
@@ -134,10 +123,7 @@ class Connection:
             history = await generation.load_history(self.gw, req, self.tenant)
         g = await generation.prepare(self.gw, req, self.tenant, time.perf_counter(), history=history)
         g.on_finish.append(self.remember_hook(req, history))
-        rlog = response_log(self.gw, self.app, g)
-        writer = (WebSocketEventWriter(self.ws, stream_id) if rlog is None
-                  else LoggedWebSocketEventWriter(self.ws, stream_id, rlog))
-        await generation.stream(self.gw, None, g, writer=writer)
+        await generation.stream(self.gw, self.app, g, WebSocketEventWriter(self.ws, stream_id))
 
     def recall(self, req: CreateRequest) -> list[dict] | None:
         prev = req.previous_response_id

@@ -41,7 +41,8 @@ class ServiceMetrics:
         self.e2e = Histogram("trtllm:e2e_request_latency_seconds", "Time from request arrival to its end.",
                              m, buckets=_E2E_BUCKETS, registry=r)
         self.queue_time = Histogram("trtllm:queue_time_seconds",
-                                    "Time from request arrival until the engine produced its first step.",
+                                    "Time a request waited in the engine's queue before it was scheduled "
+                                    "(engines that report it: the CPU engine).",
                                     m, buckets=_LATENCY_BUCKETS, registry=r)
         self.running = Gauge("trtllm:num_requests_running", "Requests being decoded by the engine.", m, registry=r)
         self.waiting = Gauge("trtllm:num_requests_waiting", "Requests waiting for an engine slot.", m, registry=r)

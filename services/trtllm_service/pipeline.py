@@ -130,6 +130,8 @@ class GenerationPipeline:
             async with aclosing(self.engine.generate(run.request_id, prompt, sampling)) as steps:
                 async for step in steps:
                     self._timing(run, len(step.token_ids))
+                    if step.queue_s is not None:
+                        self.metrics.queue_time.labels(self.metrics.model_name).observe(step.queue_s)
                     run.cached_tokens = max(run.cached_tokens, step.cached_tokens)
                     delta = self._consume(run, step.token_ids, step.logprobs)
                     if delta is not None:
@@ -164,7 +166,6 @@ class GenerationPipeline:
         if run.first_token_at is None:
             run.first_token_at = now
             self.metrics.ttft.labels(self.metrics.model_name).observe(now - run.started)
-            self.metrics.queue_time.labels(self.metrics.model_name).observe(now - run.started)
         elif run.last_token_at is not None:
             per_token = (now - run.last_token_at) / n_tokens
             for _ in range(n_tokens):

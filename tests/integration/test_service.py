@@ -154,3 +154,22 @@ async def test_health_reflection_model_info_and_metrics(service, stub):
     for name in ("trtllm:time_to_first_token_seconds_bucket", "trtllm:num_requests_running",
                  "trtllm:kv_cache_usage_perc", "grpc_server_handled_total", "trtllm:generation_tokens_total"):
         assert name in body, name
+
+
+def _sample(body: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
+               if line.startswith(name + "{") or line.startswith(name + " "))
+
+
+async def test_queue_time_measures_the_wait_for_the_engine_not_ttft(service, stub):
+    def scrape() -> str:
+        return urllib.request.urlopen(service.metrics_url).read().decode()
+    before = await asyncio.to_thread(scrape)
+    await collect(stub, pb.GenerateRequest(prompt="Count to three.", sampling=pb.SamplingParams(max_tokens=4)))
+    after = await asyncio.to_thread(scrape)
+    count = "trtllm:queue_time_seconds_count"
+    assert _sample(after, count) - _sample(before, count) == 1
+    queued = _sample(after, "trtllm:queue_time_seconds_sum") - _sample(before, "trtllm:queue_time_seconds_sum")
+    ttft = (_sample(after, "trtllm:time_to_first_token_seconds_sum")
+            - _sample(before, "trtllm:time_to_first_token_seconds_sum"))
+    assert 0 <= queued < ttft  # queueing precedes the prefill that the first token also waits for

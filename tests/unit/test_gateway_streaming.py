@@ -90,15 +90,24 @@ def test_rpc_failure_without_final_gives_failed():
     assert resp["usage"] is None and resp["error"]["message"] == "the inference service went away"
 
 
-def test_client_gone_gives_cancelled_and_no_events():
+def test_cancelled_closes_open_items_without_a_terminal_event():
     st = _state()
     start(st)
     on_delta(st, pb.Delta(text="abc"))
-    resp, events = finalize(st, None)
-    assert events == []
-    assert resp["status"] == "cancelled"
-    assert resp["output"][0]["status"] == "incomplete"
+    resp, events = finalize(st, cancelled=True)
+    assert [e["type"] for e in events] == ["response.output_text.done", "response.content_part.done",
+                                           "response.output_item.done"]
+    assert events[0]["text"] == "abc" and events[-1]["item"]["status"] == "incomplete"
+    assert resp["status"] == "cancelled" and resp["error"] is None
+    assert resp["output"] == [events[-1]["item"]]
     Response.model_validate(resp)
+
+
+@pytest.mark.parametrize("outcomes", [{}, {"error": "x", "cancelled": True},
+                                      {"final": pb.Final(), "error": "x"}])
+def test_finalize_takes_exactly_one_outcome(outcomes):
+    with pytest.raises(ValueError):
+        finalize(_state(), **outcomes)
 
 
 def test_service_side_cancel_is_failed_for_the_client():

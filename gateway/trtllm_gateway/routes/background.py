@@ -25,14 +25,14 @@ import time
 
 from aiohttp import web
 
-from .. import events, generation
+from .. import driver, events, generation
 from ..background import BackgroundRunner, job_spec
 from ..context import GATEWAY, TENANT
 from ..errors import ApiError
 from ..events import LOGS, LogHub
 from ..request import CreateRequest
 from ..sse import dumps
-from ..store import FINAL_STATUSES, StoredResponse
+from ..store import FINAL_STATUSES
 
 RUNNER = web.AppKey("background_runner", BackgroundRunner)
 CANCEL_GRACE_S = 5.0  # beyond one lease: how long cancel waits for the response to end
@@ -54,14 +54,12 @@ async def create(request: web.Request, req: CreateRequest, g: generation.Generat
         raise ApiError("invalid_request", "Background mode requires 'store': true (a background "
                        "response is stored so that it can be retrieved).", param="background")
     resp = dict(g.state.response, status="queued", background=True)
-    record = StoredResponse(id=resp["id"], tenant=tenant, created_at=resp["created_at"], status="queued",
-                            response=resp, input_items=req.input.items,
-                            previous_response_id=req.previous_response_id)
+    record = generation.record(g, resp)
     first = events.logged({"type": "response.queued", "sequence_number": 0, "response": resp})
     with gw.metrics.store_op("enqueue_job"):
         await hub.store.enqueue_job(record, job_spec(body, g), [first])
     request.app[RUNNER].wake()
-    await generation.finish_hooks(gw, g, resp)  # on what this request answers: the queued response
+    await driver.finish_hooks(gw, g, resp)  # on what this request answers: the queued response
     if req.stream:
         return await events.follow(gw, request, resp["id"], tenant, -1)
     return _json(resp)

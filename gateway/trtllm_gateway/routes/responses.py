@@ -19,7 +19,7 @@ from ..errors import ApiError
 from ..idempotency import FINISH_HOOKS
 from ..objects import deleted
 from ..request import read_create
-from ..sse import dumps
+from ..sse import SSEWriter, dumps
 from ..translate import build_chat, fit_context
 from . import background as background_routes
 from . import limit_param
@@ -41,7 +41,7 @@ async def create(request: web.Request) -> web.StreamResponse:
     if req.background:
         return await background_routes.create(request, req, g, body)
     if req.stream:
-        return await generation.stream(gw, request, g)
+        return await generation.stream(gw, request.app, g, SSEWriter(request, gw.settings.ping_interval_s))
     return _json(await generation.complete(gw, g))
 
 

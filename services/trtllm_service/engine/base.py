@@ -93,6 +93,7 @@ class TokenStep:
     finish_reason: str | None = None  # "stop" | "length" | "cancelled" | None
     stop_token_id: int | None = None  # which id ended generation, when known
     cached_tokens: int = 0  # prompt tokens served from a prefix cache
+    queue_s: float | None = None  # time the request waited before the engine scheduled it (once; None: unknown)
 
 
 @dataclass

@@ -40,6 +40,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -69,6 +70,8 @@ class Sequence:
     n_past: int = 0  # tokens of `tokens` whose KV cells `slot` holds
     cached: int = 0  # prompt tokens reused from the cache at first admission
     admitted_once: bool = False
+    submitted: float = field(default_factory=time.monotonic)
+    queue_s: float | None = None  # submit to first admission; reported on the first step
 
     def __post_init__(self) -> None:
         self.prompt_len = len(self.tokens)
@@ -285,6 +288,7 @@ class DecodeLoop:
         seq.slot, seq.n_past = target, best_len
         if not seq.admitted_once:
             seq.admitted_once, seq.cached = True, best_len
+            seq.queue_s = time.monotonic() - seq.submitted
             self.stats.prompt_tokens += seq.prompt_len
             self.stats.cached_tokens += best_len
 
@@ -383,7 +387,8 @@ class DecodeLoop:
         return out
 
     def _advance(self, seq: Sequence, token: int, logprobs) -> TokenStep:
-        step = TokenStep(token_ids=[], cached_tokens=seq.cached)
+        step = TokenStep(token_ids=[], cached_tokens=seq.cached, queue_s=seq.queue_s)
+        seq.queue_s = None  # reported once
         generated = len(seq.tokens) - seq.prompt_len
         if token in seq.sampler.stop_ids and generated >= seq.sampler.sampling.min_tokens:
             step.finish_reason, step.stop_token_id = "stop", token

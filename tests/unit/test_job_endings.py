@@ -1,0 +1,99 @@
+"""Ending a job from its event log, and replaying finished responses (pure, no I/O)."""
+from __future__ import annotations
+
+import copy
+
+from openai.types.responses import Response
+
+from tests.fixtures.gateway import check_stream
+from trtllm_gateway import job_endings
+from trtllm_gateway.idempotency import replay_events
+from trtllm_gateway.objects import new_response
+from trtllm_gateway.request import parse_create
+from trtllm_gateway.streaming import StreamState, finalize, on_delta, start
+from trtllm_responses.inference.v1 import inference_pb2 as pb
+
+TOOLS = [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}]
+
+
+def _state() -> StreamState:
+    req = parse_create({"model": "m", "input": "hi", "tools": TOOLS})
+    return StreamState(new_response(req, "resp_job", "m", 1700000000))
+
+
+def _numbered(events: list[dict], first: int = 0) -> list[dict]:
+    return [dict(e, sequence_number=first + i) for i, e in enumerate(events)]
+
+
+def _partial() -> tuple[StreamState, list[dict]]:
+    """A live state part-way through: reasoning done, a message open with two pieces."""
+    st = _state()
+    events = start(st)
+    for delta in (pb.Delta(reasoning_text="think"), pb.Delta(text="Hel"), pb.Delta(text="lo")):
+        events += on_delta(st, delta)
+    return st, _numbered(events)
+
+
+def test_restore_rebuilds_the_live_state_from_its_log():
+    live, logged = _partial()
+    rebuilt = _state()
+    job_endings.restore(rebuilt, logged)
+    assert finalize(rebuilt, error="x", now=1) == finalize(copy.deepcopy(live), error="x", now=1)
+
+
+def test_cancelled_closes_what_the_log_left_open():
+    _, logged = _partial()
+    resp, closing = job_endings.cancelled(_state(), logged)
+    assert resp["status"] == "cancelled" and resp["error"] is None
+    assert [e["type"] for e in closing][-1] == "response.output_item.done"
+    assert closing[-1]["item"]["content"][0]["text"] == "Hello" and closing[-1]["item"]["status"] == "incomplete"
+    check_stream(_numbered(logged + closing + [{"type": "response.failed", "response": dict(
+        resp, status="failed", error={"code": "server_error", "message": "x"})}]))
+    Response.model_validate(resp)
+
+
+def test_failed_adds_a_missing_opening_and_ends_with_response_failed():
+    st = _state()
+    resp, events = job_endings.failed(st, [], job_endings.MESSAGES["stream"], [])
+    assert [e["type"] for e in events] == ["response.created", "response.in_progress", "response.failed"]
+    assert resp["status"] == "failed" and resp["error"]["message"] == job_endings.MESSAGES["stream"]
+    check_stream(_numbered(events))
+
+
+def test_failed_after_logged_output_keeps_it_and_numbers_continue():
+    _, logged = _partial()
+    resp, events = job_endings.failed(_state(), logged, "stopped", logged)
+    assert events[0]["type"] == "response.output_text.done"  # the opening is already logged
+    stream = logged + _numbered(events, first=len(logged))
+    final = check_stream(stream)
+    assert final == resp and [i["type"] for i in resp["output"]] == ["reasoning", "message"]
+
+
+def test_settled_appends_only_a_missing_terminal_event():
+    st = _state()
+    events = start(st) + on_delta(st, pb.Delta(text="ok"))
+    resp, closing = finalize(st, pb.Final(finish_reason=pb.FINISH_REASON_STOP))
+    assert job_endings.settled(resp, events) == [{"type": "response.completed", "response": resp}]
+    assert job_endings.settled(resp, events + closing) == []
+    assert job_endings.settled(dict(resp, status="cancelled"), events) == []
+
+
+def test_has_output_and_missing_opening():
+    st, logged = _partial()
+    assert job_endings.has_output(logged) and not job_endings.has_output(logged[:2])
+    assert job_endings.missing_opening(st, logged[:1]) == [start(_state())[1]]
+
+
+def test_replay_of_a_finished_response_is_a_valid_stream_with_the_same_result():
+    st = _state()
+    events = start(st)
+    for delta in (pb.Delta(reasoning_text="hmm"), pb.Delta(text="It is "), pb.Delta(text="sunny."),
+                  pb.Delta(tool_calls=[pb.ToolCallDelta(index=0, id="call_1", name="get_weather",
+                                                        arguments_delta='{"city": "Paris"}')])):
+        events += on_delta(st, delta)
+    resp, closing = finalize(st, pb.Final(finish_reason=pb.FINISH_REASON_TOOL_CALLS))
+    original = check_stream(_numbered(events + closing))
+    replayed = replay_events(resp, "openai")
+    assert check_stream(_numbered(replayed)) == original
+    assert [e["type"] for e in replayed if "delta" not in e["type"]] == \
+        [e["type"] for e in events + closing if "delta" not in e["type"]]
