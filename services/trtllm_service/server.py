@@ -24,7 +24,7 @@ from grpc_reflection.v1alpha import reflection
 from trtllm_responses.inference.v1 import inference_pb2 as pb
 from trtllm_responses.inference.v1 import inference_pb2_grpc as pb_grpc
 
-from .engine.base import Engine
+from .engine.base import Engine, EngineError
 from .errors import NotServing, status_for
 from .metrics import ServiceMetrics
 from .agentic import OutputPlanner
@@ -106,9 +106,17 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         self.server = server
 
     async def Generate(self, request: pb.GenerateRequest, context: Any) -> AsyncIterator[pb.GenerateResponse]:
-        pipeline = self.server.ready_pipeline()
-        async for message in pipeline.generate(request):
-            yield message
+        pipeline, sent = self.server.ready_pipeline(), False
+        try:
+            async for message in pipeline.generate(request):
+                sent = True
+                yield message
+        except EngineError as exc:
+            if sent or self.server.engine.health():
+                raise
+            # The engine died under this request before it produced anything: UNAVAILABLE
+            # lets a router retry it on another replica (INTERNAL would fail the client).
+            raise NotServing(f"the {self.server.engine.name} engine failed: {exc}") from exc
 
     async def CountTokens(self, request: pb.CountTokensRequest, context: Any) -> pb.CountTokensResponse:
         pipeline = self.server.ready_pipeline(allow_draining=True)
