@@ -168,7 +168,8 @@ class ReplicaPool:
         """Health check and GetLoad of one replica; either failing means 'not healthy'."""
         timeout = min(self.settings.rpc_timeout_s, PROBE_TIMEOUT_S)
         health, load = await asyncio.gather(
-            replica.health.Check(_HEALTH_REQUEST, timeout=timeout),
+            # types-grpcio-health-checking's HealthStub declares no methods
+            replica.health.Check(_HEALTH_REQUEST, timeout=timeout),  # type: ignore[attr-defined]
             replica.stub.GetLoad(pb.GetLoadRequest(), timeout=timeout), return_exceptions=True)
         for result in (health, load):
             if isinstance(result, Exception) and not isinstance(result, grpc.aio.AioRpcError):
@@ -331,12 +332,6 @@ class ServiceClient:
                     raise
             self._info_at = time.monotonic()
             return self._info
-
-    async def get_load(self) -> list[pb.Load]:
-        """The current load of every replica not retiring (raises when one does not answer)."""
-        replicas = [r for r in self.pool.replicas if not r.retiring]
-        return list(await asyncio.gather(*(r.stub.GetLoad(pb.GetLoadRequest(), timeout=self.settings.rpc_timeout_s)
-                                           for r in replicas)))
 
     async def ready(self) -> bool:
         """True when at least one replica reports SERVING (probes them all now)."""

@@ -70,7 +70,3 @@ class IncrementalDetokenizer:
         self._read = len(self._ids)
         self._prefix = max(self._prefix, self._read - _CONTEXT_TOKENS)
         return new_text
-
-    @property
-    def token_count(self) -> int:
-        return len(self._ids)

@@ -10,14 +10,13 @@ Contract:
   `finish_reason` of "stop" (end-of-sequence or a stop token id) or "length" (max_tokens).
 - Closing the iterator early (the consumer stops, or the task is cancelled) aborts the
   engine request and frees its slot: implementations do that in a `finally` clause.
-- `abort(request_id)` aborts from outside; the iterator then ends with "cancelled".
 - `health()` is True once the engine can serve; `load()` reports queue and cache figures.
 - Exactly one object owns the engine; the service creates it once and passes it around.
 """
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 
@@ -129,12 +128,8 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def generate(
         self, request_id: str, prompt_token_ids: list[int], sampling: SamplingConfig
-    ) -> AsyncIterator[TokenStep]:
-        """Stream the generation for one request."""
-
-    @abc.abstractmethod
-    async def abort(self, request_id: str) -> None:
-        """Abort a running request; unknown ids are ignored."""
+    ) -> AsyncGenerator[TokenStep, None]:
+        """Stream the generation for one request (a generator: the pipeline ``aclose()``s it)."""
 
     @abc.abstractmethod
     def health(self) -> bool:

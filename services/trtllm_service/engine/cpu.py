@@ -35,7 +35,7 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,12 +174,13 @@ class CpuEngine(Engine):
 
     # ---------------------------------------------------------------- requests
     def generate(self, request_id: str, prompt_token_ids: list[int],
-                 sampling: SamplingConfig) -> AsyncIterator[TokenStep]:
+                 sampling: SamplingConfig) -> AsyncGenerator[TokenStep, None]:
         if not self._ready:
             raise EngineError("the CPU engine is not ready")
         return self._stream(request_id, prompt_token_ids, sampling)
 
-    async def _stream(self, request_id: str, prompt: list[int], sampling: SamplingConfig) -> AsyncIterator[TokenStep]:
+    async def _stream(self, request_id: str, prompt: list[int],
+                      sampling: SamplingConfig) -> AsyncGenerator[TokenStep, None]:
         self._validate(request_id, prompt, sampling)
         if self._queued() >= self.settings.max_queue:
             raise EngineOverloaded(
@@ -236,13 +237,6 @@ class CpuEngine(Engine):
             if isinstance(item, BaseException) or item.finish_reason is not None:
                 request.done = True
             request.queue.put_nowait(item)
-
-    async def abort(self, request_id: str) -> None:
-        request = self._requests.get(request_id)
-        if request is not None and not request.done:
-            if self._loop is not None:
-                self._loop.cancel(request_id)
-            self._finish(request, TokenStep(token_ids=[], finish_reason="cancelled"))
 
     @staticmethod
     def _finish(request: _Request, step: TokenStep) -> None:

@@ -31,8 +31,7 @@ Protocol, as this adapter uses it:
   Any error after tokens were produced, and any other exception, is `EngineError` (INTERNAL).
 - Cancellation. Closing the iterator or cancelling its task calls `RequestOutput.abort()`
   and drains the result until TensorRT-LLM reports it finished ("cancelled"), at most
-  `abort_wait_s`. `abort(request_id)` aborts likewise and waits (bounded) for that stream
-  to end; the stream's last step then says "cancelled".
+  `abort_wait_s`.
 - Load. One task (trtllm_stats.poll_stats) owns `llm.get_stats_async()`; `load()` reads
   its board. `health()` is True once the LLM is built and one tiny generation succeeded,
   and False after `stop()` or once TensorRT-LLM's executor has shut itself down.
@@ -48,7 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,7 +135,7 @@ class TrtllmEngine(Engine):
 
     def __init__(self, settings: ServiceSettings) -> None:
         self.settings = settings
-        self.tokenizer = None
+        self.tokenizer: Any = None  # the Hugging Face tokenizer TensorRT-LLM loaded (untyped)
         self._api: TrtllmApi | None = None
         self._llm: Any = None
         self._ready = False
@@ -147,7 +146,8 @@ class TrtllmEngine(Engine):
 
     async def start(self) -> None:
         model = check_model(self.settings)
-        self._api, self._llm = await asyncio.to_thread(self._build, model)
+        api, self._llm = await asyncio.to_thread(self._build, model)
+        self._api = api
         hf_tokenizer = self._llm.tokenizer
         if hf_tokenizer is None:
             raise TrtllmUnavailable("TensorRT-LLM loaded no tokenizer; pass --tokenizer")
@@ -155,7 +155,7 @@ class TrtllmEngine(Engine):
         self.model_id = self.settings.served_model_name or (Path(model).name if Path(model).exists() else model)
         self.max_context_length = context_length(self._llm, self.settings, model)
         self.supports_guided = guided_backend(self.settings) is not None
-        await self._warm_up()
+        await self._warm_up(api)
         self._poller = asyncio.create_task(
             poll_stats(self._llm, self._board, lambda: len(self._streams), self._stopping,
                        self.stats_timeout_s, self.stats_pause_s), name="trtllm-stats")
@@ -176,10 +176,10 @@ class TrtllmEngine(Engine):
         except Exception as exc:
             raise TrtllmUnavailable(f"TensorRT-LLM could not load {model!r}: {exc}") from exc
 
-    async def _warm_up(self) -> None:
+    async def _warm_up(self, api: TrtllmApi) -> None:
         ids = self.tokenizer.encode("Hello", add_special_tokens=False) or [self.tokenizer.eos_token_id or 0]
         try:
-            params = self._api.SamplingParams(max_tokens=1, detokenize=False)
+            params = api.SamplingParams(max_tokens=1, detokenize=False)
             await self._llm.generate_async({"prompt_token_ids": ids}, params).aresult()
         except Exception as exc:
             raise TrtllmUnavailable(f"TensorRT-LLM warm-up generation failed: {exc}") from exc
@@ -212,18 +212,8 @@ class TrtllmEngine(Engine):
     def load(self) -> LoadInfo:
         return self._board.snapshot()
 
-    async def abort(self, request_id: str) -> None:
-        stream = self._streams.get(request_id)
-        if stream is None:
-            return
-        _abort_quietly(stream.result)
-        try:
-            await asyncio.wait_for(stream.ended.wait(), self.abort_wait_s)
-        except TimeoutError:
-            log.warning("request %s: TensorRT-LLM did not confirm the abort in %.1fs", request_id, self.abort_wait_s)
-
     async def generate(self, request_id: str, prompt_token_ids: list[int],
-                       sampling: SamplingConfig) -> AsyncIterator[TokenStep]:
+                       sampling: SamplingConfig) -> AsyncGenerator[TokenStep, None]:
         stream = self._submit(prompt_token_ids, sampling)
         self._streams[request_id] = stream
         finished = failed = False
@@ -250,7 +240,7 @@ class TrtllmEngine(Engine):
             stream.ended.set()
 
     def _submit(self, prompt_token_ids: list[int], sampling: SamplingConfig) -> _Stream:
-        if not self._ready:
+        if not self._ready or self._api is None:
             raise EngineError("the TensorRT-LLM engine is not running")
         try:
             params = sampling_params(self._api, sampling)

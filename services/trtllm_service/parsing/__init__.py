@@ -16,7 +16,7 @@ protocol a parser follows (hold-back, call pieces, ids, `ToolCallPiece.error`) i
 """
 from __future__ import annotations
 
-from .base import OutputParser, ParsedDelta, PassthroughParser, ToolCallPiece, new_call_id
+from .base import OutputParser, ParsedDelta, ToolCallPiece, new_call_id
 from .reasoning import prompt_opens_reasoning
 from .registry import (
     PARSERS,
@@ -29,6 +29,6 @@ from .registry import (
 
 __all__ = [
     "PARSERS", "REASONING_PARSERS", "TOOL_PARSERS", "ComposedParser", "OutputParser", "ParsedDelta",
-    "PassthroughParser", "ToolCallPiece", "create_parser", "default_parsers", "new_call_id",
+    "ToolCallPiece", "create_parser", "default_parsers", "new_call_id",
     "prompt_opens_reasoning",
 ]

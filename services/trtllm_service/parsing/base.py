@@ -70,9 +70,6 @@ class OutputParser:
     def finish(self) -> ParsedDelta:
         return ParsedDelta()
 
-
-PassthroughParser = OutputParser
-
 IdFactory = Callable[[], str]
 
 
