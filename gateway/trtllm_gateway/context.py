@@ -26,6 +26,13 @@ class Gateway:
     background: set[asyncio.Task] = field(default_factory=set)
     purger: asyncio.Task | None = None
 
+    @property
+    def client(self) -> ServiceClient:
+        """The service client, for handlers: the app's startup sets it before any request is served."""
+        if self.service is None:
+            raise RuntimeError("the gateway has not started: no service client")
+        return self.service
+
     def spawn(self, coro: Awaitable) -> None:
         """Run work that must outlive a cancelled handler (e.g. saving its final state)."""
         task = asyncio.ensure_future(coro)

@@ -139,10 +139,12 @@ async def history(gw: Gateway, req: CreateRequest, tenant: str) -> list[dict]:
     if req.previous_response_id:
         raise invalid("conversation", "Mutually exclusive parameters: send either 'previous_response_id' "
                    "or 'conversation', not both.")
+    conversation = req.conversation
+    assert conversation, "only for a request that names a conversation (generation.load_history)"
     with gw.metrics.store_op("conversation_items"):
-        items = await gw.store.conversation_items(req.conversation, tenant)
+        items = await gw.store.conversation_items(conversation, tenant)
     if items is None:
-        raise not_found(req.conversation, "conversation")
+        raise not_found(conversation, "conversation")
     check_item_ids(req.input.items, "input")
     present = {item["id"] for item in items}
     for n, item in enumerate(req.input.items):

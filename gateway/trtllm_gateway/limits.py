@@ -34,12 +34,16 @@ PART_LISTS = ("content", "output", "summary")
 
 
 class Limits(Protocol):
-    """What the checks read (``GatewaySettings`` has these fields)."""
+    """What the checks read (``GatewaySettings`` has these fields; read-only, as it is frozen)."""
 
-    max_input_items: int
-    max_content_parts: int
-    max_tools: int
-    max_schema_bytes: int
+    @property
+    def max_input_items(self) -> int: ...
+    @property
+    def max_content_parts(self) -> int: ...
+    @property
+    def max_tools(self) -> int: ...
+    @property
+    def max_schema_bytes(self) -> int: ...
 
 
 DEFAULT_LIMITS: Limits = GatewaySettings()

@@ -60,12 +60,12 @@ class OutputPlanner:
 
     def plan(self, request: pb.GenerateRequest, prompt_text: str | None) -> OutputPlan:
         chat = request.chat if request.WhichOneof("input") == "chat" else None
-        tools_on = bool(chat and chat.tools) and _mode(chat) != _MODE.MODE_NONE
+        tools_on = chat is not None and bool(chat.tools) and _mode(chat) != _MODE.MODE_NONE
         parser = create_parser(
             self.tool_parser if tools_on else None, self.reasoning_parser,
             tool_names=[t.name for t in chat.tools] if chat else None, tools_enabled=tools_on,
             starts_in_reasoning=bool(prompt_text and self.reasoning_parser and prompt_opens_reasoning(prompt_text)))
-        guided = self._forced_call(request, chat) if tools_on else None
+        guided = self._forced_call(request, chat) if tools_on and chat is not None else None
         return OutputPlan(parser, guided, self.keep_special if tools_on else ())
 
     def _forced_call(self, request: pb.GenerateRequest, chat: pb.Chat) -> GuidedDecoding | None:

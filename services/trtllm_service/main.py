@@ -34,10 +34,11 @@ async def serve(settings: ServiceSettings) -> None:
     waiter = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({starting, waiter}, return_when=asyncio.FIRST_COMPLETED)
     if starting in done:
-        if starting.exception() is not None:
+        failure = starting.exception()
+        if failure is not None:
             waiter.cancel()
             await server.stop()
-            raise starting.exception()
+            raise failure
         print(f"trtllm-responses-service: serving {engine.model_id} on {server.address} "
               f"(metrics on :{server.metrics_port})", file=sys.stderr, flush=True)
         await waiter

@@ -183,7 +183,7 @@ class Templater:
             if not request.prompt:
                 raise InvalidRequest("prompt must not be empty", "prompt")
             return request.prompt, list(self.tokenizer(request.prompt)["input_ids"])
-        if kind == "prompt_token_ids":
+        if kind == "prompt_token_ids" and isinstance(request, pb.GenerateRequest):  # not in CountTokens
             ids = list(request.prompt_token_ids.ids)
             if not ids:
                 raise InvalidRequest("prompt_token_ids must not be empty", "prompt_token_ids")

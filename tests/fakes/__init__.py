@@ -41,7 +41,7 @@ def no_trtllm() -> Iterator[None]:
     """Make `import tensorrt_llm` fail, as on a host without it."""
     _purge()
     saved = sys.modules.get("tensorrt_llm")
-    sys.modules["tensorrt_llm"] = None  # type: ignore[assignment]  # import raises ImportError
+    sys.modules["tensorrt_llm"] = None  # import raises ImportError
     try:
         yield
     finally:

@@ -117,7 +117,7 @@ async def start_agentic_stack(tokenizer, tmp_factory) -> AgenticStack:
 
     engine = GuidedScriptedEngine(tokenizer, script, model_id="scripted-agentic")
     server = await serve_in_process(engine, tool_parser="hermes", reasoning_parser="think")
-    stack = AgenticStack(None, None, engine, prompts, [server.stop])  # type: ignore[arg-type]
+    stack = AgenticStack(None, None, engine, prompts, [server.stop])  # the gateways are added next
     stack.handle = await _gateway(stack, server.address, tmp_factory.mktemp("agentic"))
     stack.open_responses = await _gateway(stack, server.address, tmp_factory.mktemp("agentic-or"),
                                           reasoning_dialect="open_responses")
@@ -127,6 +127,6 @@ async def start_agentic_stack(tokenizer, tmp_factory) -> AgenticStack:
 async def start_bare_stack(tokenizer, tmp_factory) -> AgenticStack:
     engine = BareScriptedEngine(tokenizer, "OK.", model_id="scripted-bare")
     server = await serve_in_process(engine)
-    stack = AgenticStack(None, None, engine, [], [server.stop])  # type: ignore[arg-type]
+    stack = AgenticStack(None, None, engine, [], [server.stop])  # the gateway is added next
     stack.handle = await _gateway(stack, server.address, tmp_factory.mktemp("bare"))
     return stack

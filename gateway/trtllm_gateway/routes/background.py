@@ -97,6 +97,7 @@ async def _request(hub: LogHub, runner: BackgroundRunner, response_id: str, tena
     """Flag the job; end it here if nobody runs it; stop it at once if this replica does."""
     result = await hub.store.request_cancel(response_id, tenant, hub.replica, hub.lease_ms)
     if result.state == "claimed":
+        assert result.job is not None, "a claimed cancel carries the job"
         runner.launch(result.job)
     elif result.state == "requested":
         reg = hub.owned.get(response_id)

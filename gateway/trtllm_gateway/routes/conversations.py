@@ -106,10 +106,12 @@ async def delete_item(request: web.Request) -> web.Response:
     with gw.metrics.store_op("conversation_delete_item"):
         found = await gw.store.delete_conversation_item(cid, item_id, tenant)
         conv = await gw.store.get_conversation(cid, tenant) if found else None
-    if found is None or (found and conv is None):  # absent, or deleted meanwhile
+    if found is None:
         raise conversations.not_found(cid)
     if not found:
         raise _item_not_found(cid, item_id)
+    if conv is None:  # deleted meanwhile
+        raise conversations.not_found(cid)
     return _json(conversations.conversation_object(conv))
 
 

@@ -12,7 +12,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    ready = await request.app[GATEWAY].service.ready()
+    ready = await request.app[GATEWAY].client.ready()
     return web.json_response({"status": "ready" if ready else "unavailable", "service": ready},
                              status=200 if ready else 503)
 

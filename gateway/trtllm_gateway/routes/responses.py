@@ -45,7 +45,7 @@ async def create(request: web.Request) -> web.StreamResponse:
     return _json(await generation.complete(gw, g))
 
 
-async def retrieve(request: web.Request) -> web.Response:
+async def retrieve(request: web.Request) -> web.StreamResponse:
     gw, response_id = request.app[GATEWAY], request.match_info["response_id"]
     if request.query.get("stream", "false").lower() == "true":
         return await background_routes.stream(request, response_id)
@@ -81,13 +81,13 @@ async def input_tokens(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     _, req = await read_create(request, gw.settings, for_count=True)
     if req.model:
-        generation.resolve_model(req.model, await gw.service.model_info())
+        generation.resolve_model(req.model, await gw.client.model_info())
     history = await generation.load_history(gw, req, request[TENANT])
     chat = build_chat(req, history + req.input.items)  # tools count too (they are in the prompt)
     if req.truncation == "auto":
         reserve = req.max_output_tokens or gw.settings.truncation_reserve_tokens
-        chat = await fit_context(chat, gw.service.count_tokens, reserve)
-    tokens, _ = await gw.service.count_tokens(chat)
+        chat = await fit_context(chat, gw.client.count_tokens, reserve)
+    tokens, _ = await gw.client.count_tokens(chat)
     return _json({"object": "response.input_tokens", "input_tokens": tokens})
 
 

@@ -51,7 +51,8 @@ class RequestSampler:
 
     def __post_init__(self) -> None:
         s = self.sampling
-        self._rng = None if not s.temperature else np.random.default_rng(
+        self._temperature = float(s.temperature or 0.0)
+        self._rng = None if not self._temperature else np.random.default_rng(
             None if s.seed is None else int(s.seed) & 0xFFFF_FFFF_FFFF_FFFF)
         self._stops = np.array(sorted(i for i in self.stop_ids if 0 <= i < self.vocab_size), dtype=np.int64)
         self._counts: dict[int, int] = {}
@@ -80,7 +81,7 @@ class RequestSampler:
             scores[self._stops] = NEG_INF
         for processor in self.processors:
             scores = processor(self.generated, scores if scores is not row else row.copy())
-        token = int(np.argmax(scores)) if self._rng is None else self._sample(scores)
+        token = int(np.argmax(scores)) if self._rng is None else self._sample(scores, self._rng)
         logprobs = self._logprobs(row, token) if self.sampling.logprobs is not None else None
         self._record(token)
         return token, logprobs
@@ -100,9 +101,9 @@ class RequestSampler:
             row[ids] -= np.float32(s.frequency_penalty or 0.0) * counts + np.float32(s.presence_penalty or 0.0)
         return row
 
-    def _sample(self, scores: np.ndarray) -> int:
+    def _sample(self, scores: np.ndarray, rng: np.random.Generator) -> int:
         s = self.sampling
-        scores = scores.astype(np.float64) / float(s.temperature)
+        scores = scores.astype(np.float64) / self._temperature
         ids = np.arange(scores.size)
         if s.top_k and 0 < s.top_k < scores.size:
             ids = np.argpartition(scores, -s.top_k)[-s.top_k:]
@@ -121,7 +122,7 @@ class RequestSampler:
         total = probs.sum()
         if not np.isfinite(total) or total <= 0.0:
             return int(ids[int(np.argmax(scores))])
-        return int(ids[self._rng.choice(probs.size, p=probs / total)])  # type: ignore[union-attr]
+        return int(ids[rng.choice(probs.size, p=probs / total)])
 
     def _logprobs(self, row: np.ndarray, token: int) -> TokenLogprobs:
         top_max = float(row.max())

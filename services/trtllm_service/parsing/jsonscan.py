@@ -28,6 +28,13 @@ _SCALAR_END = re.compile(r"[^\w.+\-]")
 _WS = re.compile(r"\s*")
 
 
+def _skip_ws(text: str, pos: int) -> int:
+    """The position of the first non-whitespace character at or after `pos`."""
+    match = _WS.match(text, pos)
+    assert match is not None  # `\s*` matches the empty string
+    return match.end()
+
+
 class ValueScanner:
     """Follows one JSON value; `scan` returns (position reached, MORE | DONE | BAD)."""
 
@@ -107,7 +114,7 @@ class CallObjectScanner:
         self.state = "open"
         self.key = ""
         self._key_raw = ""
-        self._value: ValueScanner | None = None
+        self._value = ValueScanner()  # replaced by each key's and value's own
         self._value_raw = ""
         self._args_seen = False
 
@@ -115,7 +122,7 @@ class CallObjectScanner:
         """Consumes `text[pos:]`; returns (position reached, MORE | DONE | BAD)."""
         while True:
             if self.state in ("open", "key", "colon", "sep"):
-                pos = _WS.match(text, pos).end()
+                pos = _skip_ws(text, pos)
                 if pos >= len(text):
                     return pos, MORE
                 ok = getattr(self, "_" + self.state)(text[pos])
@@ -166,7 +173,7 @@ class CallObjectScanner:
 
     def _scan_value(self, text: str, pos: int, events: list) -> tuple[int, str]:
         if self._value.kind is None:
-            pos = _WS.match(text, pos).end()
+            pos = _skip_ws(text, pos)
         end, status = self._value.scan(text, pos)
         chunk = text[pos:end]
         is_args = self.key in self.args_keys and not self._args_seen

@@ -72,7 +72,7 @@ class Llama3JsonToolParser(ToolParser):
             return self._to_text()
         if status == BAD or not self._commit(at_end=True):
             return self._reject()
-        self._add(self._call.close(True))
+        self._add(self._open_call.close(True))
         self._state = "between"
         return True
 
@@ -89,7 +89,7 @@ class Llama3JsonToolParser(ToolParser):
     def _route(self, event: tuple[str, str]) -> bool:
         """Queues an event of an uncommitted candidate; False if it cannot be a call."""
         if self._committed:
-            self._add(self._call.event(*event))
+            self._add(self._open_call.event(*event))
             return True
         kind, value = event
         self._queued.append(event)
@@ -116,7 +116,7 @@ class Llama3JsonToolParser(ToolParser):
             return False
         self._committed = True
         for event in self._queued:
-            self._add(self._call.event(*event))
+            self._add(self._open_call.event(*event))
         return True
 
     def _reject(self) -> bool:

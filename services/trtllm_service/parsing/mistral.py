@@ -114,18 +114,18 @@ class MistralToolParser(ToolParser):
         chunk, self._buf = self._buf[:pos], self._buf[pos:]
         self._raw += chunk
         if chunk:
-            self._add(self._call.event("args", chunk))
+            self._add(self._open_call.event("args", chunk))
         if status == MORE:
             return False
         if status == BAD:
             self._close_broken(INVALID_JSON)
         else:
-            self._add(self._call.close(True))
+            self._add(self._open_call.close(True))
         return self._to_text()
 
     def _at_end(self) -> None:
         if self._state == "args" and self._value.complete_at_end:
-            self._add(self._call.close(True))  # a bare number or literal: the JSON check decides
+            self._add(self._open_call.close(True))  # a bare number or literal: the JSON check decides
             return
         if self._state == "name":
             name = _NAME_DONE.fullmatch(self._name_raw)  # the buffer holds at most a partial [ARGS]

@@ -45,21 +45,22 @@ class ComposedParser(OutputParser):
         self.supports_tools, self.supports_reasoning = supports_tools, supports_reasoning
 
     @property
-    def saw_tool_calls(self) -> bool:  # type: ignore[override]
+    def saw_tool_calls(self) -> bool:  # type: ignore[override]  # read-only view of the base's plain attribute
         return self.tools is not None and self.tools.saw_tool_calls
 
     def feed(self, text: str) -> ParsedDelta:
         first = self.reasoning.feed(text) if self.reasoning else ParsedDelta(text=text)
-        return self._tools(first, lambda rest: self.tools.feed(rest))
+        return self._tools(first, lambda tools, rest: tools.feed(rest))
 
     def finish(self) -> ParsedDelta:
         first = self.reasoning.finish() if self.reasoning else ParsedDelta()
-        return self._tools(first, lambda rest: self.tools.feed(rest).extend(self.tools.finish()), always=True)
+        return self._tools(first, lambda tools, rest: tools.feed(rest).extend(tools.finish()), always=True)
 
-    def _tools(self, first: ParsedDelta, run: Callable[[str], ParsedDelta], always: bool = False) -> ParsedDelta:
+    def _tools(self, first: ParsedDelta, run: Callable[[OutputParser, str], ParsedDelta],
+               always: bool = False) -> ParsedDelta:
         if self.tools is None or not (first.text or always):
             return first
-        second = run(first.text)
+        second = run(self.tools, first.text)
         return ParsedDelta(text=second.text, reasoning=first.reasoning, tool_calls=second.tool_calls)
 
 

@@ -40,7 +40,7 @@ class ToolParser(OutputParser):
         self._out = ParsedDelta()
         self._count = 0
         self._call: CallEmitter | None = None
-        self._scanner: CallObjectScanner | None = None
+        self._scanner = CallObjectScanner(self.args_keys)  # replaced by each call's own
         self._raw = ""
 
     initial_state = "text"
@@ -77,6 +77,12 @@ class ToolParser(OutputParser):
         self._count += 1
         return self._call
 
+    @property
+    def _open_call(self) -> CallEmitter:
+        """The call being parsed: every call state has one (`_new_call` opened it)."""
+        assert self._call is not None, f"no call open in state {self._state!r}"
+        return self._call
+
     def _begin_object(self, state: str = "call") -> None:
         """Starts scanning a call's wrapper object `{"name": ..., "arguments": ...}`."""
         self._new_call()
@@ -92,13 +98,13 @@ class ToolParser(OutputParser):
         self._raw += self._buf[:pos]
         self._buf = self._buf[pos:]
         for kind, value in events:
-            self._add(self._call.event(kind, value))
+            self._add(self._open_call.event(kind, value))
         if status == DONE:
-            self._add(self._call.close(True))
+            self._add(self._open_call.close(True))
         return status
 
     def _close_broken(self, reason: str) -> None:
-        self._add(self._call.close(False, self._raw.strip(), reason))
+        self._add(self._open_call.close(False, self._raw.strip(), reason))
 
     def _to_text(self, lstrip: bool = True) -> bool:
         self._state, self._lstrip = "text", lstrip
