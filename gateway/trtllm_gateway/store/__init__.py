@@ -3,38 +3,45 @@
 ``open_store(url)`` picks a backend from the URL scheme via ``BACKENDS``:
 
 * ``sqlite:///relative/or/absolute.db``, ``sqlite:////abs/path.db``, ``sqlite://:memory:``,
-  or a plain filesystem path -> :class:`~trtllm_gateway.store.sqlite.SQLiteStore`.
-* ``postgresql://...`` / ``postgres://...`` (libpq DSN) ->
-  :class:`~trtllm_gateway.store.postgres.PostgresStore` (asyncpg connection pool).
+  or a plain filesystem path -> :class:`~trtllm_gateway.store.sqlite.SQLiteStore` (aiosqlite).
+* ``postgresql://...`` / ``postgres://...`` (libpq DSN, as asyncpg reads it) ->
+  :class:`~trtllm_gateway.store.postgres.PostgresStore` (asyncpg).
 
-The returned store is not yet opened: call ``await store.open()`` (or use ``async with``).
+Both are :class:`~trtllm_gateway.store.sql.SQLStore`: one SQLAlchemy Core implementation of
+the interface in ``base.py``, with the tables in ``schema.py`` and the row encoding in
+``codec.py``; each backend module holds only what its database does differently. The
+returned store is not yet opened: call ``await store.open()`` (or use ``async with``).
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .base import (
     FINAL_STATUSES,
     MAX_HISTORY_DEPTH,
     SCHEMA_VERSION,
     CancelResult,
+    ConversationRecords,
+    DuplicateItemId,
     EventPage,
     HistoryTooDeep,
+    IdempotencyKeys,
+    IdempotencyRecord,
     InvalidPageRequest,
     InvalidRecord,
     ItemPage,
     Job,
     JobOwner,
+    JobsAndEvents,
     JobWatch,
     LoggedEvent,
-    NotFound,
+    ResponseRecords,
     ResponseStore,
-    StoredConversation,
-    DuplicateItemId,
-    IdempotencyRecord,
     StoreCorrupt,
-    StoreError,
+    StoredConversation,
     StoredResponse,
+    StoreError,
 )
 
 
@@ -88,22 +95,25 @@ __all__ = [
     "MAX_HISTORY_DEPTH",
     "SCHEMA_VERSION",
     "CancelResult",
+    "ConversationRecords",
+    "DuplicateItemId",
     "EventPage",
     "HistoryTooDeep",
+    "IdempotencyKeys",
+    "IdempotencyRecord",
     "InvalidPageRequest",
     "InvalidRecord",
     "ItemPage",
     "Job",
     "JobOwner",
     "JobWatch",
+    "JobsAndEvents",
     "LoggedEvent",
-    "NotFound",
+    "ResponseRecords",
     "ResponseStore",
-    "StoredConversation",
-    "DuplicateItemId",
-    "IdempotencyRecord",
     "StoreCorrupt",
     "StoreError",
+    "StoredConversation",
     "StoredResponse",
     "open_store",
 ]

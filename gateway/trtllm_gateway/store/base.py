@@ -15,11 +15,12 @@ Protocol implemented (OpenAI Responses API, see docs/responses-api.md §1-§2):
 * ``previous_response_id`` continuation reads ``history()``: for every response in the
   chain, oldest first, its input items then its output items.
 
-Every row carries ``schema_version``, the version of the stored payload. Readers upgrade
-older versions they know and raise :class:`StoreCorrupt` for payloads they cannot read,
-never returning garbage. Backends are chosen by URL scheme in ``store/__init__.py``.
+Every response row carries ``schema_version``, the version of the stored payload. Readers
+upgrade older versions they know and raise :class:`StoreCorrupt` for payloads they cannot
+read, never returning garbage. Ids and tenants no row can hold (a NUL, a lone surrogate)
+read as absent (``codec.storable``).
 
-Conversations and idempotency keys (their own migration; rows in ``store/conv_codec.py``):
+Conversations and idempotency keys (migration 3):
 
 * ``/v1/conversations``: a :class:`StoredConversation` (tenant-scoped like responses) owns
   an ordered list of items; appends are atomic per call and never interleave with another
@@ -34,28 +35,33 @@ Conversations and idempotency keys (their own migration; rows in ``store/conv_co
 Jobs and event logs (migration 2; the gateway's side is ``background.py``/``events.py``):
 
 * A *job* row per background response (``kind="background"``, created ``queued`` by
-  :meth:`ResponseStore.enqueue_job`) and per stored streaming response (``kind="stream"``,
-  created ``running`` by its own replica with :meth:`ResponseStore.open_stream`). A
-  replica claims with :meth:`ResponseStore.claim_jobs` the queued jobs and the running
+  :meth:`JobsAndEvents.enqueue_job`) and per stored streaming response (``kind="stream"``,
+  created ``running`` by its own replica with :meth:`JobsAndEvents.open_stream`). A
+  replica claims with :meth:`JobsAndEvents.claim_jobs` the queued jobs and the running
   ones whose lease expired; every claim raises ``attempt`` by one, and every write of a
-  job's state goes through :meth:`ResponseStore.write_job`, fenced by
+  job's state goes through :meth:`JobsAndEvents.write_job`, fenced by
   :class:`JobOwner` (replica, attempt): a replica that lost its lease writes nothing.
-  Leases are renewed, and cancel requests seen, by :meth:`ResponseStore.watch_jobs`.
+  Leases are renewed, and cancel requests seen, by :meth:`JobsAndEvents.watch_jobs`.
 * The *event log*: a response's SSE events, ``sequence_number`` 0..n-1, appended by the
-  job's owner and read by :meth:`ResponseStore.read_events` in the same snapshot as the
+  job's owner and read by :meth:`JobsAndEvents.read_events` in the same snapshot as the
   response status and whether the log can still grow.
 
-Times are unix milliseconds (``now_ms``, default: this host's clock); replicas need
-clocks in sync to well under the lease.
+The interface is split by concern (:class:`ResponseRecords`, :class:`JobsAndEvents`,
+:class:`ConversationRecords`, :class:`IdempotencyKeys`); :class:`ResponseStore` is all four
+plus the lifecycle, and is what the gateway holds. Backends are chosen by URL scheme in
+``store/__init__.py``; both are ``store/sql.py`` over SQLAlchemy Core.
+
+Times are unix milliseconds (``now_ms``, default: this host's clock) for jobs, unix
+seconds elsewhere; replicas need clocks in sync to well under the lease.
 """
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 SCHEMA_VERSION = 1  # version of the stored payload; rows carry it, readers upgrade/reject older ones
 FINAL_STATUSES = frozenset({"completed", "incomplete", "failed", "cancelled"})
-JOB_KINDS = ("background", "stream")
 
 MAX_HISTORY_DEPTH = 1000  # longest previous_response_id chain history() will walk
 MAX_PAGE_LIMIT = 100
@@ -80,6 +86,10 @@ class ItemPage:
     first_id: str | None
     last_id: str | None
     has_more: bool
+
+    @classmethod
+    def of(cls, data: list[dict], has_more: bool) -> ItemPage:
+        return cls(data, data[0]["id"] if data else None, data[-1]["id"] if data else None, has_more)
 
 
 @dataclass(frozen=True)
@@ -131,37 +141,6 @@ class CancelResult:
     job: Job | None = None   # with "claimed": the job, now the canceller's to finish
 
 
-class StoreError(Exception):
-    """Base class of the store's own errors."""
-
-
-class NotFound(StoreError):
-    """Optional helper for callers that prefer an exception over a None."""
-
-
-class StoreCorrupt(StoreError):
-    """A stored row cannot be read: unparseable payload or unknown schema_version."""
-
-
-class HistoryTooDeep(StoreError):
-    """The previous_response_id chain is longer than MAX_HISTORY_DEPTH (or loops)."""
-
-
-class InvalidPageRequest(StoreError, ValueError):
-    """Bad list_input_items arguments (limit out of 1..100, unknown order).
-
-    ``param`` names the offending query parameter, for a 400 ``invalid_request_error``.
-    """
-
-    def __init__(self, message: str, param: str):
-        super().__init__(message)
-        self.param = param
-
-
-class InvalidRecord(StoreError, ValueError):
-    """save() was given a record that cannot be stored (a caller bug, not bad user input)."""
-
-
 @dataclass
 class StoredConversation:
     id: str                      # "conv_..."
@@ -178,6 +157,33 @@ class IdempotencyRecord:
     created_at: int              # when the key was claimed (unix seconds)
 
 
+class StoreError(Exception):
+    """Base class of the store's own errors (driver errors are raised as this too)."""
+
+
+class StoreCorrupt(StoreError):
+    """A stored row cannot be read: unparseable payload or unknown schema_version."""
+
+
+class HistoryTooDeep(StoreError):
+    """The previous_response_id chain is longer than MAX_HISTORY_DEPTH (or loops)."""
+
+
+class InvalidPageRequest(StoreError, ValueError):
+    """Bad list arguments (limit out of 1..100, unknown order).
+
+    ``param`` names the offending query parameter, for a 400 ``invalid_request_error``.
+    """
+
+    def __init__(self, message: str, param: str):
+        super().__init__(message)
+        self.param = param
+
+
+class InvalidRecord(StoreError, ValueError):
+    """A record that cannot be stored (a caller bug, not bad user input)."""
+
+
 class DuplicateItemId(StoreError, ValueError):
     """An item id that is already in the conversation (or twice in one append)."""
 
@@ -186,16 +192,8 @@ class DuplicateItemId(StoreError, ValueError):
         self.item_id = item_id
 
 
-class ResponseStore(abc.ABC):
-    """A tenant-scoped store of responses and their items. All methods are coroutines."""
-
-    @abc.abstractmethod
-    async def open(self) -> None:
-        """Create the schema and run pending migrations."""
-
-    @abc.abstractmethod
-    async def close(self) -> None:
-        """Release connections. Safe to call twice."""
+class ResponseRecords(abc.ABC):
+    """Stored responses and their items."""
 
     @abc.abstractmethod
     async def save(self, record: StoredResponse) -> None:
@@ -216,16 +214,9 @@ class ResponseStore(abc.ABC):
         """Remove the response, its items, job and event log; False if there was nothing."""
 
     @abc.abstractmethod
-    async def list_input_items(
-        self,
-        response_id: str,
-        tenant: str,
-        *,
-        after: str | None = None,
-        before: str | None = None,
-        limit: int = 20,
-        order: str = "desc",
-    ) -> ItemPage | None:
+    async def list_input_items(self, response_id: str, tenant: str, *, after: str | None = None,
+                               before: str | None = None, limit: int = 20,
+                               order: str = "desc") -> ItemPage | None:
         """A page of this turn's input items, or None if the response is not found.
 
         Semantics of OpenAI's GET /v1/responses/{id}/input_items: order asc|desc, limit
@@ -247,7 +238,10 @@ class ResponseStore(abc.ABC):
         """Delete responses with created_at < ts (retention TTL), with their jobs and event
         logs; returns how many."""
 
-    # -- jobs and event logs ------------------------------------------------------------
+
+class JobsAndEvents(abc.ABC):
+    """Background and stream jobs, fenced by (replica, attempt), and their event logs."""
+
     @abc.abstractmethod
     async def enqueue_job(self, record: StoredResponse, spec: dict, events: list[LoggedEvent],
                           *, now_ms: int | None = None) -> None:
@@ -275,8 +269,9 @@ class ResponseStore(abc.ABC):
         and which have a cancel request. With ``lease_ms``, renews the owned ones' leases."""
 
     @abc.abstractmethod
-    async def write_job(self, owner: JobOwner, response_id: str, *, events: list[LoggedEvent] = (),
-                        record: StoredResponse | None = None, done: bool = False) -> bool:
+    async def write_job(self, owner: JobOwner, response_id: str, *,
+                        events: Sequence[LoggedEvent] = (), record: StoredResponse | None = None,
+                        done: bool = False) -> bool:
         """Atomically, only while ``owner`` holds the running job: append ``events``, save
         ``record`` (as ``save``) and, with ``done``, finish the job (its log is complete).
         False, with nothing written, when the owner lost the job."""
@@ -294,7 +289,10 @@ class ResponseStore(abc.ABC):
         """Up to ``limit`` logged events with sequence_number > ``after``, in order; None if
         the response is absent or another tenant's."""
 
-    # -- conversations and idempotency keys -----------------------------------------------
+
+class ConversationRecords(abc.ABC):
+    """Conversations and their ordered items."""
+
     @abc.abstractmethod
     async def create_conversation(self, conversation: StoredConversation, items: list[dict]) -> None:
         """Insert a conversation with its first items, atomically (StoreError if the id exists)."""
@@ -336,6 +334,15 @@ class ResponseStore(abc.ABC):
         """Remove one item: True; False if the item is absent; None if the conversation is."""
 
     @abc.abstractmethod
+    async def purge_conversations_older_than(self, ts: int) -> int:
+        """Delete conversations not updated since ``ts`` and idempotency keys claimed before
+        ``ts``; returns how many rows of both."""
+
+
+class IdempotencyKeys(abc.ABC):
+    """Idempotency-Key claims and the responses they recorded."""
+
+    @abc.abstractmethod
     async def claim_idempotency_key(self, tenant: str, key: str, body_hash: str, now: int,
                                     stale_before: int) -> IdempotencyRecord | None:
         """None when this caller now holds the key (new, or a ``running`` claim made before
@@ -349,12 +356,19 @@ class ResponseStore(abc.ABC):
     async def release_idempotency_key(self, tenant: str, key: str) -> None:
         """Forget a ``running`` claim (nothing was produced; a retry runs again)."""
 
-    @abc.abstractmethod
-    async def purge_conversations_older_than(self, ts: int) -> int:
-        """Delete conversations not updated since ``ts`` and idempotency keys claimed before
-        ``ts``; returns how many rows of both."""
 
-    async def __aenter__(self) -> "ResponseStore":
+class ResponseStore(ResponseRecords, JobsAndEvents, ConversationRecords, IdempotencyKeys):
+    """The whole store the gateway uses: all four concerns. All methods are coroutines."""
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Create the schema and run pending migrations."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections. Safe to call twice."""
+
+    async def __aenter__(self) -> ResponseStore:
         await self.open()
         return self
 
@@ -363,7 +377,7 @@ class ResponseStore(abc.ABC):
 
 
 def check_page_args(limit: int, order: str) -> None:
-    """Shared validation of list_input_items arguments, so every backend agrees."""
+    """Shared validation of list arguments, so every list agrees."""
     if order not in ORDERS:
         raise InvalidPageRequest(f"order must be one of {', '.join(ORDERS)}, got {order!r}", "order")
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE_LIMIT:

@@ -1,7 +1,54 @@
-"""Versioned schema migrations of the store backends that keep them as a module here.
+"""Versioned schema migrations, applied at store open, the same way in every backend.
 
-Each module defines ``MIGRATIONS: dict[int, tuple[str, ...]]`` (version -> statements, applied
-in order, each version once, recorded in the ``schema_migrations`` table) and applies them
-at store open. Kept as Python, not ``.sql`` files, so they ship inside any wheel without
-package-data configuration.
+Protocol: ``schema_migrations(version, applied_at)`` lists the versions applied. ``open()``
+runs :func:`apply` in one write transaction, which the backend first serialises against
+other processes opening the same database (SQLite: ``BEGIN IMMEDIATE`` holds the file's
+write lock; PostgreSQL: ``pg_advisory_xact_lock``, ``postgres.py``). It creates that table
+if needed, applies every missing version in order and records it; the later openers find
+nothing to do. DDL is transactional in both, so a failed migration leaves nothing behind. A
+database carrying a version newer than this gateway knows is refused rather than misread.
+
+:func:`statements` compiles each version's DDL from ``schema.py`` for a dialect. A later
+change to an existing table is a new version of its own statements (ALTER ...), and the
+table's first ``CREATE`` must stay as it was: write that one out here as text then, since
+the declaration in ``schema.py`` will describe the table as it is after every migration.
 """
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import Dialect, ForeignKeyConstraint, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.schema import CreateIndex, CreateTable, ExecutableDDLElement
+
+from ..base import StoreError
+from ..schema import metadata, schema_migrations
+
+
+def statements(dialect: Dialect) -> dict[int, tuple[str, ...]]:
+    """version -> its DDL in ``dialect``, in the order to run it."""
+    # SQLite files have never had foreign keys (schema.py): leave them out there.
+    fks: list[ForeignKeyConstraint] | None = None if dialect.name == "postgresql" else []
+    out: dict[int, list[str]] = {}
+    for table in metadata.sorted_tables:  # a table after those it references
+        if "migration" not in table.info:
+            continue
+        ddl: list[ExecutableDDLElement] = [CreateTable(table, include_foreign_key_constraints=fks)]
+        ddl += [CreateIndex(index) for index in sorted(table.indexes, key=lambda i: str(i.name))]
+        out.setdefault(table.info["migration"], []).extend(str(d.compile(dialect=dialect)).strip() for d in ddl)
+    return {version: tuple(out[version]) for version in sorted(out)}
+
+
+async def apply(conn: AsyncConnection, migrations: dict[int, tuple[str, ...]], where: str) -> None:
+    """Apply the missing ``migrations`` inside the caller's (serialised) write transaction;
+    ``where`` names the store in errors."""
+    await conn.run_sync(schema_migrations.create, checkfirst=True)
+    applied = set((await conn.execute(select(schema_migrations.c.version))).scalars())
+    newest = max(migrations)
+    if applied and max(applied) > newest:
+        raise StoreError(f"{where} has schema migration {max(applied)}, newer than this gateway "
+                         f"knows ({newest}); upgrade the gateway")
+    for version in sorted(set(migrations) - applied):
+        for statement in migrations[version]:
+            await conn.exec_driver_sql(statement)
+        await conn.execute(insert(schema_migrations).values(version=version, applied_at=int(time.time())))

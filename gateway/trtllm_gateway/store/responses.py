@@ -1,0 +1,181 @@
+"""Stored responses and their items, in SQL (protocol: ``base.ResponseRecords``).
+
+A mixin of ``sql.SQLStore``, whose transactions it uses. ``save`` is one upsert of the
+response row (``ON CONFLICT (id) DO UPDATE ... WHERE`` the tenant matches), then its items
+replaced: in PostgreSQL the upsert row-locks the id, so concurrent saves of one id from any
+replica serialise and their items never mix; in SQLite the single writer does the same.
+``history`` walks ``previous_response_id`` in one recursive query, bounded by
+``max_history_depth`` (long or cyclic chains), then reads every item of the chain at once.
+``purge_older_than`` deletes in batches claimed ``FOR UPDATE SKIP LOCKED``, so replicas
+purging at once neither block each other nor count a row twice.
+"""
+from __future__ import annotations
+
+import asyncio
+import operator
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Integer, delete, insert, literal, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from . import codec
+from .base import HistoryTooDeep, ItemPage, ResponseRecords, StoredResponse, StoreError, check_page_args
+from .codec import KIND_INPUT, storable
+from .schema import RESPONSE_DEPENDENTS, items, responses
+from .transactions import SQLBase
+
+# (order, cursor) -> how item positions compare with the cursor's position
+_CURSOR_SIDE = {("asc", "after"): operator.gt, ("asc", "before"): operator.lt,
+                ("desc", "after"): operator.lt, ("desc", "before"): operator.gt}
+_REVERSED = {"asc": "desc", "desc": "asc"}
+# what a replace changes (not id or tenant)
+_REPLACED = ("created_at", "status", "previous_response_id", "schema_version", "payload")
+
+
+def _own(response_id: str, tenant: str):
+    return (responses.c.id == response_id) & (responses.c.tenant == tenant)
+
+
+def _items_of(ids: list[str]):
+    return (select(items.c.response_id, items.c.kind, items.c.item_id, items.c.position, items.c.payload)
+            .where(items.c.response_id.in_(ids)).order_by(items.c.response_id, items.c.kind, items.c.position))
+
+
+def _chain(response_id: str, tenant: str, depth: int):
+    """The chain's response rows, oldest first: at most ``depth + 1`` of them."""
+    first = select(responses.c.id, responses.c.previous_response_id.label("prev"),
+                   literal(0, Integer).label("depth")).where(_own(response_id, tenant))
+    chain = first.cte("chain", recursive=True)
+    step = (select(responses.c.id, responses.c.previous_response_id, chain.c.depth + 1)
+            .join(chain, responses.c.id == chain.c.prev)
+            .where(responses.c.tenant == tenant, chain.c.depth < depth))
+    chain = chain.union_all(step)
+    return select(responses).join(chain, responses.c.id == chain.c.id).order_by(chain.c.depth.desc())
+
+
+async def put_record(conn: AsyncConnection, dialect_insert: Callable[..., Any], enc: codec.EncodedRecord,
+                     *, if_absent: bool = False) -> bool:
+    """The body of ``save``, inside any write transaction. ``if_absent``: only a new id,
+    returning whether it was."""
+    upsert = dialect_insert(responses).values(enc.row)
+    if if_absent:
+        upsert = upsert.on_conflict_do_nothing(index_elements=[responses.c.id])
+    else:
+        upsert = upsert.on_conflict_do_update(
+            index_elements=[responses.c.id], set_={c: upsert.excluded[c] for c in _REPLACED},
+            where=responses.c.tenant == upsert.excluded.tenant)
+    if (await conn.execute(upsert)).rowcount != 1:
+        if if_absent:
+            return False
+        raise StoreError(f"response id {enc.row['id']!r} already belongs to another tenant")
+    await conn.execute(delete(items).where(items.c.response_id == enc.row["id"]))
+    if enc.items:
+        await conn.execute(insert(items), enc.items)
+    return True
+
+
+class SQLResponses(SQLBase, ResponseRecords):
+    async def save(self, record: StoredResponse) -> None:
+        enc = await asyncio.to_thread(codec.encode_record, record)
+        await self._write(lambda conn: put_record(conn, self.insert, enc))
+
+    async def get(self, response_id: str, tenant: str) -> StoredResponse | None:
+        if not storable(response_id, tenant):
+            return None
+
+        async def body(conn: AsyncConnection):
+            row = (await conn.execute(select(responses).where(_own(response_id, tenant)))).first()
+            return None if row is None else ([row], (await conn.execute(_items_of([response_id]))).all())
+
+        found = await self._read(body)
+        return None if found is None else (await asyncio.to_thread(codec.decode_chain, *found))[0]
+
+    async def delete(self, response_id: str, tenant: str) -> bool:
+        if not storable(response_id, tenant):
+            return False
+
+        async def body(conn: AsyncConnection) -> bool:
+            if (await conn.execute(delete(responses).where(_own(response_id, tenant)))).rowcount == 0:
+                return False
+            for column in RESPONSE_DEPENDENTS:
+                await conn.execute(delete(column.table).where(column == response_id))
+            return True
+
+        return await self._write(body)
+
+    async def purge_older_than(self, ts: int) -> int:
+        codec.check_int(ts, "purge_older_than's timestamp")
+        batch = self._purge_batch()
+
+        async def one_batch(conn: AsyncConnection) -> int:
+            ids = list((await conn.execute(
+                select(responses.c.id).where(responses.c.created_at < ts).limit(batch)
+                .with_for_update(skip_locked=True))).scalars())
+            if not ids:
+                return 0
+            for column in RESPONSE_DEPENDENTS:
+                await conn.execute(delete(column.table).where(column.in_(ids)))
+            return (await conn.execute(delete(responses).where(responses.c.id.in_(ids)))).rowcount
+
+        total = 0
+        while True:
+            n = await self._write(one_batch)
+            total += n
+            if n < batch:  # also when the rest is locked by another purger: its run counts them
+                return total
+
+    async def history(self, response_id: str, tenant: str) -> list[dict] | None:
+        if not storable(response_id, tenant):
+            return None
+        depth = self.max_history_depth
+
+        async def body(conn: AsyncConnection):
+            rows = (await conn.execute(_chain(response_id, tenant, depth))).all()
+            if not rows or rows[0].previous_response_id is not None:
+                return rows, []  # missing (or too deep: decided below)
+            return rows, (await conn.execute(_items_of([r.id for r in rows]))).all()
+
+        rows, found = await self._read(body)
+        if len(rows) > depth:
+            raise HistoryTooDeep(f"{response_id}: previous_response_id chain is longer than {depth} "
+                                 "responses (or loops)")
+        if not rows or rows[0].previous_response_id is not None:
+            return None
+        records = await asyncio.to_thread(codec.decode_chain, rows, found)
+        return [item for rec in records for item in rec.input_items + rec.response.get("output", [])]
+
+    async def list_input_items(self, response_id: str, tenant: str, *, after: str | None = None,
+                               before: str | None = None, limit: int = 20,
+                               order: str = "desc") -> ItemPage | None:
+        check_page_args(limit, order)
+        if not storable(response_id, tenant):
+            return None
+        # "before" alone: the page next to the cursor, read walking away from it, then reversed
+        walk, reverse = (_REVERSED[order], True) if before and not after else (order, False)
+        cursors = [(name, c) for name, c in (("after", after), ("before", before)) if c is not None]
+
+        async def body(conn: AsyncConnection):
+            version = (await conn.execute(
+                select(responses.c.schema_version).where(_own(response_id, tenant)))).scalar()
+            if version is None:
+                return None
+            codec.check_version(version, response_id)
+            where = [items.c.response_id == response_id, items.c.kind == KIND_INPUT]
+            for name, cursor in cursors:
+                position = None if not storable(cursor) else (await conn.execute(
+                    select(items.c.position).where(*where[:2], items.c.item_id == cursor))).scalar()
+                if position is None:
+                    return []  # unknown cursor: empty page
+                where.append(_CURSOR_SIDE[(order, name)](items.c.position, position))
+            column = items.c.position.asc() if walk == "asc" else items.c.position.desc()
+            return (await conn.execute(
+                select(items.c.item_id, items.c.payload).where(*where).order_by(column).limit(limit + 1))).all()
+
+        rows = await self._read(body)
+        if rows is None:
+            return None
+        page = [tuple(r) for r in rows[:limit]]
+        if reverse:
+            page.reverse()
+        return ItemPage.of(await asyncio.to_thread(codec.decode_items, page, response_id), len(rows) > limit)

@@ -1,0 +1,133 @@
+"""Engines, transactions and lifecycle of the SQL store, under every query mixin.
+
+:class:`SQLBase` holds the (writer, reader) engines a backend makes and runs every query in
+one of two transaction kinds (see ``sql.py``): :meth:`SQLBase._write` and
+:meth:`SQLBase._read`. Each transaction runs in a shielded task: a cancelled caller cannot
+interrupt it half-way, so a write either completes or leaves the previous state. Driver
+errors become StoreError. A transaction whose connection turns out to be gone (a server
+restart, failover) runs once more on a new one: every body is idempotent in effect (a save
+writes a whole state; only a delete whose COMMIT reply was lost then reports False).
+``open()`` applies the migrations (``migrations/``) in one write transaction.
+"""
+from __future__ import annotations
+
+import abc
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy import Executable, Row
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from . import migrations
+from .base import StoreError
+
+CONNECTION_RETRIES = 1  # per transaction, after its connection was found lost
+
+Body = Callable[[AsyncConnection], Awaitable[Any]]
+
+
+class SQLBase(abc.ABC):
+    """One database; a backend supplies the class attributes and the abstract hooks."""
+
+    kind: str                                   # "SQLite" | "PostgreSQL", in messages
+    insert: Callable[..., Any]                  # the dialect's insert(), with ON CONFLICT
+    migrations: dict[int, tuple[str, ...]]      # version -> DDL, in this dialect
+    driver_errors: tuple[type[BaseException], ...] = ()
+
+    def __init__(self, where: str, max_history_depth: int):
+        self.where = where                      # the database, for messages (no password)
+        self.max_history_depth = max_history_depth
+        self._engines: tuple[AsyncEngine, AsyncEngine] | None = None
+
+    @abc.abstractmethod
+    async def _connect(self) -> tuple[AsyncEngine, AsyncEngine]:
+        """The (writer, reader) engines; connections open on first use."""
+
+    @abc.abstractmethod
+    def _purge_batch(self) -> int:
+        """Rows per purge transaction (small, so requests are not held up behind a purge)."""
+
+    @abc.abstractmethod
+    async def _lock_migrations(self, conn: AsyncConnection) -> None:
+        """Serialise processes migrating one database at once (called first in the
+        migrating write transaction)."""
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def open(self) -> None:
+        if self._engines is not None:
+            return
+        try:
+            self._engines = await self._connect()
+            await self._txn(True, self._migrate, failure=f"cannot open {self.kind} store {self.where}")
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _migrate(self, conn: AsyncConnection) -> None:
+        await self._lock_migrations(conn)
+        await migrations.apply(conn, self.migrations, f"{self.kind} store {self.where}")
+
+    async def close(self) -> None:
+        engines, self._engines = self._engines, None
+        for engine in {id(e.sync_engine.pool): e for e in engines or ()}.values():
+            await engine.dispose()  # in-flight (shielded) transactions finish first, then close
+
+    # -- transactions --------------------------------------------------------------------
+    async def _write(self, body: Body) -> Any:
+        return await self._txn(True, body)
+
+    async def _read(self, body: Body) -> Any:
+        return await self._txn(False, body)
+
+    async def _rows(self, statement: Executable, *, write: bool = False) -> list[Row]:
+        """All rows of one statement, in its own transaction."""
+        async def body(conn: AsyncConnection) -> list[Row]:
+            return list((await conn.execute(statement)).all())
+
+        return await self._txn(write, body)
+
+    async def _count(self, statement: Executable) -> int:
+        """Rows changed by one write statement, in its own transaction."""
+        async def body(conn: AsyncConnection) -> int:
+            return (await conn.execute(statement)).rowcount
+
+        return await self._txn(True, body)
+
+    async def _txn(self, write: bool, body: Body, *, failure: str | None = None) -> Any:
+        if self._engines is None:
+            raise StoreError("response store is not open")
+        engine = self._engines[0 if write else 1]
+        # ValueError only while opening: a malformed URL surfaces at the first connect.
+        errors = (SQLAlchemyError, OSError, *self.driver_errors, *((ValueError,) if failure else ()))
+
+        async def run() -> Any:
+            for attempt in range(CONNECTION_RETRIES + 1):
+                try:
+                    async with engine.begin() as conn:
+                        return await body(conn)
+                except StoreError:
+                    raise
+                except errors as exc:
+                    lost = isinstance(exc, DBAPIError) and exc.connection_invalidated
+                    if not (lost and attempt < CONNECTION_RETRIES):
+                        raise StoreError(f"{failure or f'{self.kind} store error'}: {describe(exc)}") from exc
+
+        task = asyncio.ensure_future(run())
+        task.add_done_callback(_retrieve)  # an abandoned (caller-cancelled) task logs nothing
+        return await asyncio.shield(task)
+
+
+def describe(exc: BaseException) -> str:
+    """The driver's own error, as "Type: message" (SQLAlchemy wraps it, asyncpg's twice)."""
+    while isinstance(exc, DBAPIError) and exc.orig is not None:
+        exc = exc.orig
+    if exc.__cause__ is not None and type(exc).__module__.startswith("sqlalchemy"):
+        exc = exc.__cause__
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _retrieve(task: asyncio.Future) -> None:
+    if not task.cancelled():
+        task.exception()
