@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Generates the Python stubs (messages, gRPC service, .pyi typing) from proto/ into
 # services/trtllm_responses/. The committed stubs must equal this script's output:
-# tests/unit/test_proto_stubs.py regenerates into a temp dir and compares.
+# tests/e2e/test_proto_stubs.py regenerates into a temp dir and compares.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="${1:-$root/services}"

@@ -1,4 +1,5 @@
-"""Streams that end early: client disconnect, service death, full queue; and truncation."""
+"""Streams that end early: client disconnect, full queue; and truncation (service death:
+tests/e2e/test_service_process.py)."""
 from __future__ import annotations
 
 import json
@@ -6,8 +7,8 @@ import json
 import aiohttp
 import pytest
 
-from tests.fixtures.gateway import check_stream, parse_sse, start_gateway
-from tests.fixtures.service import serve_in_process, spawn_service
+from tests.fixtures.gateway import start_gateway
+from tests.fixtures.service import serve_in_process
 from tests.fixtures.waiting import until
 from trtllm_gateway.context import GATEWAY
 from trtllm_responses.inference.v1 import inference_pb2 as pb
@@ -69,33 +70,6 @@ async def test_client_disconnect_cancels_the_engine_request(gateway, service, st
     assert record and record["status"] == "cancelled" and record["output"][0]["status"] == "incomplete"
     gw = gateway.app[GATEWAY]
     assert gw.metrics.active_streams._value.get() == 0
-
-
-async def test_service_killed_mid_stream_gives_failed_and_stored_failed(tmp_path):
-    proc = spawn_service(tmp_path)
-    handle, runner = await start_gateway(proc.address, tmp_path)
-    try:
-        async with aiohttp.ClientSession() as session:
-            async with session.post(handle.base_url + "/responses", json=LONG) as resp:
-                assert resp.status == 200
-                head = []
-                async for raw in resp.content:
-                    head.append(raw.decode())
-                    if raw.startswith(b"event: response.output_text.delta"):
-                        break
-                proc.proc.kill()  # the service dies mid-stream
-                rest = (await resp.read()).decode()
-        events = parse_sse("".join(head) + rest)
-        final = check_stream(events)
-        assert events[-1]["type"] == "response.failed"
-        assert final["status"] == "failed" and final["error"]["code"] == "server_error"
-        assert final["output"] and final["output"][0]["content"][0]["text"]  # the partial text is kept
-        stored = await handle.client.responses.retrieve(final["id"])
-        assert stored.status == "failed" and stored.error.code == "server_error"
-    finally:
-        proc.stop()
-        await handle.client.close()
-        await runner.cleanup()
 
 
 async def test_full_queue_is_429_with_retry_after(cpu_engine, tmp_path):

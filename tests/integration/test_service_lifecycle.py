@@ -1,8 +1,7 @@
-"""Lifecycle: admission limits, draining, and SIGTERM on the real process."""
+"""Lifecycle: admission limits and draining (SIGTERM on the real process: tests/e2e/test_service_process.py)."""
 from __future__ import annotations
 
 import asyncio
-import signal
 
 import grpc
 import pytest
@@ -70,24 +69,3 @@ async def test_drain_finishes_running_streams_and_refuses_new_work(cpu_engine):
     finally:
         await channel.close()
         await server.stop()
-
-
-@pytest.mark.e2e
-async def test_sigterm_drains_then_exits_zero(tmp_path):
-    from tests.fixtures.service import spawn_service
-
-    proc = await asyncio.to_thread(spawn_service, tmp_path, "--grace-period-s", "60")
-    try:
-        async with grpc.aio.insecure_channel(proc.address) as channel:
-            stub = pb_grpc.InferenceServiceStub(channel)
-            call = stub.Generate(chat_request("Tell a story.", max_tokens=32, ignore_eos=True))
-            await _first_delta(call)
-            proc.proc.send_signal(signal.SIGTERM)
-            finals = [m.final for m in [m async for m in call] if m.HasField("final")]
-            assert finals and finals[0].usage.completion_tokens == 32
-        code = await asyncio.to_thread(proc.proc.wait, 60)
-        assert code == 0, proc.log_path.read_text()[-2000:]
-        log = proc.log_path.read_text()
-        assert '"msg": "request finished"' in log and '"completion_tokens": 32' in log
-    finally:
-        proc.stop()

@@ -21,6 +21,8 @@ from tests.fixtures.service import spawn_service
 from trtllm_responses.inference.v1 import inference_pb2 as pb
 from trtllm_responses.inference.v1 import inference_pb2_grpc as pb_grpc
 
+pytestmark = pytest.mark.e2e
+
 SENTENCE = "The quick brown fox jumps over the lazy dog."  # what the fake generates
 
 

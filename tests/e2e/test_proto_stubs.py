@@ -5,6 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.e2e  # runs protoc in a child process
+
 ROOT = Path(__file__).resolve().parents[2]
 PKG = Path("trtllm_responses")
 
