@@ -19,9 +19,11 @@ The window is the ``previous_response_id`` history followed by ``input``. It spl
   system prompt, greedy, at most :data:`SUMMARY_MAX_TOKENS` tokens, with the oldest turns
   dropped first if even that prompt exceeds the context.
 
-``output`` = kept instructions + [compaction] + recent turn, in that (chronological) order;
-``usage`` is the summarising call's. With nothing in between (a single turn) nothing is
-summarised: ``output`` is the window as is and ``usage`` is zero. OpenAI documents its
+``output`` = kept instructions + [compaction] + recent turn, in that (chronological) order,
+always with exactly one compaction item (Open Responses and the conformance suites expect
+it); ``usage`` is the summarising call's. With nothing in between (a single turn) nothing is
+summarised: the compaction item's summary is empty (the model is not shown it) and
+``usage`` is zero. OpenAI documents its
 ``output`` as "all user messages, followed by a single compaction item"; here older user
 messages are summarised too, which is what bounds the window: its size is the kept
 messages plus at most :data:`SUMMARY_MAX_TOKENS`, whatever the length of the history.
@@ -122,9 +124,9 @@ async def compact(gw: Gateway, body: dict, tenant: str) -> dict:
     generation.resolve_model(req.model, await gw.service.model_info())
     history = await generation.load_history(gw, req, tenant)
     lead, older, recent = split(history + req.input.items)
-    output, spent = lead + recent, usage(0, 0, 0, 0)
+    summary, spent = "", usage(0, 0, 0, 0)
     if older:
         summary, spent = await summarise(gw, req, tenant, summary_chat(older, req.instructions))
-        output = lead + [compaction_item.new_item(summary)] + recent
+    output = lead + [compaction_item.new_item(summary)] + recent
     return {"id": new_id("resp"), "object": "response.compaction", "created_at": int(time.time()),
             "output": output, "usage": spent}

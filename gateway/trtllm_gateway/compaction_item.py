@@ -1,7 +1,7 @@
 """The ``compaction`` item: a model-written summary that stands in for earlier turns.
 
 Protocol (``openai.types.responses.ResponseCompactionItem``): ``{"id": "cmp_…", "type":
-"compaction", "encrypted_content": str, "created_by": str | null}``, produced by
+"compaction", "encrypted_content": str, "created_by"?: str}``, produced by
 ``POST /v1/responses/compact`` (``compaction.py``) and accepted back as an input item.
 
 ``encrypted_content`` is opaque to clients. Here it is ``trtllm-compaction.v1.`` followed
@@ -43,7 +43,8 @@ def decode(content: object) -> str | None:
 
 
 def new_item(summary: str) -> dict:
-    return {"id": new_id("cmp"), "type": "compaction", "encrypted_content": encode(summary), "created_by": None}
+    """``created_by`` is left out: the schema makes it an optional string, never null."""
+    return {"id": new_id("cmp"), "type": "compaction", "encrypted_content": encode(summary)}
 
 
 def normalize(item: dict, path: str, images: list[str]) -> dict:
@@ -55,8 +56,10 @@ def normalize(item: dict, path: str, images: list[str]) -> dict:
     given = item.get("id")
     if given is not None and (not isinstance(given, str) or not given):
         raise ApiError("invalid_request", f"Invalid '{path}.id': expected a non-empty string.", param=f"{path}.id")
-    return {"id": given or new_id("cmp"), "type": "compaction", "encrypted_content": content,
-            "created_by": item.get("created_by") if isinstance(item.get("created_by"), str) else None}
+    kept = {"id": given or new_id("cmp"), "type": "compaction", "encrypted_content": content}
+    if isinstance(item.get("created_by"), str):
+        kept["created_by"] = item["created_by"]
+    return kept
 
 
 def context_text(item: dict) -> str:

@@ -38,7 +38,7 @@ def new_response(req: CreateRequest, response_id: str, model_id: str, created_at
         "top_p": req.top_p,
         "presence_penalty": req.presence_penalty,
         "frequency_penalty": req.frequency_penalty,
-        "top_logprobs": req.top_logprobs,
+        "top_logprobs": req.top_logprobs or 0,  # a number, as OpenAI echoes it (0 when unset)
         "max_output_tokens": req.max_output_tokens,
         "max_tool_calls": req.max_tool_calls,
         "text": req.text,

@@ -89,6 +89,8 @@ class _Builder:
         self.reasoning += "".join(texts)
 
     def compaction(self, item: dict) -> None:
+        if not compaction_item.decode(item["encrypted_content"]):
+            return  # an empty summary (nothing was older than the kept turn): nothing to read
         text = compaction_item.context_text(item)
         if self.messages and all(m.role in ("system", "developer") for m in self.messages):
             self.messages[-1].content.add(text="\n\n" + text)

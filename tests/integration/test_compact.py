@@ -100,11 +100,15 @@ async def test_tool_calls_and_results_are_summarised_and_the_running_turn_kept(s
     assert "rain, 15C" not in stack.prompts[-1]
 
 
-async def test_a_single_turn_is_returned_as_is_without_a_model_call(stack):
+async def test_a_single_turn_gets_an_empty_compaction_without_a_model_call(stack):
     before = len(stack.prompts)
     compacted = await stack.handle.client.responses.compact(model="default", input="Hello there")
-    assert [(i.type, i.role) for i in compacted.output] == [("message", "user")]
+    assert [i.type for i in compacted.output] == ["compaction", "message"]
+    assert compaction_item.decode(compacted.output[0].encrypted_content) == ""
     assert compacted.usage.total_tokens == 0 and len(stack.prompts) == before
+    # fed back, the empty summary adds nothing to the prompt
+    await stack.handle.client.responses.create(model="default", input=[plain(i) for i in compacted.output])
+    assert compaction_item.CONTEXT_HEADER.strip() not in stack.prompts[-1]
 
 
 async def test_compact_errors(stack):
