@@ -6,7 +6,7 @@ import pytest
 
 from trtllm_service.engine.base import SamplingConfig
 from trtllm_service.engine.cpu_loop import common_prefix
-from trtllm_service.engine.cpu_sampling import RequestSampler
+from trtllm_service.engine.cpu_sampling import RequestSampler, RowProcessor
 
 VOCAB = 8
 
@@ -93,6 +93,116 @@ def test_processors_see_generated_tokens_and_may_mask():
     assert [s.next_token(logits)[0] for _ in range(2)] == [3, 3]
     assert calls == [[], [3]]
     assert logits[0] == 9  # the engine's row is never written
+
+
+def capturing() -> tuple[list[np.ndarray], RowProcessor]:
+    """A processor that records the scores it is handed (after penalties and the min_tokens mask)."""
+    seen: list[np.ndarray] = []
+
+    def record(generated, scores):
+        seen.append(scores.copy())
+        return scores
+
+    return seen, record
+
+
+def test_frequency_and_presence_subtract_exact_amounts_for_generated_tokens_only():
+    seen, record = capturing()
+    s = RequestSampler(sampling=SamplingConfig(max_tokens=5, frequency_penalty=0.5, presence_penalty=0.25),
+                       prompt_ids=[1], stop_ids=frozenset(), vocab_size=VOCAB, processors=[record])
+    logits = row(4.0, 3.0)
+    assert [s.next_token(logits)[0] for _ in range(3)] == [0, 0, 1]
+    assert seen[0][:2].tolist() == [4.0, 3.0]  # the prompt's token 1 is not penalised
+    assert seen[1][:2].tolist() == [3.25, 3.0]  # 4 - 0.5 * 1 - 0.25
+    assert seen[2][:2].tolist() == [2.75, 3.0]  # 4 - 0.5 * 2 - 0.25
+
+
+def test_repetition_penalty_divides_positive_multiplies_negative_and_does_not_compound():
+    seen, record = capturing()
+    s = RequestSampler(sampling=SamplingConfig(max_tokens=5, repetition_penalty=2.0), prompt_ids=[0, 1],
+                       stop_ids=frozenset(), vocab_size=VOCAB, processors=[record])
+    logits = row(4.0, -1.0, 1.5)
+    assert [s.next_token(logits)[0] for _ in range(2)] == [0, 0]
+    assert seen[0][:3].tolist() == [2.0, -2.0, 1.5]
+    assert seen[1][:3].tolist() == [2.0, -2.0, 1.5]  # once per token, however often it was seen
+
+
+def test_a_seeded_request_reproduces_its_whole_sequence_whatever_runs_beside_it():
+    logits = np.linspace(0, 1, VOCAB, dtype=np.float32)
+    alone = sampler(stop_ids=(), temperature=0.8, seed=1234)
+    first = [alone.next_token(logits)[0] for _ in range(30)]
+    again, neighbour = sampler(stop_ids=(), temperature=0.8, seed=1234), sampler(stop_ids=(), temperature=0.8)
+    second = []
+    for _ in range(30):
+        neighbour.next_token(logits)  # an unseeded request in the same batch draws in between
+        second.append(again.next_token(logits)[0])
+    assert second == first
+    assert len(set(first)) > 3  # it really sampled
+
+
+def test_temperature_sharpens_and_flattens_the_distribution():
+    logits = row(1.0)
+    cold = {sampler(temperature=0.05, seed=seed).next_token(logits)[0] for seed in range(100)}
+    hot = {sampler(temperature=100.0, seed=seed).next_token(logits)[0] for seed in range(200)}
+    assert cold == {0}  # the others are e^-20 as likely
+    assert hot == set(range(VOCAB))
+
+
+def test_top_k_one_is_greedy_at_any_temperature():
+    logits = row(0.1, 0.3, 0.2)
+    assert {sampler(temperature=5.0, top_k=1, seed=seed).next_token(logits)[0] for seed in range(50)} == {1}
+
+
+def test_min_tokens_masks_the_stop_ids_when_sampling_too():
+    s = sampler(temperature=1.0, seed=3, min_tokens=5)
+    tokens = [s.next_token(row(0, 0, 0, 0, 0, 0, 0, 50.0))[0] for _ in range(6)]
+    assert 7 not in tokens[:5] and tokens[5] == 7
+
+
+def test_stop_ids_outside_the_vocabulary_are_ignored():
+    s = sampler(stop_ids={7, VOCAB, 10_000}, min_tokens=1)
+    assert s.next_token(row(0, 0, 0, 0, 0, 0, 0, 9.0))[0] != 7
+    assert s.next_token(row(0, 0, 0, 0, 0, 0, 0, 9.0))[0] == 7
+
+
+def test_plain_greedy_only_while_nothing_but_an_argmax_is_needed():
+    s = sampler(min_tokens=2)
+    assert not s.plain_greedy  # the stop id is masked until two tokens are out
+    s.accept(3)
+    assert not s.plain_greedy
+    s.accept(3)
+    assert s.plain_greedy and s.generated == [3, 3]
+    assert sampler(stop_ids=(), min_tokens=2).plain_greedy  # no stop id to mask
+    for options in ({"logprobs": 0}, {"temperature": 0.5}, {"presence_penalty": 0.1}, {"repetition_penalty": 1.1}):
+        assert not sampler(**options).plain_greedy, options
+    assert sampler(repetition_penalty=1.0, temperature=0.0).plain_greedy  # neutral values
+
+
+def test_logprobs_top_n_are_the_most_likely_in_order_with_exact_values():
+    logits = row(0.5, 2.0, 1.0, 1.5)
+    norm = math.log(sum(math.exp(v) for v in logits))
+    token, lp = sampler(logprobs=3).next_token(logits)
+    assert token == 1 and lp.token_id == 1 and lp.logprob == pytest.approx(2.0 - norm, abs=1e-6)
+    assert [t for t, _ in lp.top] == [1, 3, 2]
+    assert [v for _, v in lp.top] == pytest.approx([2.0 - norm, 1.5 - norm, 1.0 - norm], abs=1e-6)
+    _, zero = sampler(logprobs=0).next_token(logits)
+    assert zero.top == [] and zero.logprob == pytest.approx(2.0 - norm, abs=1e-6)
+    _, everything = sampler(logprobs=VOCAB).next_token(logits)
+    assert sum(math.exp(v) for _, v in everything.top) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_the_sampled_token_has_its_logprob_even_outside_the_top_n():
+    def only_four(generated, scores):
+        scores[np.arange(VOCAB) != 4] = -np.inf
+        return scores
+
+    s = RequestSampler(sampling=SamplingConfig(max_tokens=4, logprobs=1), prompt_ids=[], stop_ids=frozenset(),
+                       vocab_size=VOCAB, processors=[only_four])
+    logits = row(3.0, 1.0)
+    norm = math.log(sum(math.exp(v) for v in logits))
+    token, lp = s.next_token(logits)
+    assert token == 4 and lp.logprob == pytest.approx(0.0 - norm, abs=1e-6)  # raw, not the masked distribution
+    assert [t for t, _ in lp.top] == [0]
 
 
 @pytest.mark.parametrize("a, b, n", [([], [1], 0), ([1, 2, 3], [1, 2, 4], 2), ([1, 2], [1, 2, 3], 2),
