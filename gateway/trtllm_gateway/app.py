@@ -1,10 +1,12 @@
 """The aiohttp Application: routes, middlewares and the lifecycle of shared resources.
 
 Middlewares, outermost first: metrics (every request, by matched route pattern), errors
-(the one envelope, ``errors.py``), auth (``auth.py``). Startup opens the store and the
+(the one envelope, ``errors.py``), auth (``auth.py``), body (size and read timeout,
+``http_server.py``), idempotency (``idempotency.py``). Startup opens the store and the
 service channel(s); cleanup waits for background saves (responses of clients that went
 away mid-stream), then closes both. Handlers find everything on ``app[GATEWAY]``.
-The server must run with ``handler_cancellation=True`` so a client that disconnects
+The server runs through ``http_server.make_runner`` (timeouts, connection cap, parser
+errors in the envelope) with ``handler_cancellation=True``, so a client that disconnects
 cancels its handler, which cancels the gRPC call and with it the engine request.
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ from aiohttp import web
 from .auth import Authenticator
 from .context import ARRIVED, GATEWAY, Gateway
 from .errors import error_middleware
+from .http_server import body_middleware
 from .metrics import GatewayMetrics
 from .routes import background as background_routes
 from . import idempotency, websocket
@@ -106,7 +109,7 @@ def build_app(settings: GatewaySettings, store: ResponseStore | None = None) -> 
     gw = Gateway(settings, metrics, auth, store if store is not None else open_store(settings.store_url))
     app = web.Application(client_max_size=settings.max_body_bytes,
                           middlewares=[_metrics_middleware(metrics), error_middleware, auth.middleware(),
-                                       idempotency.middleware])
+                                       body_middleware(settings), idempotency.middleware])
     app[GATEWAY] = gw
     responses.add_routes(app.router)
     compact.add_routes(app.router)

@@ -269,7 +269,7 @@ class JobRun:
                           self._record(dict(self.state.response)), False)
         self.g = g
         try:
-            await driver.run(self.gw, g, self, opening=False)
+            await driver.run(self.gw, g, self, opening=False, foreground=False)
         except (grpc.aio.AioRpcError, ApiError) as exc:  # refused at the start: failed, with the reason
             resp, closing = finalize(self.state, error=to_api_error(exc).message)
             await driver.finish_hooks(self.gw, g, resp)

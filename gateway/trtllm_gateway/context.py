@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -25,6 +26,7 @@ class Gateway:
     service: ServiceClient | None = None
     background: set[asyncio.Task] = field(default_factory=set)
     purger: asyncio.Task | None = None
+    streams: dict[Any, asyncio.Task] = field(default_factory=dict)  # driver.Stream -> its task (shutdown.py)
 
     @property
     def client(self) -> ServiceClient:

@@ -24,6 +24,8 @@ Protocol (docs/responses-api.md §2-§3; docs/gateway.md "One path"):
    ConnectionError): the gRPC call is cancelled (the service aborts the engine request),
    the state is finalized ``cancelled`` with its closing events, the hooks run in the
    background and ``Sink.abandon`` persists what the sink must, then the error propagates.
+6. Shutdown (``shutdown.py``) stops foreground streams still running near its deadline:
+   they end ``failed`` with :data:`SHUTDOWN` through the normal end of point 3.
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ from typing import TYPE_CHECKING, Protocol
 import grpc
 
 from . import conversations
-from .errors import CODE_KEY
+from .errors import CODE_KEY, ApiError
 from .streaming import finalize, on_delta, start
 from .translate import fit_context
 
@@ -48,6 +50,7 @@ log = logging.getLogger("trtllm_gateway.driver")
 STREAM_START_WAIT_S = 0.5  # errors the service raises up front arrive well within this
 EOF = grpc.aio.EOF
 NO_FINAL = "The inference service ended the stream without a final message."
+SHUTDOWN = "The gateway shut down before the response finished."
 
 
 class Sink(Protocol):
@@ -84,6 +87,7 @@ class Stream:
         self.gw, self.g = gw, g
         self.call = gw.service.generate(g.request)
         self.first: asyncio.Future | None = asyncio.ensure_future(self.call.read())
+        self.stopped = False
 
     async def started(self) -> BaseException | None:
         """The error the service raised within the start window, if any."""
@@ -106,6 +110,11 @@ class Stream:
         if self.first is not None:
             self.first.cancel()
         self.call.cancel()
+
+    def stop(self) -> None:
+        """Shutdown: cancel the call; the pending read raises and the driver ends it ``failed``."""
+        self.stopped = True
+        self.cancel()
 
 
 async def open_stream(gw: Gateway, g: Generation) -> Stream:
@@ -161,6 +170,13 @@ async def _read(stream: Stream, g: Generation, sink: Sink) -> dict:
         if not (produced or sink.committed):
             raise
         return {"error": failure_message(exc)}
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if not stream.stopped or (task is not None and task.cancelling()):
+            raise  # the client left (or the task is being cancelled): not a shutdown stop
+        if not (produced or sink.committed):
+            raise ApiError("service_unavailable", "The gateway is shutting down; retry the request.") from None
+        return {"error": SHUTDOWN}
     return {"final": final} if final is not None else {"error": NO_FINAL}
 
 
@@ -168,10 +184,13 @@ def _output_tokens(resp: dict) -> int:
     return (resp.get("usage") or {}).get("output_tokens", 0)
 
 
-async def run(gw: Gateway, g: Generation, sink: Sink, *, opening: bool = True) -> dict:
+async def run(gw: Gateway, g: Generation, sink: Sink, *, opening: bool = True, foreground: bool = True) -> dict:
     """One generation through ``sink``; the final response. ``opening``: send
-    ``response.created``/``in_progress`` (a background job logs its own before it opens)."""
+    ``response.created``/``in_progress`` (a background job logs its own before it opens).
+    ``foreground``: shutdown stops it (``shutdown.py``); background jobs are left to their runner."""
     stream = await open_stream(gw, g)
+    if foreground:
+        gw.streams[stream] = asyncio.current_task()
     gw.metrics.active_streams.inc()
     try:
         await sink.open()
@@ -187,6 +206,7 @@ async def run(gw: Gateway, g: Generation, sink: Sink, *, opening: bool = True) -
     finally:
         stream.cancel()  # a no-op after the end; otherwise it aborts the engine request
         gw.metrics.active_streams.dec()
+        gw.streams.pop(stream, None)
     resp, closing = finalize(g.state, **outcome)
     closing = await sink.persist(resp, closing)
     await finish_hooks(gw, g, resp)

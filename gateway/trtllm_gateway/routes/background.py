@@ -25,7 +25,7 @@ import time
 
 from aiohttp import web
 
-from .. import driver, events, generation
+from .. import driver, events, generation, shutdown
 from ..background import BackgroundRunner, job_spec
 from ..context import GATEWAY, TENANT
 from ..errors import ApiError
@@ -110,7 +110,7 @@ async def _startup(app: web.Application) -> None:
 
 
 async def _shutdown(app: web.Application) -> None:
-    await app[RUNNER].stop(app[GATEWAY].settings.shutdown_timeout_s)
+    await shutdown.drain(app, app[RUNNER].stop)  # one deadline for jobs and foreground streams
 
 
 def setup(app: web.Application) -> None:
