@@ -53,6 +53,7 @@ KINDS: dict[str, ErrorKind] = {
     "model_not_found": ErrorKind(404, "invalid_request_error", "model_not_found"),
     "previous_response_not_found": ErrorKind(404, "invalid_request_error", "previous_response_not_found"),
     "method_not_allowed": ErrorKind(405, "invalid_request_error", "method_not_allowed"),
+    "request_timeout": ErrorKind(408, "invalid_request_error", "request_timeout"),
     "conflict": ErrorKind(409, "invalid_request_error", "conflict"),
     "body_too_large": ErrorKind(413, "invalid_request_error", "request_too_large"),
     "message_too_large": ErrorKind(400, "invalid_request_error", "request_too_large"),

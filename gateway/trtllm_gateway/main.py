@@ -18,6 +18,7 @@ from trtllm_common.logs import setup_logging
 from aiohttp import web
 
 from .app import build_app
+from .http_server import make_runner
 from .settings import GatewaySettings, parse_settings
 from .store import StoreError
 
@@ -26,8 +27,7 @@ log = logging.getLogger("trtllm_gateway")
 
 async def serve(settings: GatewaySettings) -> None:
     app = build_app(settings)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
-                           shutdown_timeout=settings.shutdown_timeout_s)
+    runner = make_runner(app, settings)
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)

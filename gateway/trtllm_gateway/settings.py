@@ -62,6 +62,13 @@ class GatewaySettings:
     max_schema_bytes: int = _field(
         1024 * 1024, "Most bytes of JSON Schema in a request (every tool's parameters plus text.format's "
         "schema, as compact UTF-8 JSON); more gets 400.")
+    header_timeout_s: float = _field(
+        75.0, "A connection must send a whole request line and headers within this many seconds of "
+        "opening or of its previous response (idle keep-alive time included), else it is closed.")
+    body_timeout_s: float = _field(
+        120.0, "A request body must arrive whole within this many seconds of its headers, else 408.")
+    max_connections: int = _field(
+        4096, "Most open HTTP connections (lowered to fit the open-file limit); more get 503 at once.")
     ping_interval_s: float = _field(15.0, "Idle SSE streams get a ': ping' comment this often.")
     request_timeout_s: float = _field(
         600.0, "Deadline of one generation on the service (whole stream), in seconds.")
@@ -125,6 +132,8 @@ def _check(parser: argparse.ArgumentParser, s: GatewaySettings) -> None:
                      "and --event-poll-interval-s positive")
     if s.max_body_bytes <= 0 or s.ping_interval_s <= 0 or s.request_timeout_s <= 0:
         parser.error("--max-body-bytes, --ping-interval-s and --request-timeout-s must be positive")
+    if s.header_timeout_s <= 0 or s.body_timeout_s <= 0 or s.max_connections < 1:
+        parser.error("--header-timeout-s, --body-timeout-s and --max-connections must be positive")
     if min(s.max_input_items, s.max_content_parts, s.max_tools, s.max_schema_bytes) < 1:
         parser.error("--max-input-items, --max-content-parts, --max-tools and --max-schema-bytes must be positive")
     if s.api_keys_file and not Path(s.api_keys_file).is_file():
