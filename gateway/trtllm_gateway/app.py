@@ -40,6 +40,13 @@ def _route_label(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
+def _client_left(request: web.Request, response: web.StreamResponse) -> bool:
+    """A streamed response whose client is gone when its handler returns: the handler saw a
+    failed write (before aiohttp's cancellation arrived) and wound down quietly."""
+    transport = request.transport
+    return response.prepared and (transport is None or transport.is_closing())
+
+
 def _metrics_middleware(metrics: GatewayMetrics):
     @web.middleware
     async def metrics_middleware(request: web.Request, handler) -> web.StreamResponse:
@@ -47,10 +54,13 @@ def _metrics_middleware(metrics: GatewayMetrics):
         status = 499  # nginx's "client closed request": the handler was cancelled
         try:
             response = await handler(request)
-            status = response.status
+            status = 499 if _client_left(request, response) else response.status
             return response
         except web.HTTPException as exc:
             status = exc.status
+            raise
+        except ConnectionError:
+            status = 499
             raise
         except Exception:
             status = 500
@@ -105,7 +115,7 @@ async def _server_header(_request: web.Request, response: web.StreamResponse) ->
 def build_app(settings: GatewaySettings, store: ResponseStore | None = None) -> web.Application:
     """The gateway app. ``store`` overrides ``settings.store_url`` (tests pass their own)."""
     metrics = GatewayMetrics()
-    auth = Authenticator(settings.all_api_keys())
+    auth = Authenticator(settings.all_api_keys(), settings.metrics_api_key)
     gw = Gateway(settings, metrics, auth, store if store is not None else open_store(settings.store_url))
     app = web.Application(client_max_size=settings.max_body_bytes,
                           middlewares=[_metrics_middleware(metrics), error_middleware, auth.middleware(),

@@ -53,6 +53,8 @@ class GatewaySettings:
     api_keys: tuple[str, ...] = _field(
         (), "Accepted API keys, comma-separated. Empty (and no --api-keys-file) disables auth.")
     api_keys_file: str | None = _field(None, "File with one accepted API key per line (# comments).")
+    metrics_api_key: str = _field(
+        "", "Bearer key that GET /metrics requires (its series name the replicas' addresses). Empty: public.")
     max_body_bytes: int = _field(16 * 1024 * 1024, "Largest request body accepted; larger gets 413.")
     max_input_items: int = _field(
         10_000, "Most items in a request's input, and most content parts in all its items together; "
