@@ -8,7 +8,8 @@ Lifecycle (health of "" and of the service name):
   to `grace_period_s` to finish, then the server stops and the engine is released.
 
 `ServiceInterceptor` applies the error table (errors.py) and the gRPC metrics to every
-method of our service, so handlers only raise.
+method of our service, so handlers only raise. Request bytes that do not decode as the
+method's message are INVALID_ARGUMENT (gRPC itself would answer UNKNOWN).
 """
 from __future__ import annotations
 
@@ -19,13 +20,14 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from google.protobuf.message import DecodeError
 from grpc_reflection.v1alpha import reflection
 
 from trtllm_responses.inference.v1 import inference_pb2 as pb
 from trtllm_responses.inference.v1 import inference_pb2_grpc as pb_grpc
 
 from .engine.base import Engine, EngineError
-from .errors import NotServing, status_for
+from .errors import InvalidRequest, NotServing, status_for
 from .metrics import ServiceMetrics
 from .agentic import OutputPlanner
 from .pipeline import Admission, GenerationPipeline
@@ -36,6 +38,32 @@ log = logging.getLogger("trtllm_service.server")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["InferenceService"].full_name
 _PREFIX = f"/{SERVICE_NAME}/"
+
+
+class Undecodable:
+    """Stands in for a request whose bytes are no message of its type. gRPC turns an
+    exception raised while deserializing into UNKNOWN; the handler turns this into the
+    INVALID_ARGUMENT every other bad request gets."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def deserialize(raw: bytes) -> Any:
+        try:
+            return deserializer(raw)
+        except DecodeError as exc:
+            return Undecodable(exc)
+    return deserialize
+
+
+def _check_decoded(request: Any) -> None:
+    if isinstance(request, Undecodable):
+        raise InvalidRequest(f"the request message could not be decoded: {request.error}")
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
@@ -49,6 +77,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or not details.method.startswith(_PREFIX):
             return handler
         method = details.method[len(_PREFIX):]
+        handler = handler._replace(request_deserializer=_lenient(handler.request_deserializer))
         if handler.unary_stream:
             return handler._replace(unary_stream=self._wrap_stream(method, handler.unary_stream))
         if handler.unary_unary:
@@ -76,6 +105,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started, code = self._begin(method, "unary"), grpc.StatusCode.OK
             try:
+                _check_decoded(request)
                 return await inner(request, context)
             except Exception as exc:
                 code = status_for(exc)[0]
@@ -88,6 +118,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             started, code = self._begin(method, "server_stream"), grpc.StatusCode.OK
             try:
+                _check_decoded(request)
                 async for message in inner(request, context):
                     yield message
             except asyncio.CancelledError:
