@@ -95,7 +95,7 @@ def _item_events(st: StreamState, index: int, item: dict) -> list[dict]:
         return [{"type": "response.output_item.added", "output_index": index, "item": item},
                 {"type": "response.output_item.done", "output_index": index, "item": item}]
     content = item.get("content") or [{}]
-    text = item.get("arguments", "") if kind.type == "function_call" else content[0].get("text", "")
+    text = kind.text_of(item)
     it = OpenItem(kind=kind, index=index, item_id=item["id"], pieces=[text], call_id=item.get("call_id", ""),
                   name=item.get("name", ""), logprobs=list(content[0].get("logprobs") or []))
     events = kind.added(st, it)

@@ -15,6 +15,16 @@ text message the events are::
     output_item.added -> content_part.added -> output_text.delta* -> output_text.done
     -> content_part.done -> output_item.done
 
+Reasoning: ``output_item.added -> reasoning_text.delta* -> reasoning_text.done ->
+output_item.done`` (``--reasoning-dialect open_responses``: ``reasoning.delta/done``). When
+the request sets ``reasoning.summary``, the same text is the item's one summary part
+instead (there is no summarizer model): ``output_item.added ->
+reasoning_summary_part.added -> reasoning_summary_text.delta* -> reasoning_summary_text.done
+-> reasoning_summary_part.done -> output_item.done``, ``summary: [{summary_text}]``,
+``content: []`` -- never both, so no client renders it twice. ``StreamState.seal`` (set when
+``include`` asks for ``reasoning.encrypted_content``) adds ``encrypted_content`` to the done
+item (``reasoning_crypto.py``).
+
 Function calls: the service's tool parser streams ``ToolCallDelta`` pieces (id and name on
 the first). A call whose piece carries ``error`` (arguments not a JSON object, unknown
 function, output ended inside the call) -- or whose arguments the gateway finds not to be
@@ -39,6 +49,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from trtllm_responses.inference.v1 import inference_pb2 as pb
@@ -71,6 +82,7 @@ class StreamState:
     dialect: str = "openai"
     max_calls: int | None = None   # function calls past this many are dropped
     tool_names: frozenset[str] | None = None  # calls of other names are invalid (None: no check)
+    seal: Callable[[str], str] | None = None  # reasoning text -> encrypted_content (None: not asked for)
     output: list[dict | None] = field(default_factory=list)  # finished items by output index
     current: OpenItem | None = None                          # the open message/reasoning item
     calls: dict[int, OpenItem] = field(default_factory=dict)  # open function calls by call index
@@ -91,6 +103,10 @@ class ItemKind:
     def done(self, st: StreamState, it: OpenItem, status: str) -> tuple[dict, list[dict]]:
         """(the finished item, the events that close it before output_item.done)."""
         raise NotImplementedError
+
+    def text_of(self, item: dict) -> str:
+        """The streamed text of a finished item (what its deltas carried; replays use it)."""
+        return ((item.get("content") or [{}])[0]).get("text", "")
 
 
 class MessageKind(ItemKind):
@@ -123,22 +139,61 @@ class MessageKind(ItemKind):
 
 
 class ReasoningKind(ItemKind):
+    """Raw reasoning text, or (``reasoning.summary`` set) the same text as summary part 0.
+
+    There is no summarizer: with a summary requested the model's reasoning text itself is
+    the summary. It then travels only as summary events and ``summary[0]`` (``content`` is
+    ``[]``), never also as ``reasoning_text``, so a client that renders both shows it once.
+    """
+
     type, prefix = "reasoning", "rs"
 
     def added(self, st, it):
-        return [_added(it, {"id": it.item_id, "type": "reasoning", "status": "in_progress",
-                            "summary": [], "content": []})]
+        events = [_added(it, {"id": it.item_id, "type": "reasoning", "status": "in_progress",
+                              "summary": [], "content": []})]
+        if summarized(st):
+            events.append({"type": "response.reasoning_summary_part.added", **_summary_ref(it),
+                           "part": {"type": "summary_text", "text": ""}})
+        return events
 
     def delta(self, st, it, text, logprobs):
+        if summarized(st):
+            return {"type": "response.reasoning_summary_text.delta", **_summary_ref(it), "delta": text}
         return {"type": REASONING_EVENTS[st.dialect][0], "item_id": it.item_id, "output_index": it.index,
                 "content_index": 0, "delta": text}
 
     def done(self, st, it, status):
         text = "".join(it.pieces)
-        item = {"id": it.item_id, "type": "reasoning", "status": status, "summary": [],
-                "content": [{"type": "reasoning_text", "text": text}]}
-        return item, [{"type": REASONING_EVENTS[st.dialect][1], "item_id": it.item_id,
-                       "output_index": it.index, "content_index": 0, "text": text}]
+        item = {"id": it.item_id, "type": "reasoning", "status": status, "summary": [], "content": []}
+        if summarized(st):
+            part = {"type": "summary_text", "text": text}
+            item["summary"] = [part]
+            part_done = {"type": "response.reasoning_summary_part.done", **_summary_ref(it), "part": part}
+            if status != "completed":
+                part_done["status"] = "incomplete"  # the part was cut short (the SDK's only other value)
+            closing = [{"type": "response.reasoning_summary_text.done", **_summary_ref(it), "text": text},
+                       part_done]
+        else:
+            item["content"] = [{"type": "reasoning_text", "text": text}]
+            closing = [{"type": REASONING_EVENTS[st.dialect][1], "item_id": it.item_id,
+                        "output_index": it.index, "content_index": 0, "text": text}]
+        if st.seal is not None:
+            item["encrypted_content"] = st.seal(text)
+        return item, closing
+
+    def text_of(self, item: dict) -> str:
+        parts = item.get("summary") or item.get("content") or [{}]
+        return parts[0].get("text", "")
+
+
+def summarized(st: StreamState) -> bool:
+    """Whether the request asked for reasoning summaries (read from the echoed ``reasoning``,
+    so a replay or a job ending rebuilt from the stored response decides the same)."""
+    return bool((st.response.get("reasoning") or {}).get("summary"))
+
+
+def _summary_ref(it: OpenItem) -> dict:
+    return {"item_id": it.item_id, "output_index": it.index, "summary_index": 0}
 
 
 class FunctionCallKind(ItemKind):
@@ -164,6 +219,9 @@ class FunctionCallKind(ItemKind):
         return item, [
             {"type": "response.function_call_arguments.done", "item_id": it.item_id,
              "output_index": it.index, "name": it.name, "arguments": arguments}]
+
+    def text_of(self, item: dict) -> str:
+        return item.get("arguments", "")
 
 
 INVALID_CALL = "invalid_tool_call"

@@ -192,3 +192,68 @@ def test_finish_reason_table(reason, status):
     assert resp["status"] == status
     assert events[-1]["type"] == f"response.{status}"
     Response.model_validate(resp)
+
+
+SUMMARY_SEQUENCE = [
+    "response.created", "response.in_progress", "response.output_item.added",
+    "response.reasoning_summary_part.added", "response.reasoning_summary_text.delta",
+    "response.reasoning_summary_text.delta", "response.reasoning_summary_text.done",
+    "response.reasoning_summary_part.done", "response.output_item.done",
+]
+
+
+@pytest.mark.parametrize("summary", ["auto", "concise", "detailed"])
+def test_reasoning_summary_streams_the_reasoning_text_once_as_summary_part_0(summary):
+    resp, events = _run(_state(reasoning={"summary": summary}),
+                        [pb.Delta(reasoning_text="think "), pb.Delta(reasoning_text="hard"), pb.Delta(text="ok")],
+                        _final(pb.FINISH_REASON_STOP))
+    final = check_stream(events)  # the SDK's event types, and the text on one channel only
+    types = [e["type"] for e in events]
+    assert types[:len(SUMMARY_SEQUENCE)] == SUMMARY_SEQUENCE
+    assert not any(t.startswith(("response.reasoning_text", "response.reasoning.")) for t in types)
+    reasoning = final["output"][0]
+    assert reasoning["summary"] == [{"type": "summary_text", "text": "think hard"}]
+    assert reasoning["content"] == [] and "encrypted_content" not in reasoning
+    part_done = events[types.index("response.reasoning_summary_part.done")]
+    assert part_done["summary_index"] == 0 and "status" not in part_done
+    assert part_done["part"] == {"type": "summary_text", "text": "think hard"}
+    assert Response.model_validate(resp).output[0].summary[0].text == "think hard"
+
+
+def test_without_summary_the_reasoning_is_raw_text_only():
+    _, events = _run(_state(reasoning={"effort": "high"}), [pb.Delta(reasoning_text="r")],
+                     _final(pb.FINISH_REASON_STOP))
+    final = check_stream(events)
+    assert not any("summary" in e["type"] for e in events)
+    assert final["output"][0]["summary"] == [] and final["output"][0]["content"][0]["text"] == "r"
+
+
+def test_a_summary_part_cut_short_is_marked_incomplete():
+    resp, events = _run(_state(reasoning={"summary": "auto"}, max_output_tokens=16), [pb.Delta(reasoning_text="hm")],
+                        _final(pb.FINISH_REASON_LENGTH))
+    check_stream(events)
+    part_done = next(e for e in events if e["type"] == "response.reasoning_summary_part.done")
+    assert part_done["status"] == "incomplete"
+    assert resp["output"][0]["status"] == "incomplete" and resp["output"][0]["summary"][0]["text"] == "hm"
+
+
+def test_seal_puts_encrypted_content_on_the_finished_reasoning_item_only():
+    st = _state(reasoning={"summary": "auto"})
+    st.seal = lambda text: f"sealed({text})"
+    resp, events = _run(st, [pb.Delta(reasoning_text="secret"), pb.Delta(text="ok")], _final(pb.FINISH_REASON_STOP))
+    check_stream(events)
+    added = next(e for e in events if e["type"] == "response.output_item.added")
+    assert "encrypted_content" not in added["item"]
+    assert resp["output"][0]["encrypted_content"] == "sealed(secret)"
+    assert "encrypted_content" not in resp["output"][1]  # only reasoning items are sealed
+
+
+def test_the_stream_checker_refuses_reasoning_streamed_twice():
+    _, events = _run(_state(reasoning={"summary": "auto"}), [pb.Delta(reasoning_text="x")],
+                     _final(pb.FINISH_REASON_STOP))
+    at = [e["type"] for e in events].index("response.reasoning_summary_part.done")
+    ref = {"item_id": events[at]["item_id"], "output_index": 0, "content_index": 0}
+    doubled = events[:at] + [{"type": "response.reasoning_text.delta", **ref, "delta": "x"},
+                             {"type": "response.reasoning_text.done", **ref, "text": "x"}] + events[at:]
+    with pytest.raises(AssertionError, match="streamed twice|repeat"):
+        check_stream([dict(e, sequence_number=i) for i, e in enumerate(doubled)])

@@ -97,3 +97,39 @@ def test_replay_of_a_finished_response_is_a_valid_stream_with_the_same_result():
     assert check_stream(_numbered(replayed)) == original
     assert [e["type"] for e in replayed if "delta" not in e["type"]] == \
         [e["type"] for e in events + closing if "delta" not in e["type"]]
+
+
+def _summarized() -> StreamState:
+    req = parse_create({"model": "m", "input": "hi", "reasoning": {"summary": "auto"}})
+    return StreamState(new_response(req, "resp_sum", "m", 1700000000))
+
+
+def test_a_job_ends_an_open_summary_part_as_the_live_stream_would():
+    live = _summarized()
+    logged = start(live)
+    for delta in (pb.Delta(reasoning_text="thinking "), pb.Delta(reasoning_text="on")):
+        logged += on_delta(live, delta)
+    logged = _numbered(logged)
+    rebuilt = _summarized()  # as background.py rebuilds it: from the stored response alone
+    resp, events = job_endings.failed(rebuilt, logged, "stopped", logged)
+    assert [e["type"] for e in events] == [
+        "response.reasoning_summary_text.done", "response.reasoning_summary_part.done",
+        "response.output_item.done", "response.failed"]
+    assert events[1]["status"] == "incomplete"
+    final = check_stream(logged + _numbered(events, first=len(logged)))
+    assert final == resp and resp["output"][0]["summary"] == [{"type": "summary_text", "text": "thinking on"}]
+    assert finalize(copy.deepcopy(live), error="stopped", now=1)[0]["output"] == resp["output"]
+
+
+def test_replay_of_a_summarized_response_streams_the_same_summary_events():
+    st = _summarized()
+    events = start(st)
+    for delta in (pb.Delta(reasoning_text="a "), pb.Delta(reasoning_text="b"), pb.Delta(text="done")):
+        events += on_delta(st, delta)
+    resp, closing = finalize(st, pb.Final(finish_reason=pb.FINISH_REASON_STOP))
+    resp["output"][0]["encrypted_content"] = "opaque"  # carried over as stored, never re-sealed
+    replayed = replay_events(resp, "openai")
+    assert check_stream(_numbered(replayed)) == resp
+    assert [e["type"] for e in replayed if "delta" not in e["type"]] == \
+        [e["type"] for e in events + closing if "delta" not in e["type"]]
+    assert next(e for e in replayed if e["type"] == "response.reasoning_summary_text.delta")["delta"] == "a b"
