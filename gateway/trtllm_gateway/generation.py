@@ -28,7 +28,7 @@ from aiohttp import web
 
 from trtllm_responses.inference.v1 import inference_pb2 as pb
 
-from . import capabilities, conversations, driver
+from . import capabilities, conversations, driver, reasoning_crypto
 from .context import Gateway
 from .errors import ApiError
 from .events import Delivery, response_log
@@ -91,10 +91,12 @@ async def prepare(gw: Gateway, req: CreateRequest, tenant: str, arrived: float,
     check_capabilities(req, info)
     if history is None:
         history = await load_history(gw, req, tenant)
-    chat = build_chat(req, history + req.input.items)
+    keys = gw.settings.reasoning_key
+    chat = build_chat(req, reasoning_crypto.reveal(keys, tenant, history, req.input.items))
     response_id = new_id("resp")
     state = StreamState(new_response(req, response_id, model_id, int(time.time())),
-                        logprobs=req.logprobs, dialect=gw.settings.reasoning_dialect, **call_rules(req))
+                        logprobs=req.logprobs, dialect=gw.settings.reasoning_dialect,
+                        seal=reasoning_crypto.sealer(keys, tenant, req.include), **call_rules(req))
     reserve = req.max_output_tokens or gw.settings.truncation_reserve_tokens
     return Generation(req, tenant, generate_request(req, chat, response_id), state,
                       TokenClock(gw.metrics, arrived), reserve)

@@ -21,8 +21,8 @@ it does not change decoding. The echo is the normalised ``{format, verbosity}``.
 ``summary``). ``effort`` is one of the SDK's levels; the service takes ``none``/``low``/
 ``medium``/``high`` and maps them to the chat template's thinking switch where the model
 has one (``minimal`` is sent as ``low``, ``xhigh``/``max`` as ``high``); a model without
-one ignores it. ``summary`` is accepted and echoed; no summaries are generated (reasoning
-items carry the raw reasoning text in ``content`` and an empty ``summary``).
+one ignores it. ``summary`` is echoed and, when set, makes the reasoning text the
+reasoning item's summary part (no summarizer model: ``streaming.py``'s reasoning kind).
 """
 from __future__ import annotations
 

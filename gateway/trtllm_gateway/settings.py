@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import trtllm_common.settings as common
 
 from .discovery import parse_targets
+from .reasoning_crypto import parse_keys
 
 ENV_PREFIX = "TRTLLM_GATEWAY_"
 
@@ -85,6 +86,10 @@ class GatewaySettings:
     reasoning_dialect: str = _field(
         "openai", "Event names of raw reasoning text: openai (response.reasoning_text.*) or "
         "open_responses (response.reasoning.*).", choices=REASONING_DIALECTS)
+    reasoning_key: tuple[str, ...] = _field(
+        (), "Keys of reasoning encrypted_content, comma-separated id:secret (secret >= 32 characters); "
+        "the first encrypts, all decrypt (rotation). Empty: a random key per process (replicas and "
+        "restarts cannot open each other's).")
     log_level: str = _field("INFO", "Log level.")
     log_format: str = _field("json", "Log format.", choices=("json", "text"))
 
@@ -138,5 +143,9 @@ def _check(parser: argparse.ArgumentParser, s: GatewaySettings) -> None:
         parser.error("--header-timeout-s, --body-timeout-s and --max-connections must be positive")
     if min(s.max_input_items, s.max_content_parts, s.max_tools, s.max_schema_bytes) < 1:
         parser.error("--max-input-items, --max-content-parts, --max-tools and --max-schema-bytes must be positive")
+    try:
+        parse_keys(s.reasoning_key)
+    except ValueError as exc:
+        parser.error(str(exc))
     if s.api_keys_file and not Path(s.api_keys_file).is_file():
         parser.error(f"--api-keys-file {s.api_keys_file!r} does not exist")
