@@ -85,7 +85,7 @@ class Stream:
 
     def __init__(self, gw: Gateway, g: Generation) -> None:
         self.gw, self.g = gw, g
-        self.call = gw.service.generate(g.request)
+        self.call = gw.service.generate(g.request, g.req.prompt_cache_key, g.tenant)
         self.first: asyncio.Future | None = asyncio.ensure_future(self.call.read())
         self.stopped = False
 

@@ -12,8 +12,10 @@ Protocol:
   SERVING) and ``GetLoad`` (queued + running, draining). A replica is in rotation while its
   last check said SERVING and it is not draining; a generation that fails with UNAVAILABLE
   takes its replica out at once (until the next probe passes).
-* Each generation goes to the replica :func:`routing.pick` chooses (least outstanding, ties
-  random) and counts in that replica's in-flight until its call ends. A call that fails
+* Each generation goes to the replica :func:`routing.pick` chooses (with a
+  ``prompt_cache_key``: the key's replica by rendezvous hashing unless it is overloaded,
+  ``--affinity-slack``; otherwise least outstanding, ties random) and counts in that
+  replica's in-flight until its call ends. A call that fails
   with UNAVAILABLE before its first message moves to another replica once
   (:class:`RoutedCall`, ``routing.may_retry``); one that has produced output never does.
 * Unary calls (CountTokens, GetModelInfo) go to a picked replica with the same retry-once
@@ -37,7 +39,7 @@ from trtllm_responses.inference.v1 import inference_pb2_grpc as pb_grpc
 
 from .discovery import GetAddrInfo, Target, diff, format_address, parse_targets, resolve_all
 from .metrics import GatewayMetrics
-from .routing import RETRYABLE_CODES, ReplicaState, may_retry, pick
+from .routing import RETRYABLE_CODES, ReplicaState, may_retry, pick, routing_key
 from .settings import GatewaySettings
 
 log = logging.getLogger("trtllm_gateway.service_client")
@@ -184,12 +186,13 @@ class ReplicaPool:
             self.metrics.replica_healthy.labels(replica.address).set(1 if replica.in_rotation else 0)
             self.metrics.replica_outstanding.labels(replica.address).set(replica.outstanding())
 
-    def pick(self, exclude: list[str] | tuple[str, ...] = ()) -> Replica | None:
-        return pick(self.replicas, self.rng, exclude)
+    def pick(self, exclude: list[str] | tuple[str, ...] = (), key: str | None = None) -> Replica | None:
+        return pick(self.replicas, self.rng, exclude, key, self.settings.affinity_slack)
 
-    def acquire(self, exclude: list[str] | tuple[str, ...] = ()) -> Replica | None:
-        """Pick a replica for a generation and count it in flight there (see ``release``)."""
-        replica = self.pick(exclude)
+    def acquire(self, exclude: list[str] | tuple[str, ...] = (), key: str | None = None) -> Replica | None:
+        """Pick a replica for a generation (``key``: its routing key) and count it in flight
+        there (see ``release``)."""
+        replica = self.pick(exclude, key)
         if replica is not None:
             replica.in_flight += 1
             self._publish(replica)
@@ -223,12 +226,12 @@ class RoutedCall:
     replica, inside ``read()``, within the same overall deadline; the caller never sees it.
     """
 
-    def __init__(self, client: ServiceClient, request: pb.GenerateRequest) -> None:
-        self._client, self._request = client, request
+    def __init__(self, client: ServiceClient, request: pb.GenerateRequest, key: str | None = None) -> None:
+        self._client, self._request, self._key = client, request, key
         self._deadline = time.monotonic() + client.settings.request_timeout_s
         self._tried: list[str] = []
         self._received = self._cancelled = False
-        replica = client.pool.acquire()
+        replica = client.pool.acquire(key=key)
         if replica is None:
             raise no_replica_error()
         self._call = self._send(replica)
@@ -260,7 +263,7 @@ class RoutedCall:
             pool.mark_unavailable(self.replica)
         if self._cancelled or not may_retry(exc.code(), self._received, len(self._tried)):
             raise exc
-        replica = pool.acquire(exclude=self._tried)
+        replica = pool.acquire(exclude=self._tried, key=self._key)
         if replica is None:
             raise exc
         log.info("replica %s failed before output (%s); retrying on %s", self.replica.address,
@@ -293,9 +296,11 @@ class ServiceClient:
     async def close(self) -> None:
         await self.pool.close()
 
-    def generate(self, request: pb.GenerateRequest) -> RoutedCall:
-        """Start a Generate stream on the least loaded replica; ``read()`` it, ``cancel()`` to abort."""
-        return RoutedCall(self, request)
+    def generate(self, request: pb.GenerateRequest, prompt_cache_key: str | None = None,
+                 tenant: str = "") -> RoutedCall:
+        """Start a Generate stream on a picked replica (the ``prompt_cache_key``'s, within the
+        tenant, when given); ``read()`` it, ``cancel()`` to abort."""
+        return RoutedCall(self, request, routing_key(tenant, prompt_cache_key))
 
     async def _unary(self, method: str, request):
         """One unary call on a picked replica, retried once elsewhere on UNAVAILABLE."""

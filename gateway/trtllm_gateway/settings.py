@@ -34,6 +34,9 @@ class GatewaySettings:
     resolve_interval_s: float = _field(10.0, "How often dns:/// service targets are re-resolved, in seconds.")
     load_poll_interval_s: float = _field(
         1.0, "How often each replica's gRPC health and GetLoad are polled for routing, in seconds.")
+    affinity_slack: int = _field(
+        4, "Requests with a prompt_cache_key stay on the key's replica while its outstanding requests "
+        "are at most 2 x the least-loaded replica's + this; past that they go to the key's next replica.")
     store_url: str = _field(
         "sqlite:///./var/responses.db",
         "Response store URL: sqlite:///relative.db, sqlite:////abs.db, sqlite://:memory: or "
@@ -134,6 +137,8 @@ def _check(parser: argparse.ArgumentParser, s: GatewaySettings) -> None:
         parser.error(str(exc))
     if s.resolve_interval_s <= 0 or s.load_poll_interval_s <= 0:
         parser.error("--resolve-interval-s and --load-poll-interval-s must be positive")
+    if s.affinity_slack < 0:
+        parser.error("--affinity-slack must be >= 0")
     if s.background_workers < 0 or s.job_lease_s <= 0 or s.job_max_attempts < 1 or s.event_poll_interval_s <= 0:
         parser.error("--background-workers must be >= 0, --job-max-attempts >= 1, and --job-lease-s "
                      "and --event-poll-interval-s positive")

@@ -11,7 +11,17 @@ import pytest
 
 from trtllm_gateway.discovery import diff, parse_target, parse_targets, resolve_all
 from trtllm_gateway.metrics import GatewayMetrics
-from trtllm_gateway.routing import MAX_ATTEMPTS, ReplicaState, candidates, may_retry, pick
+from trtllm_gateway.routing import (
+    AFFINITY_FACTOR,
+    AFFINITY_SLACK,
+    MAX_ATTEMPTS,
+    ReplicaState,
+    affinity,
+    candidates,
+    may_retry,
+    pick,
+    routing_key,
+)
 from trtllm_gateway.service_client import ReplicaPool
 from trtllm_gateway.settings import GatewaySettings
 
@@ -120,6 +130,69 @@ def test_a_replica_busy_with_other_clients_gets_less():
     rs[0].record_load(queued=0, running=2, draining=False)   # another gateway keeps 2 running there
     sent = _closed_loop(rs, 60, 6)
     assert sent["r0"] < sent["r1"] and sent["r0"] < sent["r2"], sent
+
+
+# --- cache affinity (prompt_cache_key) ------------------------------------------------
+
+KEYS = [f"t\0conversation-{n}" for n in range(400)]
+
+
+def _owner(rs: list[ReplicaState], key: str) -> str:
+    return max(rs, key=lambda r: affinity(key, r.address)).address
+
+
+def test_a_key_always_goes_to_the_same_replica_whatever_the_rng_or_order():
+    rs = replicas(0, 0, 0, 0)
+    for key in KEYS[:50]:
+        chosen = {pick(order, random.Random(seed), key=key).address
+                  for seed in range(5) for order in (rs, rs[::-1])}
+        assert chosen == {_owner(rs, key)}
+
+
+def test_keys_spread_over_the_replicas():
+    rs = replicas(0, 0, 0, 0)
+    owners = Counter(pick(rs, random.Random(0), key=key).address for key in KEYS)
+    assert set(owners) == {"r0", "r1", "r2", "r3"} and min(owners.values()) >= 60, owners
+
+
+def test_the_keys_replica_keeps_them_up_to_the_bound_then_the_next_in_the_ranking_takes_them():
+    rs = replicas(0, 0, 0)
+    key = KEYS[0]
+    first, second, third = sorted(rs, key=lambda r: affinity(key, r.address), reverse=True)
+    third.in_flight = 1                                   # the least loaded: 1
+    bound = AFFINITY_FACTOR * 1 + AFFINITY_SLACK
+    first.in_flight, second.in_flight = bound, bound      # at the bound: still the key's replica
+    assert pick(rs, random.Random(0), key=key) is first
+    first.in_flight = bound + 1                           # overloaded: the next in the key's ranking
+    assert pick(rs, random.Random(0), key=key) is second
+    second.in_flight = bound + 1                          # both overloaded: the least loaded
+    assert pick(rs, random.Random(0), key=key) is third
+    assert pick(rs, random.Random(0), key=key, slack=bound) is first  # --affinity-slack widens the bound
+
+
+def test_a_gone_replica_moves_only_its_own_keys_and_gets_them_back():
+    rs = replicas(0, 0, 0)
+    before = {key: pick(rs, random.Random(0), key=key).address for key in KEYS}
+    rs[1].healthy = False
+    during = {key: pick(rs, random.Random(0), key=key).address for key in KEYS}
+    assert "r1" not in during.values()
+    assert all(during[k] == before[k] for k in KEYS if before[k] != "r1")  # nobody else's keys moved
+    assert pick(rs, random.Random(0), exclude=[before[KEYS[0]]], key=KEYS[0]).address != before[KEYS[0]]
+    rs[1].healthy = True
+    assert {key: pick(rs, random.Random(0), key=key).address for key in KEYS} == before
+
+
+def test_without_a_key_the_choice_is_least_loaded():
+    rs = replicas(3, 0, 5)
+    assert routing_key("tenant", None) is None and routing_key("tenant", "") is None
+    assert pick(rs, random.Random(0), key=None).address == "r1"
+
+
+def test_the_key_is_scoped_to_the_tenant():
+    assert routing_key("a", "k") != routing_key("b", "k")
+    rs = replicas(*([0] * 8))
+    owners = {pick(rs, random.Random(0), key=routing_key(f"tenant-{n}", "same")).address for n in range(40)}
+    assert len(owners) > 1  # one popular key name does not pile every tenant onto one replica
 
 
 # --- the retry policy ---------------------------------------------------------------
