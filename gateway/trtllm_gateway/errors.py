@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import grpc
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from .store import HistoryTooDeep, InvalidPageRequest, StoreError
 
@@ -45,6 +47,7 @@ class ErrorKind:
 KINDS: dict[str, ErrorKind] = {
     "invalid_request": ErrorKind(400, "invalid_request_error"),
     "invalid_json": ErrorKind(400, "invalid_request_error"),
+    "unreadable_body": ErrorKind(400, "invalid_request_error"),
     "context_length_exceeded": ErrorKind(400, "invalid_request_error", "context_length_exceeded"),
     "unsupported": ErrorKind(400, "invalid_request_error", "unsupported_parameter"),
     "unknown_parameter": ErrorKind(400, "invalid_request_error", "unknown_parameter"),
@@ -95,6 +98,8 @@ def invalid(param: str | None, message: str) -> ApiError:
 EXCEPTION_KINDS: dict[type[BaseException], tuple[str, str | None]] = {
     json.JSONDecodeError: ("invalid_json", None),
     UnicodeDecodeError: ("invalid_json", None),
+    RequestPayloadError: ("unreadable_body", None),  # aiohttp: bad chunked framing or Content-Encoding
+    HttpProcessingError: ("unreadable_body", None),
     HistoryTooDeep: ("invalid_request", "previous_response_id"),
     InvalidPageRequest: ("invalid_request", None),
     StoreError: ("server_error", None),
@@ -221,6 +226,8 @@ def to_api_error(exc: BaseException) -> ApiError:
 def _message(kind: str, exc: BaseException) -> str:
     if kind == "invalid_json":
         return "We could not parse the JSON body of your request: it must be a valid UTF-8 JSON object."
+    if kind == "unreadable_body":  # aiohttp's own text may quote the client's bytes
+        return "The request body could not be read: its framing or Content-Encoding is not valid."
     if kind == "server_error":
         log.error("store error", exc_info=exc)
         return "The server had an error while processing your request."

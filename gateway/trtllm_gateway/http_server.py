@@ -29,9 +29,11 @@ import json
 import logging
 import resource
 import time
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import http_exceptions, web
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 
 from .errors import ApiError, error_response
 from .settings import GatewaySettings
@@ -77,6 +79,15 @@ class _Refused(asyncio.Protocol):
 
 class GatewayRequestHandler(RequestHandler):
     """aiohttp's per-connection protocol with its own error replies in the envelope."""
+
+    def log_exception(self, *args, **kwargs) -> None:
+        """A client's broken body (bad framing or encoding), met while aiohttp drains what is
+        left of it after the reply, is the client's fault: debug, without a traceback."""
+        exc = kwargs.get("exc_info")
+        if isinstance(exc, (RequestPayloadError, http_exceptions.HttpProcessingError)):
+            log.debug("unreadable request body: %s", type(exc).__name__)
+            return
+        super().log_exception(*args, **kwargs)
 
     def handle_error(self, request, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
@@ -144,17 +155,18 @@ class _AcceptErrorLog:
         self.suppressed = 0
         self.last = float("-inf")
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._previous = None
+        self._previous: Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object] | None = None
 
     def install(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop, self._previous = loop, loop.get_exception_handler()
+        self._loop = loop
+        self._previous = loop.get_exception_handler()
         loop.set_exception_handler(self)
 
     def uninstall(self) -> None:
         if self._loop is not None and self._loop.get_exception_handler() is self:
             self._loop.set_exception_handler(self._previous)
 
-    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         if context.get("message") != _ACCEPT_ERROR:
             if self._previous is not None:
                 self._previous(loop, context)
