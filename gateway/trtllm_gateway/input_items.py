@@ -5,15 +5,17 @@ or a list of items; each item becomes the canonical form that is stored, listed 
 ``GET /v1/responses/{id}/input_items`` and replayed by ``previous_response_id``:
 
 * ``message`` (``type`` may be omitted): roles user/system/developer take parts
-  ``input_text``/``input_image``; role assistant takes ``output_text``/``refusal``. A string
+  ``input_text``/``input_image``; role assistant takes ``output_text``/``refusal`` and keeps
+  its ``phase`` (``commentary`` | ``final_answer``; ignored on other roles). A string
   content becomes one part of the role's text type. Ids: the caller's, else ``msg_…``.
-* ``function_call`` {call_id, name, arguments} -> id ``fc_…``;
+* ``function_call`` {call_id, name, arguments, namespace?} -> id ``fc_…``;
 * ``function_call_output`` {call_id, output} -> id ``fco_…``;
 * ``reasoning`` {summary, content} -> id ``rs_…``;
-* ``compaction`` {encrypted_content} (from ``/v1/responses/compact``) -> id ``cmp_…``.
+* ``compaction`` {encrypted_content} (from ``/v1/responses/compact``) -> id ``cmp_…``;
+* custom tool, shell, local shell and apply-patch calls and their outputs (``tool_items.py``).
 
 Item and part counts are bounded (``limits.py``). Anything else (files, item references,
-hosted-tool items) is a 400 naming the path, e.g.
+other hosted-tool items) is a 400 naming the path, e.g.
 ``input[2].content[0].type``. Image parts are collected so the caller can refuse them when
 the model takes no images.
 """
@@ -22,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import compaction_item
+from . import compaction_item, tool_items
 from .errors import ApiError, invalid, kind_of
 from .ids import new_id
 from .limits import DEFAULT_LIMITS, Limits, check_input
@@ -115,18 +117,25 @@ def _message(item: dict, path: str, images: list[str]) -> dict:
         raise invalid(f"{path}.content", f"Missing required parameter: '{path}.content'.")
     out = {"id": _id(item, path, "msg"), "type": "message", "role": role,
            "content": _content(role, item["content"], path, images), "status": "completed"}
+    phase = item.get("phase")
+    if phase is not None and phase not in PHASES:
+        raise invalid(f"{path}.phase", f"Invalid '{path}.phase': expected one of {', '.join(PHASES)}.")
+    if phase is not None and role == "assistant":
+        out["phase"] = phase  # kept and replayed as sent; the model is not shown it
     return out
 
 
 ITEM_STATUSES = ("in_progress", "completed", "incomplete")
+PHASES = ("commentary", "final_answer")
 
 
 def _function_call(item: dict, path: str, images: list[str]) -> dict:
     # a replayed malformed call keeps its status (the gateway's own `error` field is dropped)
     status = item.get("status") if item.get("status") in ITEM_STATUSES else "completed"
-    return {"id": _id(item, path, "fc"), "type": "function_call",
-            "call_id": _str_field(item, "call_id", path), "name": _str_field(item, "name", path),
-            "arguments": _str_field(item, "arguments", path), "status": status}
+    return tool_items.with_namespace({
+        "id": _id(item, path, "fc"), "type": "function_call", "call_id": _str_field(item, "call_id", path),
+        "name": _str_field(item, "name", path), "arguments": _str_field(item, "arguments", path),
+        "status": status}, item, path)
 
 
 def _function_call_output(item: dict, path: str, images: list[str]) -> dict:
@@ -165,6 +174,7 @@ ITEM_TYPES: dict[str, Callable[[dict, str, list[str]], dict]] = {
     "function_call_output": _function_call_output,
     "reasoning": _reasoning,
     "compaction": compaction_item.normalize,
+    **tool_items.ITEM_TYPES,
 }
 
 

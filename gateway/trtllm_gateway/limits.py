@@ -9,7 +9,8 @@ before the work starts (all configurable, docs/gateway.md "Request limits"):
   together (``content``, a ``function_call_output``'s ``output`` parts, a reasoning item's
   ``summary``).
 * ``--max-content-parts`` (1,000): content parts in one item.
-* ``--max-tools`` (128, OpenAI's own limit): entries of ``tools``.
+* ``--max-tools`` (128, OpenAI's own limit): entries of ``tools``, a namespace's tools
+  counted one by one.
 * ``--max-schema-bytes`` (1 MiB): JSON Schema in the request, as compact UTF-8 JSON: every
   tool's ``parameters`` plus ``text.format.schema``.
 
@@ -44,6 +45,8 @@ class Limits(Protocol):
     def max_tools(self) -> int: ...
     @property
     def max_schema_bytes(self) -> int: ...
+    @property
+    def hosted_tools(self) -> str: ...  # the --hosted-tools policy (hosted_tools.py)
 
 
 DEFAULT_LIMITS: Limits = GatewaySettings()
@@ -76,10 +79,11 @@ def check_input(value: Any, limits: Limits) -> None:
 def check_tools_and_schemas(body: dict, limits: Limits) -> None:
     """The number of tools and the bytes of JSON Schema (before any schema is validated)."""
     tools = body.get("tools")
-    tools = tools if isinstance(tools, list) else []
+    tools = _with_members(tools if isinstance(tools, list) else [])
     if len(tools) > limits.max_tools:
-        raise invalid("tools", f"Invalid 'tools': {len(tools)} tools; at most {limits.max_tools} are allowed.")
-    schemas = [(f"tools[{i}].parameters", t.get("parameters")) for i, t in enumerate(tools) if isinstance(t, dict)]
+        raise invalid("tools", f"Invalid 'tools': {len(tools)} tools (namespaces' tools included); at most "
+                      f"{limits.max_tools} are allowed.")
+    schemas = [(f"{path}.parameters", t.get("parameters")) for path, t in tools]
     text = body.get("text")
     fmt = text.get("format") if isinstance(text, dict) else None
     if isinstance(fmt, dict):
@@ -92,6 +96,20 @@ def check_tools_and_schemas(body: dict, limits: Limits) -> None:
                 raise invalid(param, f"Invalid '{param}': the request's JSON Schemas (tool parameters and "
                               f"text.format) exceed {limits.max_schema_bytes} bytes (this server's "
                               "--max-schema-bytes).")
+
+
+def _with_members(tools: list) -> list[tuple[str, dict]]:
+    """(path, tool) of every tool object, the tools of namespace tools in their place."""
+    out: list[tuple[str, dict]] = []
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, dict):
+            continue
+        members = tool.get("tools") if tool.get("type") == "namespace" else None
+        if isinstance(members, list):
+            out.extend((f"tools[{i}].tools[{j}]", m) for j, m in enumerate(members) if isinstance(m, dict))
+        else:
+            out.append((f"tools[{i}]", tool))
+    return out
 
 
 async def off_loop(raw: bytes, work):

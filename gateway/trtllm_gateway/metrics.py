@@ -21,6 +21,8 @@ Names are a contract: the Helm chart's dashboard and alerts query them.
   SERVING, not draining), else 0; the series goes away when the replica leaves DNS.
 * ``trtllm_gateway_replica_outstanding{replica}``: the router's estimate of its outstanding
   requests (own in-flight + other clients' share of the last GetLoad).
+* ``trtllm_gateway_hosted_tools_dropped_total{type}``: hosted tools (``web_search``...) not
+  offered to the model under ``--hosted-tools drop`` (``hosted_tools.py``).
 """
 from __future__ import annotations
 
@@ -71,6 +73,9 @@ class GatewayMetrics:
         self.replica_outstanding = Gauge("trtllm_gateway_replica_outstanding",
                                          "Outstanding requests of the replica as the router estimates them.",
                                          ["replica"], registry=r)
+        self.hosted_tools_dropped = Counter("trtllm_gateway_hosted_tools_dropped_total",
+                                            "Hosted tools in requests, not offered to the model.", ["type"],
+                                            registry=r)
 
     @contextmanager
     def store_op(self, operation: str) -> Iterator[None]:

@@ -17,8 +17,10 @@ so no response format is sent (one constraint per request). The schema travels a
 JSON, like tool ``parameters``. ``verbosity`` (low | medium | high) is accepted and echoed;
 it does not change decoding. The echo is the normalised ``{format, verbosity}``.
 
-``reasoning``: ``{effort, summary}`` (``generate_summary`` is the deprecated name of
-``summary``). ``effort`` is one of the SDK's levels; the service takes ``none``/``low``/
+``reasoning``: ``{effort, summary, context?, mode?}`` (``generate_summary`` is the
+deprecated name of ``summary``; ``context`` and ``mode`` are echoed only when given:
+``context`` decides which earlier reasoning items the model sees, ``translate.py``; ``mode``
+is accepted and changes nothing). ``effort`` is one of the SDK's levels; the service takes ``none``/``low``/
 ``medium``/``high`` and maps them to the chat template's thinking switch where the model
 has one (``minimal`` is sent as ``low``, ``xhigh``/``max`` as ``high``); a model without
 one ignores it. ``summary`` is echoed and, when set, makes the reasoning text the
@@ -40,6 +42,7 @@ VERBOSITY = ("low", "medium", "high")
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 EFFORT_TO_SERVICE = {"minimal": "low", "xhigh": "high", "max": "high"}
 SUMMARIES = ("auto", "concise", "detailed")
+CONTEXTS = ("auto", "current_turn", "all_turns")
 
 
 def _object(value: Any, param: str) -> dict:
@@ -101,7 +104,17 @@ def validate_reasoning(name: str, value: Any) -> dict:
     summary = value.get("summary", value.get("generate_summary"))
     if summary is not None and summary not in SUMMARIES:
         raise invalid(f"{name}.summary", f"Invalid '{name}.summary': expected one of {', '.join(SUMMARIES)}.")
-    return {"effort": effort, "summary": summary}
+    echo = {"effort": effort, "summary": summary}
+    context, mode = value.get("context"), value.get("mode")
+    if context is not None:
+        if context not in CONTEXTS:
+            raise invalid(f"{name}.context", f"Invalid '{name}.context': expected one of {', '.join(CONTEXTS)}.")
+        echo["context"] = context  # which reasoning items the model sees again (translate.py)
+    if mode is not None:
+        if not isinstance(mode, str):
+            raise invalid(f"{name}.mode", f"Invalid type for '{name}.mode': expected a string.")
+        echo["mode"] = mode  # OpenAI's execution mode ("standard", "pro"): one mode here, echoed
+    return echo
 
 
 def structured(text: dict) -> bool:

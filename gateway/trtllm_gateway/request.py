@@ -3,12 +3,14 @@
 Protocol: the OpenAI Responses create request (docs/responses-api.md §1). Policy, table-driven:
 
 * a top-level field not in :data:`FIELDS` -> 400 ``unknown_parameter`` naming it;
-* a known field we do not serve yet (:data:`UNSUPPORTED`) -> 400 ``unsupported_parameter``
-  naming it, unless its value is the default (``background: false``...);
+* a known field we do not serve (:data:`UNSUPPORTED`: ``prompt``, stored prompt templates)
+  -> 400 ``unsupported_parameter`` naming it;
 * every other field is type- and range-checked by its validator in :data:`FIELDS`;
   ``null`` always means "use the default". The agentic fields (``tools``, ``tool_choice``,
   ``max_tool_calls``, ``reasoning``, ``text``) are validated in ``tools.py`` and
-  ``output_format.py``.
+  ``output_format.py``; option objects that change nothing here (``client_metadata``,
+  ``prompt_cache_options``, ``context_management``, ``moderation``, ``stream_options``...)
+  in ``request_options.py``. docs/gateway.md "Request fields" says what is done with each.
 
 Ranges: temperature 0..2, top_p 0..1, top_logprobs 0..20, presence/frequency penalty -2..2,
 ``max_output_tokens`` >= 16 (OpenAI's own minimum), ``truncation`` auto|disabled,
@@ -27,6 +29,9 @@ from typing import Any, Callable
 
 from aiohttp import web
 
+from . import hosted_tools
+from . import request_options as options
+from .context import GATEWAY
 from .errors import ApiError, invalid
 from .input_items import Normalized, normalize_input
 from .limits import DEFAULT_LIMITS, Limits, check_tools_and_schemas, off_loop
@@ -77,6 +82,8 @@ class CreateRequest:
     prompt_cache_key: str | None = None
     service_tier: str = "default"
     conversation: str | None = None  # conversation id (conversations.py)
+    client_metadata: dict[str, str] = field(default_factory=dict)  # validated, never echoed
+    context_management: list[dict] = field(default_factory=list)
 
     @property
     def logprobs(self) -> bool:
@@ -154,8 +161,11 @@ def _include(name: str, value: Any) -> list[str]:
     return list(value)
 
 
+SERVICE_TIERS = ("auto", "default", "flex", "scale", "priority", "fast", "ultrafast")
+
+
 def _service_tier(name: str, value: Any) -> str:
-    _choice("auto", "default", "flex", "priority", "scale")(name, value)
+    _choice(*SERVICE_TIERS)(name, value)
     return "default"  # one tier here; the response reports the tier actually used
 
 
@@ -177,11 +187,6 @@ def _conversation(name: str, value: Any) -> str:
     return value
 
 
-def _ignored(name: str, value: Any) -> None:
-    """Accepted and ignored: hints that do not change what this server produces."""
-    return None
-
-
 # field -> validator(name, value) -> cleaned value. `input` is handled separately.
 FIELDS: dict[str, Callable[[str, Any], Any]] = {
     "model": _string,
@@ -200,7 +205,7 @@ FIELDS: dict[str, Callable[[str, Any], Any]] = {
     "metadata": _metadata,
     "parallel_tool_calls": _boolean,
     "tool_choice": validate_tool_choice,
-    "tools": validate_tools,
+    "tools": validate_tools,  # with the --hosted-tools policy: see parse_create
     "max_tool_calls": _integer(1, MAX_INT32),
     "reasoning": validate_reasoning,
     "text": validate_text,
@@ -209,25 +214,22 @@ FIELDS: dict[str, Callable[[str, Any], Any]] = {
     "safety_identifier": _string,
     "prompt_cache_key": _string,
     "service_tier": _service_tier,
-    "stream_options": _ignored,
-    "prompt_cache_retention": _ignored,
     "conversation": _conversation,
+    "client_metadata": options.client_metadata,
+    "context_management": options.context_management,
+    "stream_options": options.stream_options,
+    "prompt_cache_retention": options.prompt_cache_retention,
+    "prompt_cache_options": options.prompt_cache_options,
+    "moderation": options.moderation,
+    "image": options.image,
+    "access_programs": options.access_programs,
+    "background_options": options.background_options,
 }
 
 
-def _empty(value: Any) -> bool:
-    return value in ([], {}, False)
-
-
-# Known fields that a later issue enables: field -> "is this value the harmless default?".
+# Known fields this server does not serve: field -> "is this value the harmless default?".
 UNSUPPORTED: dict[str, Callable[[Any], bool]] = {
-    "prompt": lambda v: False,
-    "context_management": _empty,
-    "moderation": lambda v: False,
-    "image": lambda v: False,
-    "access_programs": lambda v: False,
-    "background_options": lambda v: False,
-    "prompt_cache_options": lambda v: False,
+    "prompt": lambda v: False,  # a stored prompt template: this server stores none
 }
 
 
@@ -297,10 +299,13 @@ def _valid_unicode(value: Any) -> bool:
     return True
 
 
-def _check_fields(body: dict) -> dict[str, Any]:
+def _check_fields(body: dict, hosted_tools: str) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for name, value in body.items():
         if name == "input":
+            continue
+        if name == "tools" and value is not None:
+            values[name] = validate_tools(name, value, hosted_tools)
             continue
         if name in UNSUPPORTED:
             if value is not None and not UNSUPPORTED[name](value):
@@ -324,7 +329,7 @@ def parse_create(body: dict, *, for_count: bool = False, limits: Limits = DEFAUL
     ``limits``: the size limits (``limits.py``; the app passes its settings).
     """
     check_tools_and_schemas(body, limits)
-    values = _check_fields(body)
+    values = _check_fields(body, limits.hosted_tools)
     if not for_count and "model" not in values:
         raise invalid("model", "Missing required parameter: 'model'.")
     if body.get("input") is None:
@@ -350,4 +355,7 @@ async def read_create(request: web.Request, limits: Limits, *, for_count: bool =
     def work() -> tuple[dict, CreateRequest]:
         body = parse_json_object(raw)
         return body, parse_create(body, for_count=for_count, limits=limits)
-    return await off_loop(raw, work)
+    body, req = await off_loop(raw, work)
+    if not for_count:
+        hosted_tools.record(request.app[GATEWAY].metrics, req.tools)
+    return body, req

@@ -93,6 +93,9 @@ class GatewaySettings:
         (), "Keys of reasoning encrypted_content, comma-separated id:secret (secret >= 32 characters); "
         "the first encrypts, all decrypt (rotation). Empty: a random key per process (replicas and "
         "restarts cannot open each other's).")
+    hosted_tools: str = _field(
+        "drop", "Hosted tools (web_search, file_search, mcp, ...), which this server cannot run: drop "
+        "(not offered to the model, echoed, logged and counted) or reject (400).", choices=("drop", "reject"))
     log_level: str = _field("INFO", "Log level.")
     log_format: str = _field("json", "Log format.", choices=("json", "text"))
 

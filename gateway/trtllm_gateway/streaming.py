@@ -34,7 +34,15 @@ a JSON object, or whose name is not among the offered tools -- closes with ``sta
 (``parallel_tool_calls: false`` -> 1, ``max_tool_calls``; ``tools.call_limit``) are
 dropped: no events, no item.
 
-Item ids (``msg_``/``rs_``/``fc_``) are minted once at ``added`` and reused in every later
+Custom tools (``custom_tools.py``) are called like functions with arguments ``{"input":
+"<text>"}``: a call whose name is one of ``StreamState.custom_tools`` is a
+``custom_tool_call`` item (``ctc_``) instead, whose ``response.custom_tool_call_input.delta``
+events carry the decoded text as it streams and whose ``input`` is the finished arguments'
+string (arguments of another shape: ``status: "incomplete"`` and ``error``, the raw
+arguments as ``input``). A call of a namespaced tool (``StreamState.namespaces``: qualified
+name -> (namespace, name)) carries ``namespace`` and the tool's own ``name``.
+
+Item ids (``msg_``/``rs_``/``fc_``/``ctc_``) are minted once at ``added`` and reused in every later
 event, in the final response and in the store. ``finalize`` is the only place that finishes
 the response object, for the JSON reply, the terminal event and the stored copy alike:
 STOP/TOOL_CALLS -> ``completed``; LENGTH -> ``incomplete`` (reason ``max_output_tokens``,
@@ -54,6 +62,7 @@ from dataclasses import dataclass, field
 
 from trtllm_responses.inference.v1 import inference_pb2 as pb
 
+from .custom_tools import InputDecoder, input_of
 from .ids import new_id
 from .objects import usage
 
@@ -73,6 +82,8 @@ class OpenItem:
     name: str = ""
     logprobs: list[dict] = field(default_factory=list)
     error: str = ""
+    raw: list[str] = field(default_factory=list)  # a custom tool call's argument pieces (JSON)
+    decoder: InputDecoder | None = None          # ... and their decoder
 
 
 @dataclass
@@ -86,6 +97,8 @@ class StreamState:
     output: list[dict | None] = field(default_factory=list)  # finished items by output index
     current: OpenItem | None = None                          # the open message/reasoning item
     calls: dict[int, OpenItem] = field(default_factory=dict)  # open function calls by call index
+    custom_tools: frozenset[str] = frozenset()  # offered names that are custom tools
+    namespaces: dict[str, tuple[str, str]] = field(default_factory=dict)  # qualified -> (namespace, name)
 
 
 class ItemKind:
@@ -197,34 +210,79 @@ def _summary_ref(it: OpenItem) -> dict:
 
 
 class FunctionCallKind(ItemKind):
-    type, prefix = "function_call", "fc"
+    """A function call; its text is the arguments (JSON) as streamed."""
 
-    def _item(self, it: OpenItem, status: str, arguments: str) -> dict:
-        return {"id": it.item_id, "type": "function_call", "status": status, "call_id": it.call_id,
-                "name": it.name, "arguments": arguments}
+    type, prefix, field, events = "function_call", "fc", "arguments", "response.function_call_arguments"
+
+    def _item(self, st: StreamState, it: OpenItem, status: str, text: str) -> dict:
+        return {"id": it.item_id, "type": self.type, "status": status, "call_id": it.call_id,
+                **_qualified(st, it.name), self.field: text}
 
     def added(self, st, it):
-        return [_added(it, self._item(it, "in_progress", ""))]
+        return [_added(it, self._item(st, it, "in_progress", ""))]
 
     def delta(self, st, it, text, logprobs):
-        return {"type": "response.function_call_arguments.delta", "item_id": it.item_id,
-                "output_index": it.index, "delta": text}
+        return {"type": f"{self.events}.delta", "item_id": it.item_id, "output_index": it.index, "delta": text}
+
+    def finished(self, st: StreamState, it: OpenItem) -> tuple[str, str]:
+        """(the item's text, why the call is unusable or "")."""
+        arguments = "".join(it.pieces)
+        return arguments, it.error or _call_problem(st, it.name, arguments)
 
     def done(self, st, it, status):
-        arguments = "".join(it.pieces)
-        error = it.error or _call_problem(st, it.name, arguments)
-        item = self._item(it, "incomplete" if error else status, arguments)
+        text, error = self.finished(st, it)
+        item = self._item(st, it, "incomplete" if error else status, text)
         if error:
             item["error"] = {"code": INVALID_CALL, "message": error}
-        return item, [
-            {"type": "response.function_call_arguments.done", "item_id": it.item_id,
-             "output_index": it.index, "name": it.name, "arguments": arguments}]
+        named = {"name": item["name"]} if self.type == "function_call" else {}
+        return item, [{"type": f"{self.events}.done", "item_id": it.item_id, "output_index": it.index,
+                       **named, self.field: text}]
 
     def text_of(self, item: dict) -> str:
-        return item.get("arguments", "")
+        return item.get(self.field, "")
+
+
+class CustomToolCallKind(FunctionCallKind):
+    """A custom tool call; its text is the decoded input. Live, ``it.raw`` holds the
+    arguments as streamed; a replay (``idempotency.py``) has only ``pieces``. Arguments that
+    are not ``{"input": <string>}`` keep what streamed as ``input`` (the raw arguments when
+    nothing did, sent as one last delta) and name the raw arguments in ``error``."""
+
+    type, prefix, field, events = "custom_tool_call", "ctc", "input", "response.custom_tool_call_input"
+
+    def finished(self, st, it):
+        text, error = "".join(it.pieces), it.error
+        arguments = "".join(it.raw)
+        decoded = input_of(arguments) if it.raw else text
+        if decoded is None:
+            error = error or f'the arguments are not {{"input": <string>}}: {arguments[:1000]}'
+            if not text:
+                text = arguments
+                it.pieces.append(text)
+        else:
+            text = decoded
+        if not error and st.tool_names is not None and it.name not in st.tool_names:
+            error = f"the model called {it.name!r}, which is not among the offered tools"
+        return text, error
+
+    def done(self, st, it, status):
+        streamed = "".join(it.pieces)
+        item, closing = super().done(st, it, status)
+        rest = item["input"][len(streamed):] if item["input"].startswith(streamed) else ""
+        if rest:  # the raw arguments, when nothing could be decoded
+            closing.insert(0, self.delta(st, it, rest, None))
+        return item, closing
 
 
 INVALID_CALL = "invalid_tool_call"
+
+
+def _qualified(st: StreamState, name: str) -> dict:
+    """``name`` (and ``namespace``) of a call item whose offered name is ``name``."""
+    if name in st.namespaces:
+        namespace, base = st.namespaces[name]
+        return {"namespace": namespace, "name": base}
+    return {"name": name}
 
 
 def _call_problem(st: StreamState, name: str, arguments: str) -> str:
@@ -239,7 +297,8 @@ def _call_problem(st: StreamState, name: str, arguments: str) -> str:
 
 
 MESSAGE, REASONING, FUNCTION_CALL = MessageKind(), ReasoningKind(), FunctionCallKind()
-KINDS: dict[str, ItemKind] = {k.type: k for k in (MESSAGE, REASONING, FUNCTION_CALL)}
+CUSTOM_TOOL_CALL = CustomToolCallKind()
+KINDS: dict[str, ItemKind] = {k.type: k for k in (MESSAGE, REASONING, FUNCTION_CALL, CUSTOM_TOOL_CALL)}
 
 
 def _added(it: OpenItem, item: dict) -> dict:
@@ -312,13 +371,19 @@ def _call(st: StreamState, call: pb.ToolCallDelta, events: list[dict]) -> None:
         if st.current is not None:
             _close(st, st.current, "completed", events)
             st.current = None
-        it = st.calls[call.index] = _open(st, FUNCTION_CALL, events, call_id=call.id or new_id("call"),
-                                          name=call.name)
+        custom = call.name in st.custom_tools
+        it = st.calls[call.index] = _open(st, CUSTOM_TOOL_CALL if custom else FUNCTION_CALL, events,
+                                          call_id=call.id or new_id("call"), name=call.name,
+                                          decoder=InputDecoder() if custom else None)
     if call.error and not it.error:
         it.error = call.error
-    if call.arguments_delta:
-        it.pieces.append(call.arguments_delta)
-        events.append(FUNCTION_CALL.delta(st, it, call.arguments_delta, None))
+    piece = call.arguments_delta
+    if piece and it.decoder is not None:
+        it.raw.append(piece)
+        piece = it.decoder.feed(piece)
+    if piece:
+        it.pieces.append(piece)
+        events.append(it.kind.delta(st, it, piece, None))
 
 
 def on_delta(st: StreamState, delta: pb.Delta) -> list[dict]:

@@ -9,9 +9,15 @@ Protocol: Responses input items (canonical form from ``input_items.py``) become
   this turn's input items;
 * ``message`` -> ChatMessage(role, text/image parts; ``refusal`` parts as text);
 * ``function_call`` -> a ``tool_calls`` entry on the assistant message of the same turn
-  (a new assistant message when the previous message is not an assistant one);
+  (a new assistant message when the previous message is not an assistant one), named
+  ``namespace.name`` when the call has a namespace (as namespaced tools are offered);
 * ``function_call_output`` -> ChatMessage(role ``tool``, tool_call_id=call_id);
-* ``reasoning`` -> ``reasoning`` of the next assistant message;
+* custom tool, shell, local shell and apply-patch calls and outputs -> tool calls and
+  ``tool`` messages the same way (``tool_items.py`` says how each reads);
+* ``reasoning`` -> ``reasoning`` of the next assistant message; with ``reasoning.context:
+  "current_turn"`` only the reasoning items after the last user message are passed on
+  (``all_turns`` and ``auto`` pass them all; a chat template may still drop earlier turns');
+* an assistant message's ``phase`` is not shown to the model (chat templates have none);
 * ``compaction`` -> its summary as context (``compaction_item.py``): appended to the leading
   system/developer message (a new system message if there is none) while no conversation
   message came yet, so truncation keeps it; later, a user message.
@@ -34,7 +40,7 @@ from typing import Awaitable, Callable
 
 from trtllm_responses.inference.v1 import inference_pb2 as pb
 
-from . import compaction_item
+from . import compaction_item, tool_items
 from .errors import ApiError
 from .output_format import response_format, service_effort
 from .request import CreateRequest
@@ -73,16 +79,27 @@ class _Builder:
             self._assistant(msg)
         self.messages.append(msg)
 
-    def function_call(self, item: dict) -> None:
+    def _call(self, call_id: str, name: str, arguments: str) -> None:
         last = self.messages[-1] if self.messages else None
         if last is None or last.role != "assistant":
             last = self._assistant(pb.ChatMessage(role="assistant"))
             self.messages.append(last)
-        last.tool_calls.add(id=item["call_id"], name=item["name"], arguments=item["arguments"])
+        last.tool_calls.add(id=call_id, name=name, arguments=arguments)
+
+    def _result(self, call_id: str, text: str) -> None:
+        self.messages.append(pb.ChatMessage(role="tool", tool_call_id=call_id, content=[pb.ContentPart(text=text)]))
+
+    def function_call(self, item: dict) -> None:
+        self._call(item["call_id"], tool_items.qualified(item), item["arguments"])
 
     def function_call_output(self, item: dict) -> None:
-        self.messages.append(pb.ChatMessage(role="tool", tool_call_id=item["call_id"],
-                                            content=[pb.ContentPart(text=item["output"])]))
+        self._result(item["call_id"], item["output"])
+
+    def tool_call(self, item: dict) -> None:
+        self._call(item["call_id"], *tool_items.CALLS[item["type"]](item))
+
+    def tool_result(self, item: dict) -> None:
+        self._result(*tool_items.RESULTS[item["type"]](item))
 
     def reasoning_item(self, item: dict) -> None:
         texts = [p["text"] for p in item.get("content") or []] or [p["text"] for p in item.get("summary") or []]
@@ -105,6 +122,8 @@ ITEM_HANDLERS: dict[str, Callable[[_Builder, dict], None]] = {
     "function_call_output": _Builder.function_call_output,
     "reasoning": _Builder.reasoning_item,
     "compaction": _Builder.compaction,
+    **{kind: _Builder.tool_call for kind in tool_items.CALLS},
+    **{kind: _Builder.tool_result for kind in tool_items.RESULTS},
 }
 
 
@@ -137,9 +156,19 @@ def sampling(req: CreateRequest) -> pb.SamplingParams:
     return params
 
 
+def _reasoning_in_context(req: CreateRequest, items: list[dict]) -> list[dict]:
+    """``items`` without reasoning from before the last user message, when
+    ``reasoning.context`` is ``current_turn``."""
+    if (req.reasoning or {}).get("context") != "current_turn":
+        return items
+    users = [i for i, item in enumerate(items) if item.get("type") == "message" and item.get("role") == "user"]
+    cut = users[-1] if users else 0
+    return [item for i, item in enumerate(items) if i >= cut or item.get("type") != "reasoning"]
+
+
 def build_chat(req: CreateRequest, items: list[dict]) -> pb.Chat:
     """The whole Chat for a request: messages (history + input) and the agentic fields."""
-    chat = pb.Chat(messages=chat_messages(req.instructions, items))
+    chat = pb.Chat(messages=chat_messages(req.instructions, _reasoning_in_context(req, items)))
     apply_to_chat(chat, req.tools, req.tool_choice, req.parallel_tool_calls, req.max_tool_calls)
     effort = service_effort(req.reasoning)
     if effort is not None:

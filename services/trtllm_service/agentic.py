@@ -15,6 +15,13 @@ tool_choice:
   decoding; otherwise the request is refused with a clear error.
 A request with its own `response_format` and a forced tool call is refused: one constraint
 per request.
+
+Custom tools (`Tool.custom`, called with `{"input": "<text>"}`): their grammar is compiled
+for every request that offers them (an invalid one is INVALID_ARGUMENT naming
+`CustomToolFormat.param`, e.g. `tools[3].format.definition`); a forced call matches it, and
+in auto mode, when the engine has guided decoding and no response format is set, calls are
+constrained once their opening marker is written (`guided.triggered_tool_constraint`;
+hermes format only).
 """
 from __future__ import annotations
 
@@ -23,9 +30,10 @@ from dataclasses import dataclass
 
 from trtllm_responses.inference.v1 import inference_pb2 as pb
 
+from .custom_grammar import CustomGrammarError, arguments_grammar
 from .engine.base import Engine, GuidedDecoding
 from .errors import InvalidRequest
-from .guided import ToolConstraintError, tool_call_constraint
+from .guided import ToolConstraintError, tool_call_constraint, triggered_tool_constraint
 from .parsing import OutputParser, create_parser, default_parsers, prompt_opens_reasoning
 from .parsing.registry import TOOL_PARSERS
 
@@ -65,10 +73,22 @@ class OutputPlanner:
             self.tool_parser if tools_on else None, self.reasoning_parser,
             tool_names=[t.name for t in chat.tools] if chat else None, tools_enabled=tools_on,
             starts_in_reasoning=bool(prompt_text and self.reasoning_parser and prompt_opens_reasoning(prompt_text)))
-        guided = self._forced_call(request, chat) if tools_on and chat is not None else None
+        guided = self._constraint(request, chat) if tools_on and chat is not None else None
         return OutputPlan(parser, guided, self.keep_special if tools_on else ())
 
-    def _forced_call(self, request: pb.GenerateRequest, chat: pb.Chat) -> GuidedDecoding | None:
+    def _constraint(self, request: pb.GenerateRequest, chat: pb.Chat) -> GuidedDecoding | None:
+        tools = _guided_tools(chat)
+        forced = self._forced_call(request, chat, tools)
+        if forced is not None or not any("arguments_grammar" in t for t in tools):
+            return forced
+        if not self.engine.supports_guided or _has_format(request):
+            return None  # as for function tools in auto mode: the model's calls are parsed as written
+        try:
+            return triggered_tool_constraint(tools, self.tool_parser)
+        except ToolConstraintError as exc:
+            raise InvalidRequest(str(exc), "tools") from None
+
+    def _forced_call(self, request: pb.GenerateRequest, chat: pb.Chat, tools: list[dict]) -> GuidedDecoding | None:
         choice = chat.tool_choice.WhichOneof("choice")
         if choice == "function_name":
             wanted: str | dict = {"name": chat.tool_choice.function_name}
@@ -79,15 +99,33 @@ class OutputPlanner:
         if not self.engine.supports_guided:
             raise InvalidRequest(f"tool_choice {_describe(wanted)} needs constrained decoding, which the "
                                  f"{self.engine.name} engine does not support", "tool_choice")
-        if request.HasField("response_format") and request.response_format.WhichOneof("format"):
+        if _has_format(request):
             raise InvalidRequest("a forced tool call cannot be combined with a response format", "tool_choice")
-        tools = [{"name": t.name, "parameters": t.parameters_json} for t in chat.tools]
         parallel = chat.parallel_tool_calls if chat.HasField("parallel_tool_calls") else True
         max_calls = chat.max_tool_calls if chat.HasField("max_tool_calls") else None
         try:
             return tool_call_constraint(tools, wanted, parallel, self.tool_parser, max_calls=max_calls)
         except ToolConstraintError as exc:
             raise InvalidRequest(str(exc), "tool_choice") from None
+
+
+def _guided_tools(chat: pb.Chat) -> list[dict]:
+    """The offered tools for the grammars: name, parameters and, for custom tools with a
+    grammar, the grammar of their arguments (compiled here, so a bad one is refused)."""
+    tools = []
+    for tool in chat.tools:
+        spec = {"name": tool.name, "parameters": tool.parameters_json}
+        if tool.HasField("custom") and tool.custom.syntax not in ("", "text"):
+            try:
+                spec["arguments_grammar"] = arguments_grammar(tool.custom.syntax, tool.custom.definition)
+            except CustomGrammarError as exc:
+                raise InvalidRequest(f"custom tool {tool.name!r}: {exc}", tool.custom.param or "tools") from None
+        tools.append(spec)
+    return tools
+
+
+def _has_format(request: pb.GenerateRequest) -> bool:
+    return request.HasField("response_format") and bool(request.response_format.WhichOneof("format"))
 
 
 def _mode(chat: pb.Chat) -> int:

@@ -19,6 +19,11 @@ parser can stream them. A model without a native tool format (SmolLM2) uses `her
 `parallel=False` forces exactly one call, `True` one or more (at most `max_calls`); a named
 function (`{"name": ...}`) forces exactly one call of it, whatever `parallel` says.
 Bad tools or choices raise `ToolConstraintError` (a ValueError) with a clear message.
+
+Custom tools (`custom_grammar.py`) are functions whose arguments are `{"input": "<text>"}`;
+a tool dict with `arguments_grammar` (the EBNF of those arguments under the tool's grammar)
+is matched by that grammar instead of a JSON Schema, in forced calls and, through
+`triggered_tool_constraint`, in calls the model chooses to make (`tool_choice` auto).
 """
 from __future__ import annotations
 
@@ -68,8 +73,66 @@ def tool_call_constraint(tools: list[dict], tool_choice: str | dict, parallel: b
     specs = [_tool_spec(i, tool) for i, tool in enumerate(tools)]
     chosen = _choose(specs, tool_choice)
     extra = (max_calls - 1 if max_calls is not None else -1) if parallel and tool_choice == "required" else 0
+    grammars = _argument_grammars(tools)
+    if any(name in grammars for name, _ in chosen):
+        call = _call_union(chosen, grammars, call_format.args_key)
+        return GuidedDecoding(grammar=_repeated(call, call_format, extra))
     schema = call_schema(chosen, call_format.args_key)
     return GuidedDecoding(grammar=tool_call_grammar(schema, call_format, extra))
+
+
+def _argument_grammars(tools: list[dict]) -> dict[str, str]:
+    return {t["name"]: t["arguments_grammar"] for t in tools if isinstance(t, dict) and t.get("arguments_grammar")}
+
+
+def _call_union(tools: list[tuple[str, dict]], grammars: dict[str, str], args_key: str) -> str:
+    """EBNF of one call `{"name": N, args_key: A}` of any of `tools`, A matching the tool's
+    arguments grammar, else its parameters schema."""
+    xgr = _xgrammar()
+    calls = []
+    for name, params in tools:
+        head = xgr.Grammar.from_ebnf("root ::= " + _lit('{"name": ' + json.dumps(name) + f', "{args_key}": '))
+        args = xgr.Grammar.from_ebnf(grammars[name]) if name in grammars else _schema_grammar(params)
+        calls.append(xgr.Grammar.concat(head, args, xgr.Grammar.from_ebnf('root ::= "}"')))
+    return str(xgr.Grammar.union(*calls) if len(calls) > 1 else calls[0])
+
+
+def _schema_grammar(schema: dict[str, Any]):
+    xgr = _xgrammar()
+    try:
+        return xgr.Grammar.from_json_schema(json.dumps(schema), any_whitespace=False, strict_mode=True)
+    except Exception as exc:  # noqa: BLE001 - xgrammar raises RuntimeError/InvalidJSONError subclasses
+        raise ToolConstraintError("the tools' parameters cannot be used for constrained decoding: "
+                                  f"{grammar_error(exc)}") from None
+
+
+#: Tool parsers whose calls open with a fixed marker (what triggers the constraint in auto mode).
+TRIGGERS = {"hermes": "<tool_call>"}
+
+
+def triggered_tool_constraint(tools: list[dict], fmt: str | None) -> GuidedDecoding | None:
+    """Auto mode: free text, but a call, once its opening marker is written, must be a call of
+    one of `tools` whose arguments match the tool's arguments grammar (custom tools) or are
+    a JSON object (functions, as without the constraint). None for formats without a fixed
+    opening marker (their calls are only constrained when forced)."""
+    trigger = TRIGGERS.get(fmt or "hermes")
+    if trigger is None:
+        return None
+    call_format = FORMATS[fmt or "hermes"]
+    grammars = _argument_grammars(tools)
+    tags = []
+    for i, tool in enumerate(tools):
+        name, _ = _tool_spec(i, tool)
+        content = {"type": "grammar", "grammar": grammars[name]} if name in grammars else \
+            {"type": "json_schema", "json_schema": {"type": "object"}}
+        begin = call_format.open + '{"name": ' + json.dumps(name) + f', "{call_format.args_key}": '
+        tags.append({"type": "tag", "begin": begin, "content": content, "end": "}" + call_format.close})
+    spec = {"type": "structural_tag", "format": {"type": "triggered_tags", "triggers": [trigger], "tags": tags}}
+    try:
+        grammar = _xgrammar().Grammar.from_structural_tag(json.dumps(spec))
+    except Exception as exc:  # noqa: BLE001 - as above
+        raise ToolConstraintError(f"the tools cannot be used for constrained decoding: {grammar_error(exc)}") from None
+    return GuidedDecoding(grammar=str(grammar))
 
 
 def call_schema(tools: list[tuple[str, dict]], args_key: str = "arguments") -> dict[str, Any]:
@@ -86,12 +149,13 @@ def call_schema(tools: list[tuple[str, dict]], args_key: str = "arguments") -> d
 def tool_call_grammar(schema: dict[str, Any], call_format: CallFormat, extra_calls: int = 0) -> str:
     """EBNF text: the format's markup around one call matching `schema`, then up to
     `extra_calls` more (-1: any number)."""
+    return _repeated(str(_schema_grammar(schema)), call_format, extra_calls)
+
+
+def _repeated(call: str, call_format: CallFormat, extra_calls: int) -> str:
+    """EBNF text: the format's markup around `call` (EBNF, root `root`), then up to
+    `extra_calls` more (-1: any number)."""
     xgr = _xgrammar()
-    try:
-        call = xgr.Grammar.from_json_schema(json.dumps(schema), any_whitespace=False, strict_mode=True)
-    except Exception as exc:  # noqa: BLE001 - xgrammar raises RuntimeError/InvalidJSONError subclasses
-        raise ToolConstraintError("the tools' parameters cannot be used for constrained decoding: "
-                                  f"{grammar_error(exc)}") from None
     more = {0: "", -1: "*"}.get(extra_calls, f"{{0, {extra_calls}}}")
     calls = f"root ({_lit(call_format.sep)} root){more}" if more else "root"
     parts = [p for p in (_lit(call_format.open), calls, _lit(call_format.close)) if p]

@@ -161,7 +161,9 @@ async def test_forcing_choice_refusals(stack):
     c = stack.handle.client
     for body, param in ((_body("x", tool_choice={"type": "function", "name": "nope"}), "tool_choice"),
                         ({"model": "default", "input": "x", "tool_choice": "required"}, "tool_choice"),
-                        (_body("x", tools=[{"type": "web_search"}]), "tools[0].type")):
+                        (_body("x", tools=[{"type": "web_search"}], tool_choice={"type": "web_search_preview"}),
+                         "tool_choice"),
+                        (_body("x", tools=[{"type": "web_search"}], tool_choice="required"), "tool_choice")):
         try:
             await c.responses.create(**body)
         except openai.BadRequestError as exc:

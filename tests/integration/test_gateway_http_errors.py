@@ -37,7 +37,7 @@ CASES = [
     ({"model": "default", "input": "x", "temperature": "hot"}, 400, "invalid_request_error", "temperature", None),
     ({"model": "default", "input": "x", "max_output_tokens": 4},
      400, "invalid_request_error", "max_output_tokens", None),
-    ({"model": "default", "input": "x", "tools": [{"type": "web_search"}]}, 400, "invalid_request_error",
+    ({"model": "default", "input": "x", "tools": [{"type": "web_searching"}]}, 400, "invalid_request_error",
      "tools[0].type", "unsupported_parameter"),
     ({"model": "default", "input": "x", "whatever": 1}, 400, "invalid_request_error", "whatever", "unknown_parameter"),
     ({"model": "default", "input": "x", "metadata": {"k": "v" * 513}}, 400, "invalid_request_error", "metadata", None),

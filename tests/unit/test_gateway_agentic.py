@@ -46,7 +46,7 @@ def test_function_tools_are_echoed_in_the_api_shape():
 
 
 @pytest.mark.parametrize("tools,param,code", [
-    ([{"type": "web_search"}], "tools[0].type", "unsupported_parameter"),
+    ([{"type": "frobnicate"}], "tools[0].type", "unsupported_parameter"),
     ([{"type": "function", "name": "bad name"}], "tools[0].name", None),
     ([{"type": "function"}], "tools[0].name", None),
     ([{"type": "function", "name": "f", "parameters": {"type": "objekt"}}], "tools[0].parameters", None),
@@ -75,7 +75,8 @@ def test_tool_choice_forms_are_normalised(choice, expected):
     ({"tool_choice": "required"}, "tool_choice"),  # forcing a call needs tools
     ({"tools": [TIME], "tool_choice": {"type": "function", "name": "nope"}}, "tool_choice"),
     ({"tools": [TIME], "tool_choice": "sometimes"}, "tool_choice"),
-    ({"tools": [TIME], "tool_choice": {"type": "file_search"}}, "tool_choice.type"),
+    ({"tools": [TIME], "tool_choice": {"type": "file_search"}}, "tool_choice"),  # a hosted tool
+    ({"tools": [TIME], "tool_choice": {"type": "frobnicate"}}, "tool_choice.type"),
     ({"tools": [TIME], "tool_choice": {"type": "allowed_tools", "mode": "x", "tools": []}}, "tool_choice.mode"),
     ({"tools": [TIME], "max_tool_calls": 0}, "max_tool_calls"),
 ])

@@ -18,7 +18,6 @@ def _err(body: dict) -> ApiError:
 # (field, a value we refuse for now, a default value we accept)
 UNSUPPORTED_CASES = [
     ("prompt", {"id": "pmpt_1"}, None),
-    ("context_management", [{"type": "compaction"}], []),
 ]
 
 
