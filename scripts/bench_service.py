@@ -68,8 +68,11 @@ async def level(stub, concurrency: int, total: int, tokens: int) -> dict:
     return out
 
 
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:8.1f}"
+
+
 def row(concurrency: int, r: dict) -> str:
-    ms = lambda v: f"{v * 1000:8.1f}"  # noqa: E731
     return (f"| {concurrency:>4} | {ms(pct(r['ttft'], 50))} | {ms(pct(r['ttft'], 99))} | {ms(pct(r['itl'], 50))} | "
             f"{ms(pct(r['itl'], 99))} | {r['tokens'] / r['elapsed']:8.1f} | {r['errors']:>6} |")
 

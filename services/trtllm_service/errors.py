@@ -59,9 +59,10 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str, tuple[tuple[st
         code = ERROR_TABLE.get(cls)
         if code is not None:
             trailers: list[tuple[str, str]] = []
-            if getattr(exc, "param", None):
-                trailers.append((PARAM_KEY, exc.param))  # type: ignore[attr-defined]
-            if getattr(exc, "code", None):
-                trailers.append((CODE_KEY, exc.code))  # type: ignore[attr-defined]
+            param, error_code = getattr(exc, "param", None), getattr(exc, "code", None)
+            if param:
+                trailers.append((PARAM_KEY, param))
+            if error_code:
+                trailers.append((CODE_KEY, error_code))
             return code, str(exc) or cls.__name__, tuple(trailers)
     return grpc.StatusCode.INTERNAL, "internal error while serving the request", ()

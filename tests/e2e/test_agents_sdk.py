@@ -17,7 +17,7 @@ import pytest
 import pytest_asyncio
 
 agents = pytest.importorskip("agents")
-
+# Needs the agents SDK: it comes after the skip (E402).
 from tests.integration.agentic_stack import cpu_guided, start_agentic_stack  # noqa: E402
 
 

@@ -14,7 +14,7 @@ from trtllm_service.engine.base import EngineError, SamplingConfig
 from trtllm_service.engine.cpu import CpuEngine
 from trtllm_service.settings import ServiceSettings
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.model]  # its own engines on the real model
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -126,6 +126,7 @@ async def small_context_gateway(tmp_path):
         await engine.stop()
 
 
+@pytest.mark.model  # its own CpuEngine with a 1k context
 async def test_truncation_disabled_refuses_and_auto_drops_oldest_turns(small_context_gateway):
     gateway = small_context_gateway
     assert (await gateway.app[GATEWAY].service.model_info()).max_context_length == 1024

@@ -8,7 +8,7 @@ import re
 import pytest
 
 xgr = pytest.importorskip("xgrammar")
-
+# The imports below need xgrammar: they come after the skip (E402).
 from tests.unit.test_parsers import collect  # noqa: E402
 from trtllm_service.guided import ToolConstraintError, tool_call_constraint  # noqa: E402
 from trtllm_service.parsing import create_parser  # noqa: E402

@@ -193,7 +193,8 @@ class DecodeLoop:
         while self._inbox:
             kind, value = self._inbox.popleft()
             if kind == "submit":
-                self.waiting.append(value)  # type: ignore[arg-type]
+                assert isinstance(value, Sequence), "submit() sends a Sequence"
+                self.waiting.append(value)
             elif kind == "cancel":
                 self._drop(str(value))
             else:
