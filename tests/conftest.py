@@ -6,4 +6,4 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 pytest_plugins = ["tests.fixtures.engine", "tests.fixtures.service", "tests.fixtures.gateway",
-                  "tests.fixtures.postgres"]
+                  "tests.fixtures.postgres", "tests.fixtures.sim"]

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from trtllm_responses.inference.v1 import inference_pb2 as pb
 
 from .custom_grammar import CustomGrammarError, arguments_grammar
-from .engine.base import Engine, GuidedDecoding
+from .engine.base import Engine, GuidedDecoding, OutputSyntax
 from .errors import InvalidRequest
 from .guided import ToolConstraintError, tool_call_constraint, triggered_tool_constraint
 from .parsing import OutputParser, create_parser, default_parsers, prompt_opens_reasoning
@@ -46,6 +46,7 @@ class OutputPlan:
     parser: OutputParser
     guided: GuidedDecoding | None
     keep_special_tokens: tuple[str, ...]
+    syntax: OutputSyntax
 
 
 class OutputPlanner:
@@ -69,12 +70,16 @@ class OutputPlanner:
     def plan(self, request: pb.GenerateRequest, prompt_text: str | None) -> OutputPlan:
         chat = request.chat if request.WhichOneof("input") == "chat" else None
         tools_on = chat is not None and bool(chat.tools) and _mode(chat) != _MODE.MODE_NONE
+        in_reasoning = bool(prompt_text and self.reasoning_parser and prompt_opens_reasoning(prompt_text))
         parser = create_parser(
             self.tool_parser if tools_on else None, self.reasoning_parser,
             tool_names=[t.name for t in chat.tools] if chat else None, tools_enabled=tools_on,
-            starts_in_reasoning=bool(prompt_text and self.reasoning_parser and prompt_opens_reasoning(prompt_text)))
+            starts_in_reasoning=in_reasoning)
         guided = self._constraint(request, chat) if tools_on and chat is not None else None
-        return OutputPlan(parser, guided, self.keep_special if tools_on else ())
+        offered = tuple((t.name, t.parameters_json) for t in chat.tools) if tools_on and chat is not None else ()
+        syntax = OutputSyntax(tools=offered, tool_parser=self.tool_parser if tools_on else None,
+                              reasoning_parser=self.reasoning_parser, starts_in_reasoning=in_reasoning)
+        return OutputPlan(parser, guided, self.keep_special if tools_on else (), syntax)
 
     def _constraint(self, request: pb.GenerateRequest, chat: pb.Chat) -> GuidedDecoding | None:
         tools = _guided_tools(chat)

@@ -4,19 +4,23 @@ Per request, in order:
 1. validate sampling and structured-output fields (`sampling.py`);
 2. template + tokenize off the event loop (`template.py`), check the context budget;
 3. admit (bounded in-flight count, else RESOURCE_EXHAUSTED);
-4. iterate `engine.generate(...)`; each step's token ids go through
-   detokenizer -> stop matcher -> output parser (reasoning / tool calls) -> `Delta`;
+4. a reader task iterates `engine.generate(...)`; each step's token ids go through
+   detokenizer -> stop matcher -> output parser (reasoning / tool calls) into the request's
+   outbox (`coalesce.py`), and the RPC's writer sends whatever is pending as one `Delta`
+   each time it may send: one message per engine step while the stream keeps up, several
+   steps' output in one Delta while it is behind;
 5. end with exactly one `Final` (finish reason, matched stop, usage).
 
-Cancellation: if the RPC is cancelled the `await` inside the loop raises CancelledError;
-`aclosing()` closes the engine iterator, whose `finally` aborts the engine request. A stop
-string match also closes it early. Either way the slot is freed within one decode step.
-A failure before the first Delta propagates as an exception (a gRPC status); after it, it
-becomes `Final{ERROR}` so the caller keeps what it already received.
+Cancellation: if the RPC is cancelled the writer's `await` raises CancelledError and it
+cancels the reader, whose `aclosing()` closes the engine iterator; the iterator's `finally`
+aborts the engine request. A stop string match also closes it early. Either way the slot is
+freed within one decode step. A failure before any output propagates as an exception (a
+gRPC status); after it, it becomes `Final{ERROR}` so the caller keeps what it already received.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -28,6 +32,7 @@ from dataclasses import dataclass, field
 from trtllm_responses.inference.v1 import inference_pb2 as pb
 
 from .agentic import OutputPlanner
+from .coalesce import Outbox
 from .detokenize import IncrementalDetokenizer
 from .engine.base import Engine, EngineError, SamplingConfig, TokenLogprobs
 from .errors import QueueFull
@@ -68,6 +73,7 @@ class _Run:
     pending_logprobs: list[TokenLogprobs] = field(default_factory=list)
     finish: str | None = None
     matched_stop: str = ""
+    produced: bool = False  # some output went to the outbox
 
 
 class Admission:
@@ -103,8 +109,8 @@ class GenerationPipeline:
         sampling, stops = sampling_config(request, self.engine)
         text, prompt = await asyncio.to_thread(self.templater.prompt, request)
         plan = self.planner.plan(request, text)
-        if plan.guided is not None:
-            sampling = dataclasses.replace(sampling, guided=plan.guided)
+        sampling = dataclasses.replace(sampling, output=plan.syntax,
+                                       guided=plan.guided if plan.guided is not None else sampling.guided)
         sampling = check_budget(sampling, len(prompt), self.engine.max_context_length)
         self.admission.enter()
         run = _Run(
@@ -125,39 +131,57 @@ class GenerationPipeline:
 
     async def _stream(self, run: _Run, prompt: list[int],
                       sampling: SamplingConfig) -> AsyncIterator[pb.GenerateResponse]:
-        sent_any = False
+        """The writer: sends whatever the reader task has put in the outbox since the last
+        message (coalesce.py), until the Final."""
+        outbox = Outbox()
+        reader = asyncio.create_task(self._read(run, prompt, sampling, outbox))
         try:
-            async with aclosing(self.engine.generate(run.request_id, prompt, sampling)) as steps:
-                async for step in steps:
-                    self._timing(run, len(step.token_ids))
-                    if step.queue_s is not None:
-                        self.metrics.queue_time.labels(self.metrics.model_name).observe(step.queue_s)
-                    run.cached_tokens = max(run.cached_tokens, step.cached_tokens)
-                    delta = self._consume(run, step.token_ids, step.logprobs)
-                    if delta is not None:
-                        sent_any = True
-                        yield delta
-                    if run.stops.matched is not None:
-                        run.finish, run.matched_stop = "stop", run.stops.matched
-                        break
-                    if step.finish_reason is not None:
-                        run.finish = step.finish_reason
-                        break
+            while not outbox.closed:
+                for message in await outbox.take():
+                    yield message
+        finally:
+            reader.cancel()  # the engine iterator closes: its slot is freed
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+    async def _read(self, run: _Run, prompt: list[int], sampling: SamplingConfig, outbox: Outbox) -> None:
+        """The reader task: engine steps -> outbox, then the tail and the Final. Failures go
+        to the writer: before any output as the exception itself (a gRPC status), after it
+        as Final{ERROR} so the caller keeps what it received."""
+        try:
+            await self._read_steps(run, prompt, sampling, outbox)
         except EngineError as exc:
-            if not sent_any:
-                raise
+            if not run.produced:
+                outbox.fail(exc)
+                return
             log.warning("engine failed mid-stream", extra={"request_id": run.request_id, "error": str(exc)})
             run.finish = "error"
-            yield self._final(run, error=str(exc))
+            outbox.close(self._final(run, error=str(exc)))
             return
-        tail = self._drain(run)
-        if tail is not None:
-            yield tail
+        except Exception as exc:  # noqa: BLE001 - handed to the writer, which raises it in the RPC
+            outbox.fail(exc)
+            return
+        self._drain(run, outbox)
         if run.finish is None:  # the engine ended without a reason: treat as end of sequence
             run.finish = "stop"
         if run.finish == "stop" and run.parser.saw_tool_calls:
             run.finish = "tool_calls"
-        yield self._final(run)
+        outbox.close(self._final(run))
+
+    async def _read_steps(self, run: _Run, prompt: list[int], sampling: SamplingConfig, outbox: Outbox) -> None:
+        async with aclosing(self.engine.generate(run.request_id, prompt, sampling)) as steps:
+            async for step in steps:
+                self._timing(run, len(step.token_ids))
+                if step.queue_s is not None:
+                    self.metrics.queue_time.labels(self.metrics.model_name).observe(step.queue_s)
+                run.cached_tokens = max(run.cached_tokens, step.cached_tokens)
+                self._consume(run, step.token_ids, step.logprobs, outbox)
+                if run.stops.matched is not None:
+                    run.finish, run.matched_stop = "stop", run.stops.matched
+                    break
+                if step.finish_reason is not None:
+                    run.finish = step.finish_reason
+                    break
 
     def _timing(self, run: _Run, n_tokens: int) -> None:
         now = time.monotonic()
@@ -172,7 +196,7 @@ class GenerationPipeline:
                 self.metrics.itl.labels(self.metrics.model_name).observe(per_token)
         run.last_token_at = now
 
-    def _consume(self, run: _Run, ids: list[int], logprobs: list[TokenLogprobs] | None) -> pb.GenerateResponse | None:
+    def _consume(self, run: _Run, ids: list[int], logprobs: list[TokenLogprobs] | None, outbox: Outbox) -> None:
         run.completion_tokens += len(ids)
         run.pending_ids.extend(ids)
         if logprobs:
@@ -181,9 +205,9 @@ class GenerationPipeline:
         parsed = run.parser.feed(text) if text else ParsedDelta()
         if parsed.reasoning and not parsed.text and not parsed.tool_calls:
             run.reasoning_tokens += len(ids)
-        return self._delta(run, parsed)
+        self._delta(run, parsed, outbox)
 
-    def _drain(self, run: _Run) -> pb.GenerateResponse | None:
+    def _drain(self, run: _Run, outbox: Outbox) -> None:
         """Releases held-back text at the end (unless a stop string cut the output)."""
         text = "" if run.stops.matched else run.stops.feed(run.detok.flush()) + run.stops.flush()
         parsed = run.parser.feed(text) if text else ParsedDelta()
@@ -191,21 +215,17 @@ class GenerationPipeline:
         parsed.text += tail.text
         parsed.reasoning += tail.reasoning
         parsed.tool_calls.extend(tail.tool_calls)
-        return self._delta(run, parsed, force=bool(run.pending_ids))
+        # Ids and logprobs behind no text still go out, when the caller asked for them.
+        self._delta(run, parsed, outbox, force=bool(run.return_token_ids and run.pending_ids or run.pending_logprobs))
 
-    def _delta(self, run: _Run, parsed: ParsedDelta, force: bool = False) -> pb.GenerateResponse | None:
+    def _delta(self, run: _Run, parsed: ParsedDelta, outbox: Outbox, force: bool = False) -> None:
+        """Puts the parsed output, with the token ids and logprobs behind it, in the outbox."""
         if not parsed and not force:
-            return None
-        delta = pb.Delta(text=parsed.text, reasoning_text=parsed.reasoning)
-        for piece in parsed.tool_calls:
-            delta.tool_calls.add(index=piece.index, id=piece.id, name=piece.name,
-                                 arguments_delta=piece.arguments_delta, error=piece.error or "")
-        if run.return_token_ids:
-            delta.token_ids.extend(run.pending_ids)
-        for lp in run.pending_logprobs:
-            delta.logprobs.append(self._logprob(lp))
+            return
+        ids = run.pending_ids if run.return_token_ids else []
+        outbox.put(parsed, ids, [self._logprob(lp) for lp in run.pending_logprobs])
+        run.produced = True
         run.pending_ids, run.pending_logprobs = [], []
-        return pb.GenerateResponse(delta=delta)
 
     def _logprob(self, lp: TokenLogprobs) -> pb.TokenLogprob:
         token = self._token_text(lp.token_id)

