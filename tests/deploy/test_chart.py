@@ -15,11 +15,6 @@ from .chart import CHART, HelmFailed, kind_counts, run_helm, template
 from .conftest import MULTI_VALUES
 from .crds import SCHEMAS, validate_crd_object
 
-try:
-    import kubernetes_validate
-except ImportError:  # only the two strict-validation tests need it
-    kubernetes_validate = None
-
 K8S_VERSIONS = ("1.29.0", "1.37.0")  # Chart.yaml kubeVersion floor, newest bundled schemas
 
 DEFAULT_KINDS = {"ConfigMap": 1, "Deployment": 2, "NetworkPolicy": 1, "PersistentVolumeClaim": 1,
@@ -45,13 +40,6 @@ def test_multi_replica_values_render_expected_kinds(multi_docs: list[dict]) -> N
 
 def _core(docs: list[dict]) -> list[dict]:
     return [d for d in docs if (d["apiVersion"], d["kind"]) not in SCHEMAS]
-
-
-@pytest.fixture
-def kv():
-    if kubernetes_validate is None:
-        pytest.skip("kubernetes-validate is not installed (pip install kubernetes-validate==1.37.0)")
-    return kubernetes_validate
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
@@ -126,7 +114,7 @@ def test_inconsistent_values_are_refused(helm: str, sets: dict[str, str], messag
 
 @pytest.mark.parametrize("sets, message", [
     ({"gateway.replcas": "1"}, "additional properties 'replcas' not allowed"),
-    ({"inference.engine.backend": "vllm"}, "inference/engine/backend"),
+    ({"inference.engine.kind": "vllm"}, "inference/engine/kind"),
     ({"inference.engine.kvCacheFreeGpuMemoryFraction": "1.5"}, "kvCacheFreeGpuMemoryFraction"),
     ({"gateway.store.type": "redis"}, "gateway/store/type"),
 ], ids=["typo", "engine", "kv-fraction", "store-type"])
@@ -140,11 +128,12 @@ def test_values_schema_rejects_bad_values(helm: str, sets: dict[str, str], messa
     {"inference.model.source": "image", "inference.model.path": "/opt/model"},
     {"inference.model.source": "pvc", "inference.model.pvc.subPath": "llama"},
     {"inference.hpa.enabled": "true"},
-    {"inference.engine.backend": "cpu", "inference.gpusPerReplica": "0", "inference.nodeSelector": "null",
-     "inference.tolerations": "null"},
+    {"inference.engine.kind": "cpu", "inference.nodeSelector": "null", "inference.tolerations": "null"},
+    {"inference.engine.kind": "sim", "inference.nodeSelector": "null", "inference.tolerations": "null"},
     {"gateway.auth.enabled": "false", "inference.networkPolicy.enabled": "false", "inference.pdb.enabled": "false"},
     {"gateway.store.sqlite.existingClaim": "mine", "gateway.auth.existingSecret": "keys"},
-], ids=["hostPath", "image", "pvc-subPath", "custom-metric-hpa", "cpu-engine", "features-off", "existing"])
+], ids=["hostPath", "image", "pvc-subPath", "custom-metric-hpa", "cpu-engine", "sim-engine", "features-off",
+        "existing"])
 def test_value_variants_render_valid_objects(helm: str, sets: dict[str, str], kv) -> None:
     docs = template(helm, sets=sets)
     for doc in _core(docs):
@@ -153,4 +142,5 @@ def test_value_variants_render_valid_objects(helm: str, sets: dict[str, str], kv
     volumes = {v["name"] for v in inference["spec"]["template"]["spec"]["volumes"]}
     assert ("model" in volumes) == (sets.get("inference.model.source") != "image")
     limits = inference["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
-    assert ("nvidia.com/gpu" in limits) == (sets.get("inference.gpusPerReplica") != "0")
+    gpu_engine = sets.get("inference.engine.kind", "trtllm") == "trtllm"  # cpu and sim default to no GPU
+    assert ("nvidia.com/gpu" in limits) == gpu_engine

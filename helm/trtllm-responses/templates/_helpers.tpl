@@ -73,7 +73,9 @@ app.kubernetes.io/component: {{ index . 1 }}
 
 {{- define "trtllm.inference.gpus" -}}
 {{- $v := .Values.inference -}}
-{{- if kindIs "invalid" $v.gpusPerReplica -}}{{ $v.engine.tensorParallelSize }}{{- else -}}{{ $v.gpusPerReplica }}{{- end -}}
+{{- if not (kindIs "invalid" $v.gpusPerReplica) -}}{{ $v.gpusPerReplica }}
+{{- else if eq $v.engine.kind "trtllm" -}}{{ $v.engine.tensorParallelSize }}
+{{- else -}}0{{- end -}}
 {{- end -}}
 
 {{/* terminationGracePeriodSeconds = preStop sleep + stream drain + margin. Arg: a drain dict. */}}
