@@ -10,11 +10,11 @@ import pytest
 
 xgr = pytest.importorskip("xgrammar")
 # The imports below need xgrammar: they come after the skip (E402).
+from trtllm_responses.inference.v1 import inference_pb2 as pb  # noqa: E402
 from trtllm_service.agentic import OutputPlanner  # noqa: E402
 from trtllm_service.custom_grammar import CustomGrammarError, arguments_grammar  # noqa: E402
 from trtllm_service.errors import InvalidRequest  # noqa: E402
 from trtllm_service.guided import tool_call_constraint, triggered_tool_constraint  # noqa: E402
-from trtllm_responses.inference.v1 import inference_pb2 as pb  # noqa: E402
 
 #: Codex's apply_patch grammar (its freeform tool), as Codex 0.171.0 sends it.
 APPLY_PATCH = r'''start: begin_patch hunk+ end_patch
@@ -93,7 +93,8 @@ def test_a_forced_custom_call_must_match_its_grammar(compiler):
     assert not accepts(compiler, grammar, _call("apply_patch", args("rm -rf /")))
     assert not accepts(compiler, grammar, _call("exec_command", '{"cmd": "ls"}'))
     required = tool_call_constraint(TOOLS, "required", parallel=True, max_calls=2).grammar
-    assert accepts(compiler, required, _call("exec_command", '{"cmd": "ls"}') + "\n" + _call("apply_patch", args(PATCH)))
+    two_calls = _call("exec_command", '{"cmd": "ls"}') + "\n" + _call("apply_patch", args(PATCH))
+    assert accepts(compiler, required, two_calls)
 
 
 def test_in_auto_mode_text_is_free_and_calls_once_opened_are_constrained(compiler):
