@@ -17,6 +17,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.e2e  # the gateway runs in a child process it can starve of descriptors
+
 CHILD = textwrap.dedent("""
     import asyncio, sys
     from aiohttp import web
