@@ -1,0 +1,311 @@
+"""`bench_gateway.py --sim`: the gateway's own cost, measured against the simulator engine.
+
+The service runs `--engine sim` (no model), so everything the machine spends beyond the
+service is the gateway's and the client's. Two parts, each on its own service + gateway
+subprocesses (sqlite store in a temporary directory):
+
+1. CPU per event. The service streams as fast as it can (`--sim-tokens-per-s 0`, or
+   `--cpu-rate`; no TTFT; `--answer-tokens` per answer). `--connections` clients send streaming (SSE) and
+   non-streaming (JSON) creates with `store` off and on. The gateway's CPU time is
+   utime+stime from /proc/<pid>/stat of the gateway and every process under it (workers),
+   read before and after each row. An SSE event is one `event:`/`data:` block the client
+   received; a JSON reply has no events, so its row is per output token. The service
+   coalesces while a stream is behind, so there can be fewer events than tokens.
+2. Added latency. The service paces tokens (`--latency-rate` per request, no TTFT) and the
+   same requests go straight to `Generate` and through the gateway (SSE), at each
+   `--latency-levels` concurrency: TTFT and inter-event gap, p50/p99, and the difference.
+Timings are printed, never asserted.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import grpc
+
+from trtllm_responses.inference.v1 import inference_pb2 as pb
+from trtllm_responses.inference.v1 import inference_pb2_grpc as pb_grpc
+
+TICKS = os.sysconf("SC_CLK_TCK")
+PROMPT = "Tell me about the history of bread."
+_OUTPUT_TOKENS = re.compile(rb'"output_tokens":\s*(\d+)')
+
+
+# ------------------------------------------------------------------ processes and CPU time
+def cpu_seconds(root: int) -> float:
+    """utime+stime of `root` and its live descendants (gateway workers), in seconds."""
+    parents: dict[int, int] = {}
+    times: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            parents[int(entry)] = int(fields[1])
+            times[int(entry)] = int(fields[11]) + int(fields[12])
+    tree, frontier = {root}, [root]
+    while frontier:
+        pid = frontier.pop()
+        children = [p for p, parent in parents.items() if parent == pid and p not in tree]
+        tree.update(children)
+        frontier.extend(children)
+    return sum(times.get(pid, 0) for pid in tree) / TICKS
+
+
+def cpu_model() -> str:
+    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")),
+                "unknown CPU")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, procs: list[subprocess.Popen], timeout: float = 120) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for proc in procs:
+            if proc.poll() is not None:
+                raise SystemExit(f"{proc.args[0]} exited with {proc.returncode}")
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        time.sleep(0.3)
+    raise SystemExit(f"{url} not ready within {timeout}s")
+
+
+@dataclass
+class Stack:
+    service: str
+    gateway: str
+    gateway_pid: int
+
+
+@contextlib.contextmanager
+def sim_stack(sim_args: list[str], gateway_args: list[str]) -> Iterator[Stack]:
+    """A sim service and a gateway in front of it, as subprocesses on free ports."""
+    bin_dir, tmp = Path(sys.executable).parent, tempfile.mkdtemp(prefix="bench-sim-")
+    sport, gport = free_port(), free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    service = subprocess.Popen(
+        [bin_dir / "trtllm-responses-service", "--engine", "sim", "--host", "127.0.0.1", "--port", str(sport),
+         "--metrics-port", "-1", "--max-batch-size", "1024", "--max-queue", "4096", "--log-level", "WARNING",
+         *sim_args], env=env, stdout=subprocess.DEVNULL, stderr=open(f"{tmp}/service.log", "wb"))
+    gateway = subprocess.Popen(
+        [bin_dir / "trtllm-responses-gateway", "--port", str(gport), "--service", f"127.0.0.1:{sport}",
+         "--store-url", f"sqlite:///{tmp}/bench.db", "--log-level", "WARNING", *gateway_args],
+        env=env, stdout=subprocess.DEVNULL, stderr=open(f"{tmp}/gateway.log", "wb"))
+    try:
+        wait_ready(f"http://127.0.0.1:{gport}/readyz", [service, gateway])
+        yield Stack(f"127.0.0.1:{sport}", f"http://127.0.0.1:{gport}", gateway.pid)
+    finally:
+        for proc in (gateway, service):
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(30)
+
+
+# ------------------------------------------------------------------ clients
+@dataclass
+class Tally:
+    requests: int = 0
+    tokens: int = 0
+    events: int = 0
+    errors: int = 0
+    ttft: list[float] = field(default_factory=list)
+    gaps: list[float] = field(default_factory=list)
+
+
+def body(tokens: int, store: bool, stream: bool) -> dict:
+    """A create whose answer is the simulator's `tokens` (room left: it ends `completed`)."""
+    return {"model": "default", "input": PROMPT, "max_output_tokens": tokens + 16, "store": store,
+            "stream": stream}
+
+
+async def sse_request(session: aiohttp.ClientSession, payload: dict, out: Tally, timed: bool) -> None:
+    """Counts events (blocks ending in a blank line) without parsing them; with `timed`,
+    records TTFT and gaps between output_text.delta events."""
+    start = last = time.perf_counter()
+    carry, tail, first = b"", b"", True
+    async with session.post("/v1/responses", json=payload) as resp:
+        if resp.status != 200:
+            out.errors += 1
+            return
+        async for chunk in resp.content.iter_any():
+            data = carry + chunk
+            out.events += data.count(b"\n\n")
+            if timed and b"output_text.delta" in chunk:
+                now = time.perf_counter()
+                (out.ttft if first else out.gaps).append(now - (start if first else last))
+                first, last = False, now
+            carry, tail = data[-1:], (tail + chunk)[-65536:]
+    found = _OUTPUT_TOKENS.findall(tail)
+    if not (b"response.completed" in tail or b"response.incomplete" in tail) or not found:
+        out.errors += 1
+        return
+    out.requests += 1
+    out.tokens += int(found[-1])
+
+
+async def json_request(session: aiohttp.ClientSession, payload: dict, out: Tally, timed: bool) -> None:
+    async with session.post("/v1/responses", json=payload) as resp:
+        reply = await resp.json(content_type=None)
+    if resp.status != 200:
+        out.errors += 1
+        return
+    out.requests += 1
+    out.tokens += reply["usage"]["output_tokens"]
+
+
+async def direct_request(stub, tokens: int, out: Tally) -> None:
+    chat = pb.Chat()
+    chat.messages.add(role="user").content.add(text=PROMPT)
+    request = pb.GenerateRequest(chat=chat, sampling=pb.SamplingParams(max_tokens=tokens + 16))
+    start = last = time.perf_counter()
+    first = True
+    try:
+        async for msg in stub.Generate(request):
+            if msg.HasField("delta") and msg.delta.text:
+                now = time.perf_counter()
+                (out.ttft if first else out.gaps).append(now - (start if first else last))
+                first, last = False, now
+                out.events += 1
+            elif msg.HasField("final"):
+                out.requests += 1
+                out.tokens += msg.final.usage.completion_tokens
+    except grpc.aio.AioRpcError:
+        out.errors += 1
+
+
+async def run_clients(concurrency: int, total: int, one) -> tuple[Tally, float]:
+    out, queue = Tally(), iter(range(total))
+
+    async def client() -> None:
+        for _ in queue:
+            await one(out)
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return out, time.perf_counter() - started
+
+
+def session(base_url: str, limit: int) -> aiohttp.ClientSession:
+    key = os.environ.get("OPENAI_API_KEY", "unused")
+    return aiohttp.ClientSession(base_url, headers={"Authorization": f"Bearer {key}"},
+                                 connector=aiohttp.TCPConnector(limit=limit),
+                                 timeout=aiohttp.ClientTimeout(total=600))
+
+
+# ------------------------------------------------------------------ the two parts
+async def cpu_rows(stack: Stack, connections: int, requests: int, tokens: int) -> list[str]:
+    rows = []
+    async with session(stack.gateway, connections) as http:
+        await sse_request(http, body(16, False, True), Tally(), False)  # warm-up: model info, channel
+        for kind, store in (("SSE", False), ("SSE", True), ("JSON", False), ("JSON", True)):
+            fn = sse_request if kind == "SSE" else json_request
+            payload = body(tokens, store, kind == "SSE")
+            before = cpu_seconds(stack.gateway_pid)
+            out, wall = await run_clients(connections, requests, lambda t, p=payload, f=fn: f(http, p, t, False))
+            spent = cpu_seconds(stack.gateway_pid) - before
+            rows.append(cpu_row(kind, store, out, spent, wall))
+            print(rows[-1], flush=True)
+    return rows
+
+
+def cpu_row(kind: str, store: bool, out: Tally, spent: float, wall: float) -> str:
+    per = out.events if kind == "SSE" else out.tokens
+    us = spent / per * 1e6 if per else float("nan")
+    rate = per / spent if spent else float("nan")
+    events = f"{out.events:8}" if kind == "SSE" else f"{'-':>8}"
+    return (f"{kind:5} {'on' if store else 'off':5} {out.requests:5} {out.tokens:8} {events} {spent:7.2f} "
+            f"{us:8.1f} {rate:10.0f} {spent / out.tokens * 1e6 if out.tokens else float('nan'):8.1f} "
+            f"{out.tokens / wall:9.0f} {out.errors:4}")
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
+
+
+async def latency_rows(stack: Stack, levels: list[int], tokens: int, rounds: int) -> None:
+    channel = grpc.aio.insecure_channel(stack.service)
+    stub = pb_grpc.InferenceServiceStub(channel)
+    async with session(stack.gateway, max(levels)) as http:
+        await direct_request(stub, 4, Tally())
+        await sse_request(http, body(4, False, True), Tally(), True)
+        for level in levels:
+            total = level * rounds
+            direct, _ = await run_clients(level, total, lambda t: direct_request(stub, tokens, t))
+            via, _ = await run_clients(level, total, lambda t: sse_request(http, body(tokens, False, True), t, True))
+            for name, out in (("direct", direct), ("gateway", via)):
+                print(f"{name:8} {level:5} {ms(pct(out.ttft, 50))} {ms(pct(out.ttft, 99))} {ms(pct(out.gaps, 50))} "
+                      f"{ms(pct(out.gaps, 99))} {out.errors:6}")
+            print(f"{'added':8} {level:5} {ms(pct(via.ttft, 50) - pct(direct.ttft, 50))} "
+                  f"{ms(pct(via.ttft, 99) - pct(direct.ttft, 99))} {ms(pct(via.gaps, 50) - pct(direct.gaps, 50))} "
+                  f"{ms(pct(via.gaps, 99) - pct(direct.gaps, 99))}", flush=True)
+    await channel.close()
+
+
+def ms(value: float) -> str:
+    return f"{value * 1000:8.2f}"
+
+
+def run(args) -> None:
+    """Both parts, per `args` (see bench_gateway.py's --sim options)."""
+    print(f"# gateway on the simulator engine  CPU: {cpu_model()}  cores: {len(os.sched_getaffinity(0))}  "
+          f"load average at start: {os.getloadavg()[0]:.1f}")
+    for workers in args.workers or [None]:
+        extra = [*args.gateway_arg, *(["--workers", str(workers)] if workers else [])]
+        rate = f"{args.cpu_rate:g} tokens/s per request" if args.cpu_rate else "tokens as fast as possible"
+        print(f"\n## CPU per event: {args.connections} connections, {args.answer_tokens}-token answers, {rate}, "
+              f"gateway workers: {workers or 'default'}")
+        print(f"{'path':5} {'store':5} {'reqs':>5} {'tokens':>8} {'events':>8} {'cpu_s':>7} {'us/event':>8} "
+              f"{'events/cpu_s':>10} {'us/token':>8} {'tok/s':>9} {'err':>4}")
+        with sim_stack(["--sim-tokens-per-s", str(args.cpu_rate), "--sim-ttft-ms", "0", "--sim-output-tokens",
+                        str(args.answer_tokens)], extra) as stack:
+            asyncio.run(cpu_rows(stack, args.connections, args.cpu_requests, args.answer_tokens))
+        print("(JSON rows: us/event and events/cpu_s are per output token)")
+    levels = [level for level in args.latency_levels if not (args.quick and level > 64)]
+    print(f"\n## Added latency: {args.latency_rate:g} tokens/s per request, {args.latency_tokens}-token answers, "
+          f"SSE, store off")
+    print(f"{'path':8} {'conc':>5} {'ttft_p50':>8} {'ttft_p99':>8} {'gap_p50':>8} {'gap_p99':>8} {'errors':>6}  (ms)")
+    with sim_stack(["--sim-tokens-per-s", str(args.latency_rate), "--sim-ttft-ms", "0", "--sim-output-tokens",
+                    str(args.latency_tokens)], list(args.gateway_arg)) as stack:
+        asyncio.run(latency_rows(stack, levels, args.latency_tokens, args.latency_rounds))
+
+
+def add_arguments(parser) -> None:
+    group = parser.add_argument_group("--sim (gateway cost on the simulator engine)")
+    group.add_argument("--sim", action="store_true", help="measure the gateway against --engine sim (own stack)")
+    group.add_argument("--quick", action="store_true", help="skip latency levels above 64")
+    group.add_argument("--connections", type=int, default=8, help="clients of the CPU part")
+    group.add_argument("--cpu-requests", type=int, default=16, help="requests per CPU row")
+    group.add_argument("--answer-tokens", type=int, default=1000, help="tokens per answer in the CPU part")
+    group.add_argument("--cpu-rate", type=float, default=0,
+                       help="tokens/s per request in the CPU part (0: as fast as possible, so the service "
+                       "coalesces; a rate the gateway keeps up with gives about one token per event)")
+    group.add_argument("--latency-levels", type=int, nargs="+", default=[64, 512])
+    group.add_argument("--latency-rate", type=float, default=50, help="tokens/s per request in the latency part")
+    group.add_argument("--latency-tokens", type=int, default=64, help="tokens per answer in the latency part")
+    group.add_argument("--latency-rounds", type=int, default=1, help="requests per client in the latency part")
+    group.add_argument("--workers", type=int, nargs="+", help="gateway --workers values, one CPU table each")
+    group.add_argument("--gateway-arg", action="append", default=[], help="extra gateway flag (repeatable)")
