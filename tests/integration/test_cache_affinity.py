@@ -20,7 +20,7 @@ from tests.fixtures.service import serve_in_process
 from trtllm_service.engine.cpu import CpuEngine
 from trtllm_service.settings import ServiceSettings
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.model]  # two CpuEngines on the real model
 INSTRUCTIONS = "You are a careful assistant who answers briefly and politely. " * 24  # a shared prefix
 N = 6
 

@@ -58,7 +58,7 @@ async def _cpu_pair(tmp_path):
     return engines, kill
 
 
-@pytest_asyncio.fixture(params=["trtllm", "cpu"], loop_scope="session")
+@pytest_asyncio.fixture(params=["trtllm", pytest.param("cpu", marks=pytest.mark.model)], loop_scope="session")
 async def pair(request, tmp_path):
     if request.param == "trtllm":
         with fake_trtllm():
