@@ -9,7 +9,9 @@ Protocol (HTTP/1.1 connection handling; every reply in the OpenAI error envelope
 * **Body timeout** (``--body-timeout-s``, :func:`body_middleware`): the whole body must
   arrive within this long of the headers; else 408 ``request_timeout`` and the connection
   closes. A ``Content-Length`` over ``--max-body-bytes`` is a 413 at once, before any of
-  the body is read.
+  the body is read. A compressed body (``Content-Encoding`` zstd, gzip, deflate) is then
+  decoded with the same limit on its decoded size (``body_encoding.py``; aiohttp's own
+  decoding is off).
 * **Connection cap** (``--max-connections``, at most the open-file limit less
   ``FD_RESERVE``): a connection past it gets a 503 ``server_busy`` and is closed at once,
   so the process never runs out of file descriptors for its own sockets and files.
@@ -32,10 +34,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiohttp import http_exceptions, web
+from aiohttp import hdrs, http_exceptions, web
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 
+from . import body_encoding
 from .errors import ApiError, error_response
+from .limits import off_loop
 from .settings import GatewaySettings
 
 log = logging.getLogger("trtllm_gateway.http")
@@ -124,8 +128,10 @@ class GatewayRunner(web.AppRunner):
     """``web.AppRunner`` serving through :class:`GatewayServer`; rate-limits accept errors."""
 
     def __init__(self, app: web.Application, settings: GatewaySettings, **overrides) -> None:
+        # auto_decompress off: bodies are decoded under the size limit by body_middleware
+        # (body_encoding.py), never by aiohttp's lingering close
         options = {"handler_cancellation": True, "access_log": None, "keepalive_timeout": settings.header_timeout_s,
-                   "shutdown_timeout": settings.shutdown_timeout_s, **overrides}
+                   "shutdown_timeout": settings.shutdown_timeout_s, "auto_decompress": False, **overrides}
         super().__init__(app, **options)
         self.max_connections = connection_cap(settings.max_connections)
         self._accept_log = _AcceptErrorLog()
@@ -210,12 +216,16 @@ def body_middleware(settings: GatewaySettings):
             raise ApiError("body_too_large", f"The request body is too large: {request.content_length} bytes "
                            f"declared, at most {limit} are accepted.")
         try:
-            await asyncio.wait_for(request.read(), timeout)  # aiohttp keeps it for the handler's read()
+            raw = await asyncio.wait_for(request.read(), timeout)  # aiohttp keeps it for the handler's read()
         except TimeoutError:
             response = error_response(ApiError("request_timeout", f"The request body did not arrive within "
                                                f"{timeout:g} seconds."))
             response.force_close()
             return response
+        header = request.headers.get(hdrs.CONTENT_ENCODING)
+        if body_encoding.codings(header):
+            decoded = await off_loop(raw, lambda: body_encoding.decode(raw, header, limit))
+            request._read_bytes = decoded  # what every later request.read() returns (aiohttp's cache)
         return await handler(request)
     return middleware
 

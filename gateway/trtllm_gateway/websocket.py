@@ -37,7 +37,7 @@ from collections import OrderedDict
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from . import generation
+from . import generation, hosted_tools
 from .context import GATEWAY, TENANT, Gateway
 from .errors import ApiError, to_api_error
 from .request import CreateRequest, parse_create, parse_json_object
@@ -108,7 +108,9 @@ class Connection:
         body, stream_id = {}, None
         try:
             body, stream_id = _create_body(raw)
-            await self.respond(parse_create(body), stream_id)
+            req = parse_create(body, limits=self.gw.settings)
+            hosted_tools.record(self.gw.metrics, req.tools)
+            await self.respond(req, stream_id)
         except asyncio.CancelledError:
             raise
         except ConnectionError:
