@@ -123,20 +123,33 @@ async def test_reasoning_goes_inside_the_parsers_markup():
     assert final.usage.reasoning_tokens > 0
 
 
-async def test_slots_bound_running_requests_and_cancelling_frees_one():
+async def test_slots_bound_running_requests_and_cancelling_frees_them():
     async with sim_server(sim_ttft_ms=3_600_000, max_batch_size=2, max_queue=8, metrics_port=-1) as running:
         channel = grpc.aio.insecure_channel(running.address)
         stub = pb_grpc.InferenceServiceStub(channel)
-        calls = [stub.Generate(request(f"request {i}")) for i in range(3)]
-        tasks = [asyncio.create_task(_drain(call)) for call in calls]
-        seen = await until(lambda: _load_is(running.address, running=2, queued=1)) or await load(running.address)
-        assert (seen.running, seen.queued, seen.max_running) == (2, 1, 2)
-        calls[0].cancel()
-        seen = await until(lambda: _load_is(running.address, running=2, queued=0)) or await load(running.address)
+        calls, tasks = [], []
+
+        async def start(n: int, expect_running: int, expect_queued: int) -> pb.Load:
+            for _ in range(n):
+                calls.append(stub.Generate(request(f"request {len(calls)}")))
+                tasks.append(asyncio.create_task(_drain(calls[-1])))
+            return await _settle(running.address, expect_running, expect_queued)
+
+        seen = await start(2, 2, 0)
+        assert (seen.running, seen.queued, seen.max_running) == (2, 0, 2)
+        seen = await start(1, 2, 1)
+        assert (seen.running, seen.queued) == (2, 1)
+        calls[2].cancel()  # the waiting one leaves the queue
+        seen = await _settle(running.address, 2, 0)
         assert (seen.running, seen.queued) == (2, 0)
-        for call in calls[1:]:
+        seen = await start(1, 2, 1)
+        assert (seen.running, seen.queued) == (2, 1)
+        calls[0].cancel()  # a running one frees its slot for the waiting one
+        seen = await _settle(running.address, 2, 0)
+        assert (seen.running, seen.queued) == (2, 0)
+        for call in calls:
             call.cancel()
-        seen = await until(lambda: _load_is(running.address, running=0, queued=0)) or await load(running.address)
+        seen = await _settle(running.address, 0, 0)
         assert (seen.running, seen.queued) == (0, 0)
         await asyncio.gather(*tasks, return_exceptions=True)
         await channel.close()
@@ -148,7 +161,8 @@ async def test_a_full_queue_is_resource_exhausted():
         stub = pb_grpc.InferenceServiceStub(channel)
         waiting = [stub.Generate(request(f"request {i}")) for i in range(2)]
         tasks = [asyncio.create_task(_drain(call)) for call in waiting]
-        assert await until(lambda: _load_is(running.address, running=1, queued=1))
+        seen = await _settle(running.address, 1, 1)
+        assert (seen.running, seen.queued) == (1, 1)
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await collect(running.address, request("one too many"))
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -163,6 +177,36 @@ async def _drain(call) -> None:
         pass
 
 
-async def _load_is(address: str, running: int, queued: int) -> pb.Load | None:
-    seen = await load(address)
-    return seen if (seen.running, seen.queued) == (running, queued) else None
+async def _settle(address: str, running: int, queued: int) -> pb.Load:
+    """The service's load once it shows `running` and `queued` (or the last one seen)."""
+    async def matching() -> pb.Load | None:
+        seen = await load(address)
+        return seen if (seen.running, seen.queued) == (running, queued) else None
+    return await until(matching) or await load(address)
+
+
+async def test_engine_refuses_beyond_its_queue_and_stop_ends_every_request():
+    from trtllm_service.engine.base import EngineError, EngineOverloaded, SamplingConfig
+    from trtllm_service.engine.sim import SimEngine
+    from trtllm_service.settings import ServiceSettings
+
+    engine = SimEngine(ServiceSettings(engine="sim", sim_ttft_ms=0, sim_tokens_per_s=1, max_batch_size=1,
+                                       max_queue=1))
+    await engine.start()
+    sampling = SamplingConfig(max_tokens=100, ignore_eos=True)
+    running, waiting, refused = (engine.generate(f"r{i}", [1, 2, 3], sampling) for i in range(3))
+    first = await anext(running)
+    queued = asyncio.create_task(anext(waiting))
+    await until(lambda: _true(engine.load().queued == 1))
+    with pytest.raises(EngineOverloaded):
+        await anext(refused)
+    await engine.stop()
+    assert first.token_ids and (await anext(running)).finish_reason == "cancelled"
+    with pytest.raises(EngineError, match="stopping"):
+        await queued
+    await running.aclose()
+    assert (engine.load().running, engine.load().queued, engine.health()) == (0, 0, False)
+
+
+async def _true(value: bool) -> bool:
+    return value
