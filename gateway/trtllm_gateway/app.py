@@ -18,13 +18,13 @@ import time
 
 from aiohttp import web
 
+from . import idempotency, websocket
 from .auth import Authenticator
 from .context import ARRIVED, GATEWAY, Gateway
 from .errors import error_middleware
 from .http_server import body_middleware
 from .metrics import GatewayMetrics
 from .routes import background as background_routes
-from . import idempotency, websocket
 from .routes import compact, conversations, health, models, responses
 from .service_client import ServiceClient
 from .settings import GatewaySettings

@@ -41,9 +41,9 @@ from trtllm_responses.inference.v1 import inference_pb2 as pb
 from . import driver, generation, job_endings
 from .errors import ApiError, to_api_error
 from .events import PAGE, EventLog, JobLost, LogHub, Registration
-from .request import parse_create
 from .objects import stored
-from .store import FINAL_STATUSES, Job, JobOwner, StoreError, StoredResponse
+from .request import parse_create
+from .store import FINAL_STATUSES, Job, JobOwner, StoredResponse, StoreError
 from .streaming import StreamState, finalize
 
 log = logging.getLogger("trtllm_gateway.background")
@@ -98,7 +98,7 @@ class BackgroundRunner:
                     await step()
                 except StoreError:
                     log.warning("background %s failed", step.__name__, exc_info=True)
-                except Exception:  # noqa: BLE001 - the loop must outlive any one failure
+                except Exception:
                     log.exception("background %s failed", step.__name__)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.event_poll_interval_s)
@@ -146,13 +146,23 @@ class JobRun:
         self.runner, self.job, self.gw = runner, job, runner.gw
         self.log = EventLog(runner.hub, job.response_id, owner=JobOwner(runner.hub.replica, job.attempt))
         self.reason: str | None = None    # why the task was cancelled: "cancel" | "lost"
-        self.state = None                 # StreamState, once the record is read
+        self.state: StreamState | None = None  # once the record is read
         self.g: generation.Generation | None = None  # once generation is prepared
         self.logged: list[dict] = []      # the log: as found at the claim plus what this run wrote
         self.live = False                 # self.state holds the generated items (no replay needed)
         self.record: StoredResponse | None = None
         self.next_seq = 0
         self.abandoned: tuple[dict, list[dict]] | None = None  # the driver's cancelled ending
+
+    @property
+    def _st(self) -> StreamState:
+        assert self.state is not None, "the state exists once the record is read"
+        return self.state
+
+    @property
+    def _rec(self) -> StoredResponse:
+        assert self.record is not None, "the record is read first"
+        return self.record
 
     def interrupt(self, reason: str) -> None:
         task = self.runner.runs.get(self.job.response_id)
@@ -173,7 +183,7 @@ class JobRun:
             log.info("job %s went to another replica", self.job.response_id)
         except StoreError:  # the store is failing: stop; once the lease expires a replica recovers it
             log.exception("background job %s: store error", self.job.response_id)
-        except Exception as exc:  # noqa: BLE001 - the job fails with a clear error, never hangs
+        except Exception as exc:
             log.exception("background job %s failed", self.job.response_id)
             if self.state is not None:
                 with contextlib.suppress(JobLost, StoreError):
@@ -183,7 +193,8 @@ class JobRun:
         return [] if self.live else self.logged
 
     async def _read_log(self) -> list[dict]:
-        events, after = [], -1
+        events: list[dict] = []
+        after = -1
         while True:
             page = await self.runner.store.read_events(self.job.response_id, self.job.tenant, after, PAGE)
             if page is None:
@@ -205,7 +216,7 @@ class JobRun:
         if self.record.status in FINAL_STATUSES:
             return await self._write(job_endings.settled(self.record.response, self.logged), None, True)
         if job.cancel_requested:
-            return await self._end(*job_endings.cancelled(self.state, self.logged))
+            return await self._end(*job_endings.cancelled(self._st, self.logged))
         problem = self._problem()
         if problem is not None:
             return await self._fail(problem)
@@ -232,7 +243,7 @@ class JobRun:
         await self.log.finish(self._number(events), record=record, done=done)
 
     async def _fail(self, message: str) -> None:
-        await self._end(*job_endings.failed(self.state, self.logged, message, self._replay()))
+        await self._end(*job_endings.failed(self._st, self.logged, message, self._replay()))
 
     async def _end(self, resp: dict, events: list[dict]) -> None:
         """The job's last write: final events, final response, job done (fenced). Store
@@ -250,7 +261,7 @@ class JobRun:
                 await asyncio.sleep(delay)
 
     def _record(self, resp: dict) -> StoredResponse:
-        rec = self.record
+        rec = self._rec
         return stored(resp, rec.tenant, rec.input_items, rec.previous_response_id)
 
     async def _prepare(self) -> generation.Generation:
@@ -259,19 +270,19 @@ class JobRun:
         req = parse_create(spec["body"])
         g = await generation.prepare(self.gw, req, self.job.tenant, time.perf_counter(), history=[])
         g.request = pb.GenerateRequest.FromString(base64.b64decode(spec["generate"]))
-        g.state.response = self.state.response  # the stored object: id, created_at, background
+        g.state.response = self._st.response  # the stored object: id, created_at, background
         return g
 
     async def _generate(self) -> None:
         g = await self._prepare()
         self.state, self.live = g.state, True
-        await self._write(job_endings.missing_opening(self.state, self.logged),
-                          self._record(dict(self.state.response)), False)
+        await self._write(job_endings.missing_opening(g.state, self.logged),
+                          self._record(dict(g.state.response)), False)
         self.g = g
         try:
             await driver.run(self.gw, g, self, opening=False, foreground=False)
         except (grpc.aio.AioRpcError, ApiError) as exc:  # refused at the start: failed, with the reason
-            resp, closing = finalize(self.state, error=to_api_error(exc).message)
+            resp, closing = finalize(g.state, error=to_api_error(exc).message)
             await driver.finish_hooks(self.gw, g, resp)
             await self._end(resp, closing)
 

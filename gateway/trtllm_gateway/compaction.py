@@ -104,10 +104,10 @@ class _Collect:
 
 async def summarise(gw: Gateway, req: CreateRequest, tenant: str, chat: pb.Chat) -> tuple[str, dict]:
     """(summary text, usage) from one greedy Generate call through the driver."""
-    chat = await fit_context(chat, gw.service.count_tokens, SUMMARY_MAX_TOKENS)
+    chat = await fit_context(chat, gw.client.count_tokens, SUMMARY_MAX_TOKENS)
     request = pb.GenerateRequest(request_id=new_id("cmp"), chat=chat, sampling=pb.SamplingParams(
         temperature=0.0, top_p=1.0, max_tokens=SUMMARY_MAX_TOKENS))
-    info = await gw.service.model_info()
+    info = await gw.client.model_info()
     state = StreamState(new_response(req, request.request_id, info.model_id, int(time.time())))
     g = generation.Generation(req, tenant, request, state, TokenClock(gw.metrics, time.perf_counter()),
                               SUMMARY_MAX_TOKENS)
@@ -121,7 +121,7 @@ async def summarise(gw: Gateway, req: CreateRequest, tenant: str, chat: pb.Chat)
 
 async def compact(gw: Gateway, body: dict, tenant: str) -> dict:
     req = parse(body)
-    generation.resolve_model(req.model, await gw.service.model_info())
+    generation.resolve_model(req.model, await gw.client.model_info())
     history = await generation.load_history(gw, req, tenant)
     lead, older, recent = split(history + req.input.items)
     summary, spent = "", usage(0, 0, 0, 0)

@@ -30,7 +30,7 @@ from .ids import new_id
 from .input_items import normalize_input
 from .request import CreateRequest, _metadata
 from .store import DuplicateItemId, StoredConversation
-from .store.conv_codec import plain_key
+from .store.codec import plain_key
 
 log = logging.getLogger("trtllm_gateway.conversations")
 

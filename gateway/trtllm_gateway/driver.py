@@ -85,16 +85,18 @@ class Stream:
 
     def __init__(self, gw: Gateway, g: Generation) -> None:
         self.gw, self.g = gw, g
-        self.call = gw.service.generate(g.request, g.req.prompt_cache_key, g.tenant)
+        self.call = gw.client.generate(g.request, g.req.prompt_cache_key, g.tenant)
         self.first: asyncio.Future | None = asyncio.ensure_future(self.call.read())
         self.stopped = False
 
     async def started(self) -> BaseException | None:
         """The error the service raised within the start window, if any."""
+        first = self.first
+        assert first is not None, "started() comes before the first next()"
         began = time.perf_counter()
-        await asyncio.wait({self.first}, timeout=STREAM_START_WAIT_S)
+        await asyncio.wait({first}, timeout=STREAM_START_WAIT_S)
         self.g.clock.upstream += time.perf_counter() - began
-        return self.first.exception() if self.first.done() else None
+        return first.exception() if first.done() else None
 
     async def next(self):
         began = time.perf_counter()
@@ -125,7 +127,7 @@ async def open_stream(gw: Gateway, g: Generation) -> Stream:
         if exc is not None:
             if not (isinstance(exc, grpc.aio.AioRpcError) and g.req.truncation == "auto" and _context_refusal(exc)):
                 raise exc
-            g.request.chat.CopyFrom(await fit_context(g.request.chat, gw.service.count_tokens, g.reserve))
+            g.request.chat.CopyFrom(await fit_context(g.request.chat, gw.client.count_tokens, g.reserve))
             stream = Stream(gw, g)
             exc = await stream.started()
             if exc is not None:
@@ -189,8 +191,9 @@ async def run(gw: Gateway, g: Generation, sink: Sink, *, opening: bool = True, f
     ``response.created``/``in_progress`` (a background job logs its own before it opens).
     ``foreground``: shutdown stops it (``shutdown.py``); background jobs are left to their runner."""
     stream = await open_stream(gw, g)
-    if foreground:
-        gw.streams[stream] = asyncio.current_task()
+    task = asyncio.current_task()
+    if foreground and task is not None:
+        gw.streams[stream] = task
     gw.metrics.active_streams.inc()
     try:
         await sink.open()

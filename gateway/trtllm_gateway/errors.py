@@ -177,7 +177,9 @@ def from_grpc(exc: grpc.aio.AioRpcError) -> ApiError:
         code = trailers.get(CODE_KEY)
         kind = "context_length_exceeded" if code == "context_length_exceeded" else kind
         param = trailers.get(PARAM_KEY)
-        return ApiError(kind, exc.details() or "invalid request", param=SERVICE_PARAMS.get(param, param), code=code)
+        if param is not None:
+            param = SERVICE_PARAMS.get(param, param)
+        return ApiError(kind, exc.details() or "invalid request", param=param, code=code)
     headers = {"Retry-After": RETRY_AFTER_S} if kind == "rate_limited" else None
     if kind == "server_error":
         log.error("service call failed: %s %s", exc.code(), exc.details())

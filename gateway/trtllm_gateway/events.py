@@ -33,14 +33,14 @@ import logging
 import os
 import secrets
 import socket
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Awaitable, Callable
 
 from aiohttp import web
 
 from .errors import ApiError
-from .settings import GatewaySettings
 from .objects import stored
+from .settings import GatewaySettings
 from .sse import EventWriter, SSEWriter, dumps, frame_raw
 from .store import JobOwner, LoggedEvent, ResponseStore, StoredResponse, StoreError
 
@@ -143,7 +143,7 @@ class EventLog:
                 await self._write(batch)
             except JobLost:
                 self.lost = True
-            except Exception:  # noqa: BLE001 - store trouble: keep them queued, the next write retries
+            except Exception:
                 log.warning("could not log events of %s", self.response_id, exc_info=True)
                 self._queued[:0] = batch
                 return
@@ -157,6 +157,8 @@ class EventLog:
                             done: bool) -> None:
         async with self._lock:
             if self.owner is None:
+                if self._opener is None:
+                    raise ValueError("an EventLog without an owner needs an opener")
                 self.owner = await self._opener(batch)
                 batch = []
                 if record is None and not done:
@@ -167,7 +169,7 @@ class EventLog:
                 raise JobLost(self.response_id)
             self.hub.notify(self.response_id)
 
-    async def finish(self, events: list[dict] = (), record: StoredResponse | None = None,
+    async def finish(self, events: Sequence[dict] = (), record: StoredResponse | None = None,
                      done: bool = True) -> None:
         """Write everything queued plus ``events`` (and ``record``), and wait for it.
         Raises JobLost when the job is no longer ours (nothing is written then)."""
@@ -229,7 +231,7 @@ class ResponseLog:
             await self.log.finish(closing, record=stored(resp, rec.tenant, rec.input_items,
                                                          rec.previous_response_id), done=True)
             return closing
-        except Exception:  # noqa: BLE001 - whatever the store raised, the client must not be told "stored"
+        except Exception:
             log.warning("could not store the end of %s (recovery closes it)", rec.id, exc_info=True)
             return _unstored(resp, closing)
         finally:
@@ -237,9 +239,9 @@ class ResponseLog:
 
 
 class Delivery:
-    """The driver's sink for a live transport (SSE or WebSocket writer): events go to the
-    client first, then (a stored response) to its log, encoded once for both, so the log
-    never adds latency to the live stream."""
+    """The driver's sink for a live transport (SSE or WebSocket writer): a stored response's
+    events are queued for its log, then written to the client, encoded once for both; the
+    log is written in the background, so it never adds latency to the live stream."""
 
     committed = True
 
@@ -255,8 +257,8 @@ class Delivery:
         self.writer.number(events)
         for event in events:
             row = logged(event)
+            self.rlog.add(row)  # queued first (no wait): a cancel during the write cannot leave a gap
             await self.writer.write_encoded(event, row.payload)
-            self.rlog.add(row)
 
     async def persist(self, resp: dict, closing: list[dict]) -> list[dict]:
         self.writer.number(closing)

@@ -86,7 +86,7 @@ def check_capabilities(req: CreateRequest, info: pb.ModelInfo) -> None:
 async def prepare(gw: Gateway, req: CreateRequest, tenant: str, arrived: float,
                   history: list[dict] | None = None) -> Generation:
     """``history`` given (a WebSocket connection's remembered turn) is used as is."""
-    info = await gw.service.model_info()
+    info = await gw.client.model_info()
     model_id = resolve_model(req.model, info)
     check_capabilities(req, info)
     if history is None:

@@ -100,7 +100,7 @@ def failed(st: StreamState, logged: list[dict], message: str,
 
 def settled(response: dict, events: list[dict]) -> list[dict]:
     """The terminal event a final response's log lacks, if any."""
-    event = TERMINAL.get(response.get("status"))
+    event = TERMINAL.get(response.get("status") or "")
     if event is None or any(e["type"] == event for e in events):
         return []
     return [{"type": event, "response": response}]

@@ -11,11 +11,11 @@ import asyncio
 import logging
 import signal
 import sys
-from typing import Sequence
-
-from trtllm_common.logs import setup_logging
+from collections.abc import Sequence
 
 from aiohttp import web
+
+from trtllm_common.logs import setup_logging
 
 from .app import build_app
 from .http_server import make_runner
@@ -47,7 +47,8 @@ async def serve(settings: GatewaySettings) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_settings(argv)
-    setup_logging(settings.log_level, settings.log_format, quiet=("aiohttp.access",))  # per-request lines cost throughput
+    # per-request access lines cost throughput
+    setup_logging(settings.log_level, settings.log_format, quiet=("aiohttp.access",))
     try:
         asyncio.run(serve(settings))
     except (StoreError, OSError) as exc:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from typing import Iterable
+from collections.abc import Iterable
 
 from aiohttp import web
 
@@ -40,8 +40,19 @@ def frame_raw(event_type: str, payload: str) -> bytes:
 class EventWriter:
     """Numbers events in write order and hands each to ``_write`` (one per transport)."""
 
+    response: web.StreamResponse  # what the handler returns (a WebSocket's own response)
+
     def __init__(self) -> None:
         self.sequence = 0
+
+    async def open(self) -> None:
+        """Before the first event (SSE: send the headers)."""
+
+    async def close(self) -> None:
+        """After the last event of the response."""
+
+    def stop_pings(self) -> None:
+        """The client left: stop any keep-alive task (synchronous, for cancellation paths)."""
 
     def number(self, events: list[dict]) -> None:
         """Number events that will be written in this order (e.g. logged first)."""

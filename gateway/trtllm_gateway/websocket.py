@@ -105,7 +105,8 @@ class Connection:
             await self.handle(await queue.get())
 
     async def handle(self, raw: str | bytes) -> None:
-        body, stream_id = {}, None
+        body: dict = {}
+        stream_id: str | None = None
         try:
             body, stream_id = _create_body(raw)
             req = parse_create(body, limits=self.gw.settings)

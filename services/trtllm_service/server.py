@@ -16,20 +16,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from google.protobuf.message import DecodeError
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from trtllm_responses.inference.v1 import inference_pb2 as pb
 from trtllm_responses.inference.v1 import inference_pb2_grpc as pb_grpc
 
+from .agentic import OutputPlanner
 from .engine.base import Engine, EngineError
 from .errors import InvalidRequest, NotServing, status_for
 from .metrics import ServiceMetrics
-from .agentic import OutputPlanner
 from .pipeline import Admission, GenerationPipeline
 from .settings import ServiceSettings
 from .template import Templater
@@ -107,7 +108,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             try:
                 _check_decoded(request)
                 return await inner(request, context)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the error table maps every failure to a status
                 code = status_for(exc)[0]
                 await self._fail(context, exc)
             finally:
@@ -124,7 +125,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the error table maps every failure to a status
                 code = status_for(exc)[0]
                 await self._fail(context, exc)
             finally:
@@ -133,7 +134,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
 
 
 class InferenceServicer(pb_grpc.InferenceServiceServicer):
-    def __init__(self, server: "InferenceServer") -> None:
+    def __init__(self, server: InferenceServer) -> None:
         self.server = server
 
     async def Generate(self, request: pb.GenerateRequest, context: Any) -> AsyncIterator[pb.GenerateResponse]:
