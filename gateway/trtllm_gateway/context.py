@@ -27,6 +27,7 @@ class Gateway:
     background: set[asyncio.Task] = field(default_factory=set)
     purger: asyncio.Task | None = None
     streams: dict[Any, asyncio.Task] = field(default_factory=dict)  # driver.Stream -> its task (shutdown.py)
+    sockets: set[web.WebSocketResponse] = field(default_factory=set)  # open WebSockets (shutdown.py closes them)
 
     @property
     def client(self) -> ServiceClient:

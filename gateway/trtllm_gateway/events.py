@@ -72,6 +72,7 @@ class LogHub:
         self.replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.owned: dict[str, Registration] = {}
         self._wakeups: dict[str, set[asyncio.Event]] = {}
+        self.closing = asyncio.Event()  # shutdown: followers end their streams
 
     @property
     def lease_ms(self) -> int:
@@ -339,7 +340,7 @@ async def _relay(hub: LogHub, writer: ReplayWriter, page, response_id: str, tena
             if event.type in TERMINAL_EVENTS:
                 return
         if not page.events:
-            if not page.open:
-                return  # complete without a terminal event (cancelled)
+            if not page.open or hub.closing.is_set():
+                return  # complete without a terminal event (cancelled), or the gateway is shutting down
             await hub.wait(response_id, hub.settings.event_poll_interval_s)
         page = await hub.store.read_events(response_id, tenant, cursor, PAGE)

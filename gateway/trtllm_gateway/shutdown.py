@@ -12,16 +12,21 @@ the app (the listening socket is already closed, so no new requests arrive),
   terminal ``response.failed``.
 * Background jobs get the same time to finish; the runner then abandons the rest to lease
   expiry, so another replica decides (``background.py``).
+* Then clients following an event log (``?stream=true``) see their stream end (without a
+  terminal event: they resume with ``starting_after`` elsewhere) within one poll interval,
+  and WebSocket connections close with 1001 (going away).
 * Cleanup (``app.py``) waits for detached saves only for what is left of the deadline
   (:func:`remaining`), then closes the service channels and the store.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 
 from .context import GATEWAY, Gateway
+from .events import LOGS
 
 GRACE_FRACTION = 0.2  # of the timeout, kept for stopped streams to write their end
 MAX_GRACE_S = 2.0
@@ -46,9 +51,17 @@ async def _end_streams(gw: Gateway, wait: float, grace: float) -> None:
         await asyncio.wait(set(left.values()), timeout=grace)
 
 
+async def _close_sockets(gw: Gateway) -> None:
+    for ws in list(gw.sockets):
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"the gateway is shutting down")
+
+
 async def drain(app: web.Application, runner_stop) -> None:
     """``runner_stop(timeout)``: the background runner's stop."""
     gw, timeout = app[GATEWAY], app[GATEWAY].settings.shutdown_timeout_s
     app[DEADLINE] = asyncio.get_running_loop().time() + timeout
     grace = min(MAX_GRACE_S, timeout * GRACE_FRACTION)
     await asyncio.gather(_end_streams(gw, timeout - grace, grace), runner_stop(timeout - grace))
+    app[LOGS].closing.set()  # followers of event logs end their streams within one poll
+    await _close_sockets(gw)

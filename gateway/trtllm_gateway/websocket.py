@@ -168,6 +168,7 @@ async def handle(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     queue: asyncio.Queue = asyncio.Queue()
     worker = asyncio.ensure_future(Connection(gw, ws, request[TENANT], request.app).serve(queue))
+    gw.sockets.add(ws)
     try:
         async for msg in ws:
             if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
@@ -177,6 +178,7 @@ async def handle(request: web.Request) -> web.WebSocketResponse:
                 break
             queue.put_nowait(msg.data)
     finally:
+        gw.sockets.discard(ws)
         worker.cancel()  # a running response is cancelled: its Generate call and engine request abort
         await asyncio.wait({worker})
     return ws

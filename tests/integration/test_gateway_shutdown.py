@@ -28,15 +28,27 @@ async def _json(url: str) -> tuple[int, dict]:
         return r.status, await r.json()
 
 
+async def _idle_socket(url: str, connected: asyncio.Event) -> int | None:
+    async with aiohttp.ClientSession() as s, s.ws_connect(url.replace("http", "ws", 1)) as ws:
+        connected.set()
+        async for _ in ws:
+            pass
+        return ws.close_code
+
+
 async def test_streams_past_the_timeout_end_failed_and_stay_consistent(tokenizer, tmp_path):
     stack = await start_stack(tokenizer, tmp_path, lambda _prompt: LONG, step_delay=0.05, shutdown_timeout_s=1.0)
     url = stack.handle.base_url + "/responses"
     try:
+        connected = asyncio.Event()
+        socket = asyncio.ensure_future(_idle_socket(url, connected))
         clients = [asyncio.ensure_future(c) for c in (_sse(url, True), _sse(url, False), _json(url))]
         await stack.wait_running()
+        await connected.wait()
         await asyncio.sleep(0.5)  # every stream is well into its output
         await asyncio.wait_for(stack.runner.cleanup(), 30)
         stored, unstored, (status, body) = await asyncio.wait_for(asyncio.gather(*clients), 30)
+        assert await asyncio.wait_for(socket, 30) == 1001  # closed by the gateway: going away
     finally:
         await stack.handle.client.close()
         await stack.server.stop()
