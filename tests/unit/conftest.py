@@ -46,7 +46,9 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, None, None]:
+    if nextitem is None:  # the session ends here: other tiers' session fixtures (PostgreSQL) stop now
+        return (yield)
     mp = _guarded()
     try:
         return (yield)
