@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import urllib.request
 
 import grpc
@@ -63,20 +62,19 @@ async def test_stop_string_cuts_output(stub):
     assert text == full[: full.index(stop)] and stop not in text
 
 
-async def test_eight_concurrent_streams_beat_single_stream(stub):
-    async def timed(n):
-        started = time.monotonic()
-        results = await asyncio.gather(*(collect(stub, chat_request(f"Tell me fact number {i} about cats.",
-                                                                    max_tokens=32, ignore_eos=True))
-                                         for i in range(n)))
-        tokens = sum(final.usage.completion_tokens for _, _, final in results)
-        return tokens / (time.monotonic() - started), results
-
-    single, _ = await timed(1)
-    aggregate, results = await timed(8)
-    print(f"\nsingle-stream {single:.1f} tok/s, 8 concurrent aggregate {aggregate:.1f} tok/s")
+async def test_eight_concurrent_streams_are_decoded_together(stub):
+    """Continuous batching, shown without timing: the engine runs several of the eight at once
+    (throughput figures belong to scripts/bench_*.py, not to assertions)."""
+    requests = [chat_request(f"Tell me fact number {i} about cats.", max_tokens=32, ignore_eos=True)
+                for i in range(8)]
+    done = asyncio.ensure_future(asyncio.gather(*(collect(stub, r) for r in requests)))
+    peak = 0
+    while not done.done():
+        peak = max(peak, (await stub.GetLoad(pb.GetLoadRequest())).running)
+        await asyncio.sleep(0.01)
+    results = await done
     assert all(final.usage.completion_tokens == 32 for _, _, final in results)
-    assert aggregate > single
+    assert peak >= 2
 
 
 async def _metric(url: str, name: str, label: str) -> float:
