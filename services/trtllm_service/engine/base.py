@@ -151,3 +151,22 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def load(self) -> LoadInfo:
         """Current queue, running and cache figures."""
+
+
+def check_request(running: bool, prompt: list[int], sampling: SamplingConfig, request_id: str,
+                  max_context_length: int, vocab_size: int) -> None:
+    """What every engine refuses up front (EngineRejected): a request id already running, an
+    empty prompt, no room for output, and token ids outside the vocabulary."""
+    if running:
+        raise EngineRejected(f"request id {request_id!r} is already running")
+    if not prompt:
+        raise EngineRejected("the prompt is empty")
+    if sampling.max_tokens < 1:
+        raise EngineRejected(f"max_tokens must be at least 1, got {sampling.max_tokens}")
+    if len(prompt) + sampling.max_tokens > max_context_length:
+        raise EngineRejected(f"prompt ({len(prompt)} tokens) plus max_tokens ({sampling.max_tokens}) exceeds "
+                             f"the context length of {max_context_length}")
+    for param, ids in (("prompt", prompt), ("stop_token_ids", sampling.stop_token_ids)):
+        bad = [i for i in ids if not 0 <= i < vocab_size]
+        if bad:
+            raise EngineRejected(f"token id {bad[0]} is outside the vocabulary (0..{vocab_size - 1})", param)

@@ -50,6 +50,7 @@ from .base import (
     LoadInfo,
     SamplingConfig,
     TokenStep,
+    check_request,
 )
 from .cpu_loop import DecodeLoop, Sequence
 from .cpu_sampling import RequestSampler
@@ -244,19 +245,8 @@ class CpuEngine(Engine):
         request.queue.put_nowait(step)
 
     def _validate(self, request_id: str, prompt: list[int], sampling: SamplingConfig) -> None:
-        if request_id in self._requests or request_id in self._compiling:
-            raise EngineRejected(f"request id {request_id!r} is already running")
-        if not prompt:
-            raise EngineRejected("the prompt is empty")
-        if sampling.max_tokens < 1:
-            raise EngineRejected(f"max_tokens must be at least 1, got {sampling.max_tokens}")
-        if len(prompt) + sampling.max_tokens > self.max_context_length:
-            raise EngineRejected(f"prompt ({len(prompt)} tokens) plus max_tokens ({sampling.max_tokens}) exceeds "
-                                 f"the context length of {self.max_context_length}")
-        for param, ids in (("prompt", prompt), ("stop_token_ids", sampling.stop_token_ids)):
-            bad = [i for i in ids if not 0 <= i < self._vocab_size]
-            if bad:
-                raise EngineRejected(f"token id {bad[0]} is outside the vocabulary (0..{self._vocab_size - 1})", param)
+        check_request(request_id in self._requests or request_id in self._compiling, prompt, sampling, request_id,
+                      self.max_context_length, self._vocab_size)
         for name, check in _CHECKS.items():
             value = getattr(sampling, name)
             if value is not None and not check[0](value):

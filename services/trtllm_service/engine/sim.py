@@ -40,7 +40,15 @@ from typing import Any
 
 from ..model_source import ModelSource, resolve_model
 from ..settings import ServiceSettings
-from .base import Engine, EngineError, EngineOverloaded, EngineRejected, LoadInfo, SamplingConfig, TokenStep
+from .base import (
+    Engine,
+    EngineError,
+    EngineOverloaded,
+    LoadInfo,
+    SamplingConfig,
+    TokenStep,
+    check_request,
+)
 from .sim_script import ScriptWriter, rng_for
 
 log = logging.getLogger(__name__)
@@ -177,19 +185,8 @@ class SimEngine(Engine):
             yield TokenStep([], finish_reason="stop", stop_token_id=self.tokenizer.eos_token_id)
 
     def _validate(self, request_id: str, prompt: list[int], sampling: SamplingConfig) -> None:
-        if request_id in self._requests:
-            raise EngineRejected(f"request id {request_id!r} is already running")
-        if not prompt:
-            raise EngineRejected("the prompt is empty")
-        if sampling.max_tokens < 1:
-            raise EngineRejected(f"max_tokens must be at least 1, got {sampling.max_tokens}")
-        if len(prompt) + sampling.max_tokens > self.max_context_length:
-            raise EngineRejected(f"prompt ({len(prompt)} tokens) plus max_tokens ({sampling.max_tokens}) exceeds "
-                                 f"the context length of {self.max_context_length}")
-        for param, ids in (("prompt", prompt), ("stop_token_ids", sampling.stop_token_ids)):
-            bad = [i for i in ids if not 0 <= i < self._vocab_size]
-            if bad:
-                raise EngineRejected(f"token id {bad[0]} is outside the vocabulary (0..{self._vocab_size - 1})", param)
+        check_request(request_id in self._requests, prompt, sampling, request_id, self.max_context_length,
+                      self._vocab_size)
 
 
 async def _pace(due: float, interval: float) -> float:
