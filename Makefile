@@ -4,6 +4,7 @@
 #   make lint   ruff and mypy (configured in pyproject.toml)
 #   make test-fast  unit and in-process integration tests, without those that run the real model
 #   make run    create .venv and run the service (CPU engine, default model) plus the gateway
+#   make codex  the pinned Codex CLI (npm) that tests/e2e/test_codex.py drives, in .venv/codex
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -11,7 +12,7 @@ STAMP := $(VENV)/.installed
 LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
 	-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
 
-.PHONY: venv lint test test-fast run run-service stubs check-stubs bench clean
+.PHONY: venv lint test test-fast run run-service stubs check-stubs bench clean codex
 
 venv: $(STAMP)
 
@@ -33,13 +34,24 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 stubs: venv
-	PYTHON=$(BIN)/python scripts/gen_proto.sh
+	PYTHON=$(CURDIR)/$(BIN)/python scripts/gen_proto.sh
+
+# The Codex CLI for the end-to-end test (node and npm come with the machine), installed once
+# per version: the stamp names the version, so changing CODEX_VERSION reinstalls.
+CODEX_VERSION := 0.171.0
+CODEX_STAMP := $(VENV)/codex/.installed-$(CODEX_VERSION)
+codex: $(CODEX_STAMP)
+
+$(CODEX_STAMP):
+	rm -rf $(VENV)/codex
+	npm install --prefix $(VENV)/codex --no-audit --no-fund --no-save --loglevel=error @openai/codex@$(CODEX_VERSION)
+	touch $@
 
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: venv lint
+test: venv lint codex
 	# A real PostgreSQL for the store tests (Debian's package; installed when missing).
 	bash scripts/ensure_postgres.sh >/dev/null || test -z "$$CI"
 	bash scripts/test.sh

@@ -47,6 +47,10 @@ class Limits(Protocol):
     def max_schema_bytes(self) -> int: ...
     @property
     def hosted_tools(self) -> str: ...  # the --hosted-tools policy (hosted_tools.py)
+    @property
+    def default_temperature(self) -> float: ...  # for requests that send none
+    @property
+    def default_max_output_tokens(self) -> int: ...  # for requests that send none (0: no cap)
 
 
 DEFAULT_LIMITS: Limits = GatewaySettings()

@@ -12,6 +12,10 @@ Protocol: the OpenAI Responses create request (docs/responses-api.md §1). Polic
   ``prompt_cache_options``, ``context_management``, ``moderation``, ``stream_options``...)
   in ``request_options.py``. docs/gateway.md "Request fields" says what is done with each.
 
+Defaults the gateway's settings may change: ``temperature`` (``--default-temperature``,
+OpenAI's 1.0) and ``max_output_tokens`` (``--default-max-output-tokens``, none); the
+response echoes the values used.
+
 Ranges: temperature 0..2, top_p 0..1, top_logprobs 0..20, presence/frequency penalty -2..2,
 ``max_output_tokens`` >= 16 (OpenAI's own minimum), ``truncation`` auto|disabled,
 ``metadata`` <= 16 string pairs, keys <= 64 chars, values <= 512 chars.
@@ -337,6 +341,9 @@ def parse_create(body: dict, *, for_count: bool = False, limits: Limits = DEFAUL
             raise invalid("input", "Missing required parameter: 'input'.")
         body = {**body, "input": []}
     values["input"] = normalize_input(body["input"], limits)
+    values.setdefault("temperature", limits.default_temperature)  # the echo says what was used
+    if limits.default_max_output_tokens and not for_count:
+        values.setdefault("max_output_tokens", limits.default_max_output_tokens)
     check_choice(values.get("tools", []), values.get("tool_choice", "auto"))
     values.setdefault("model", "")
     return CreateRequest(**values)

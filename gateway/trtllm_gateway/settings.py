@@ -93,6 +93,11 @@ class GatewaySettings:
         (), "Keys of reasoning encrypted_content, comma-separated id:secret (secret >= 32 characters); "
         "the first encrypts, all decrypt (rotation). Empty: a random key per process (replicas and "
         "restarts cannot open each other's).")
+    default_temperature: float = _field(
+        1.0, "temperature of requests that send none (OpenAI's default, 1.0; Codex sends none: a small "
+        "model answers more reliably near 0).")
+    default_max_output_tokens: int = _field(
+        0, "max_output_tokens of requests that send none (0: up to the end of the context; Codex sends none).")
     hosted_tools: str = _field(
         "drop", "Hosted tools (web_search, file_search, mcp, ...), which this server cannot run: drop "
         "(not offered to the model, echoed, logged and counted) or reject (400).", choices=("drop", "reject"))
@@ -149,6 +154,9 @@ def _check(parser: argparse.ArgumentParser, s: GatewaySettings) -> None:
         parser.error("--max-body-bytes, --ping-interval-s and --request-timeout-s must be positive")
     if s.header_timeout_s <= 0 or s.body_timeout_s <= 0 or s.max_connections < 1:
         parser.error("--header-timeout-s, --body-timeout-s and --max-connections must be positive")
+    if not 0 <= s.default_temperature <= 2 or not (s.default_max_output_tokens == 0 or
+                                                   16 <= s.default_max_output_tokens < 2**31):
+        parser.error("--default-temperature must be in [0, 2], --default-max-output-tokens 0 or at least 16")
     if min(s.max_input_items, s.max_content_parts, s.max_tools, s.max_schema_bytes) < 1:
         parser.error("--max-input-items, --max-content-parts, --max-tools and --max-schema-bytes must be positive")
     try:

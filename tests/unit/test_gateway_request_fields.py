@@ -173,3 +173,24 @@ def test_phase_on_a_user_message_is_ignored_and_a_bad_phase_is_400():
     assert "phase" not in req.input.items[0]
     err = _err({**BASE, "input": [{"role": "assistant", "content": "x", "phase": "final"}, "hi"]})
     assert err.param == "input[0].phase"
+
+
+def test_the_gateway_may_set_temperature_and_output_cap_defaults_which_the_echo_shows():
+    from trtllm_gateway.settings import GatewaySettings
+
+    limits = GatewaySettings(default_temperature=0.0, default_max_output_tokens=256)
+    req = parse_create(BASE, limits=limits)
+    resp = new_response(req, "resp_1", "m", 0)
+    assert (req.temperature, req.max_output_tokens) == (0.0, 256) == (resp["temperature"], resp["max_output_tokens"])
+    given = parse_create({**BASE, "temperature": 0.7, "max_output_tokens": 32}, limits=limits)
+    assert (given.temperature, given.max_output_tokens) == (0.7, 32)
+    assert (parse_create(BASE).temperature, parse_create(BASE).max_output_tokens) == (1.0, None)
+
+
+@pytest.mark.parametrize("flags", [["--default-temperature", "2.5"], ["--default-max-output-tokens", "8"],
+                                   ["--hosted-tools", "ignore"]])
+def test_bad_default_and_policy_flags_are_refused(flags):
+    from trtllm_gateway.settings import parse_settings
+
+    with pytest.raises(SystemExit):
+        parse_settings(flags, env={})
