@@ -90,7 +90,7 @@ class Claim:
 
 
 def _item_events(st: StreamState, index: int, item: dict) -> list[dict]:
-    kind = KINDS.get(item.get("type"))
+    kind = KINDS.get(item.get("type") or "")
     if kind is None:  # an item kind without deltas: announced, then done
         return [{"type": "response.output_item.added", "output_index": index, "item": item},
                 {"type": "response.output_item.done", "output_index": index, "item": item}]

@@ -21,8 +21,9 @@ the model takes no images.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from . import compaction_item, tool_items
 from .errors import ApiError, invalid, kind_of
@@ -99,7 +100,7 @@ def _content(role: str, content: Any, path: str, images: list[str]) -> list[dict
         ppath = f"{path}.content[{j}]"
         if not isinstance(part, dict):
             raise invalid(ppath, f"Invalid '{ppath}': expected an object.")
-        build = table.get(kind_of(part))
+        build = table.get(kind_of(part) or "")
         if build is None:
             raise invalid(f"{ppath}.type", f"Unsupported content part type {part.get('type')!r} "
                        f"for role {role!r}; expected one of {', '.join(table)}.")

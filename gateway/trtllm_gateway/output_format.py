@@ -29,7 +29,8 @@ reasoning item's summary part (no summarizer model: ``streaming.py``'s reasoning
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from trtllm_responses.inference.v1 import inference_pb2 as pb
 
@@ -37,7 +38,7 @@ from .errors import invalid, kind_of
 from .schemas import check_schema
 from .tools import NAME_RE
 
-PLAIN_TEXT = {"format": {"type": "text"}, "verbosity": "medium"}
+PLAIN_TEXT: dict[str, Any] = {"format": {"type": "text"}, "verbosity": "medium"}
 VERBOSITY = ("low", "medium", "high")
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 EFFORT_TO_SERVICE = {"minimal": "low", "xhigh": "high", "max": "high"}
@@ -89,7 +90,7 @@ def validate_text(name: str, value: Any) -> dict:
     if fmt is None:
         return {"format": {"type": "text"}, "verbosity": verbosity or "medium"}
     fmt = _object(fmt, f"{name}.format")
-    build = FORMATS.get(kind_of(fmt))
+    build = FORMATS.get(kind_of(fmt) or "")
     if build is None:
         raise invalid(f"{name}.format.type", f"Invalid '{name}.format.type': expected one of {', '.join(FORMATS)}.")
     return {"format": build(fmt, f"{name}.format"), "verbosity": verbosity or "medium"}

@@ -28,8 +28,9 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -148,11 +149,13 @@ def _metadata(name: str, value: Any) -> dict[str, str]:
         raise invalid(name, f"Invalid 'metadata': at most {METADATA_MAX_PAIRS} pairs are allowed.")
     for key, item in value.items():
         if len(key) > METADATA_MAX_KEY:
-            raise invalid(name, f"Invalid 'metadata': key {key[:16]!r}... is longer than {METADATA_MAX_KEY} characters.")
+            raise invalid(name, f"Invalid 'metadata': key {key[:16]!r}... is longer than "
+                          f"{METADATA_MAX_KEY} characters.")
         if not isinstance(item, str):
             raise invalid(name, f"Invalid 'metadata': the value of {key!r} must be a string.")
         if len(item) > METADATA_MAX_VALUE:
-            raise invalid(name, f"Invalid 'metadata': the value of {key!r} is longer than {METADATA_MAX_VALUE} characters.")
+            raise invalid(name, f"Invalid 'metadata': the value of {key!r} is longer than "
+                          f"{METADATA_MAX_VALUE} characters.")
     return dict(value)
 
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import trtllm_common.settings as common
 
@@ -104,7 +105,7 @@ class GatewaySettings:
     log_level: str = _field("INFO", "Log level.")
     log_format: str = _field("json", "Log format.", choices=("json", "text"))
 
-    def replace(self, **changes: Any) -> "GatewaySettings":
+    def replace(self, **changes: Any) -> GatewaySettings:
         return dataclasses.replace(self, **changes)
 
     def all_api_keys(self) -> tuple[str, ...]:

@@ -74,7 +74,7 @@ REASONING_EVENTS = {  # dialect -> (delta event, done event) for raw reasoning t
 
 @dataclass
 class OpenItem:
-    kind: "ItemKind"
+    kind: ItemKind
     index: int
     item_id: str
     pieces: list[str] = field(default_factory=list)

@@ -38,7 +38,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from trtllm_responses.inference.v1 import inference_pb2 as pb
 
@@ -147,7 +148,8 @@ def offered(tools: list[dict]) -> list[dict]:
 
 
 def _named(value: dict, name: str) -> dict:
-    inner = value.get("function") if isinstance(value.get("function"), dict) else value
+    function = value.get("function")
+    inner: dict = function if isinstance(function, dict) else value
     base = inner.get("name")
     namespace = inner.get("namespace")
     if namespace is not None:

@@ -36,7 +36,7 @@ leading system/developer messages, never the last user turn) until CountTokens f
 """
 from __future__ import annotations
 
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from trtllm_responses.inference.v1 import inference_pb2 as pb
 
