@@ -140,14 +140,7 @@ def _function_call(item: dict, path: str, images: list[str]) -> dict:
 
 
 def _function_call_output(item: dict, path: str, images: list[str]) -> dict:
-    output = item.get("output")
-    if isinstance(output, list):
-        texts = [p.get("text", "") for p in output if isinstance(p, dict)]
-        if not all(isinstance(t, str) for t in texts):
-            raise invalid(f"{path}.output", f"Invalid '{path}.output': each part's 'text' must be a string.")
-        output = "".join(texts)
-    if not isinstance(output, str):
-        raise invalid(f"{path}.output", f"Invalid '{path}.output': expected a string.")
+    output = tool_items.text_output(item, path)
     return {"id": _id(item, path, "fco"), "type": "function_call_output",
             "call_id": _str_field(item, "call_id", path), "output": output, "status": "completed"}
 
