@@ -172,13 +172,7 @@ ITEM_TYPES: dict[str, Callable[[dict, str, list[str]], dict]] = {
 }
 
 
-def _id(item: dict, path: str, prefix: str) -> str:
-    given = item.get("id")
-    if given is None:
-        return new_id(prefix)
-    if not isinstance(given, str) or not given:
-        raise invalid(f"{path}.id", f"Invalid '{path}.id': expected a non-empty string.")
-    return given
+_id = tool_items._id  # one rule for a client-given item id
 
 
 def normalize_input(value: Any, limits: Limits = DEFAULT_LIMITS) -> Normalized:

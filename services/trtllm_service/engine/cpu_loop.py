@@ -15,25 +15,21 @@ Protocol, one iteration ("step"):
 4. Decode. "No KV slot" frees room and retries: idle slots' caches first (least recently used
    first), then the newest running request is preempted (its cells dropped; it re-queues at
    the front with prompt + generated so far, and is prefilled again when re-admitted).
-5. Sample each output row (`cpu_sampling`; one batched argmax serves plain greedy rows),
-   check stop ids, min/max tokens, and hand every request's `TokenStep` of this step to the
-   event loop in one `post` call.
+5. Sample each row (`cpu_sampling`; one batched argmax serves plain greedy rows), check stop
+   ids and min/max tokens, and post every request's `TokenStep` of this step in one call.
 
 Cache bookkeeping: a slot's cached tokens are those whose KV cells it holds (a running
 request's `tokens[:n_past]`; an idle slot keeps its last request's). Sampled tokens join
 `tokens` and are decoded in the next step, so a finished request's last token is not cached.
-Slots outnumber `max_running` so idle caches survive (prefix reuse across turns). They are
-not free: llama.cpp's attention runs over every cell up to the highest one in use, masked or
-not, so each cached cell slows every decode step a little (measured here: about 20% slower
-single-stream decode with 500 idle cells). Idle caches are therefore capped at
-`idle_cache_tokens` cells (least recently used dropped first), and dropped earlier for room.
-Cell use is estimated as the sum of slot lengths (shared prefixes are counted twice, so it
-errs on the safe side).
+Slots outnumber `max_running` so idle caches survive (prefix reuse across turns). They cost:
+llama.cpp attends over every cell up to the highest in use, masked or not (about 20% slower
+single-stream decode with 500 idle cells, measured here), so idle caches are capped at
+`idle_cache_tokens` cells (least recently used dropped first) and dropped earlier for room.
+Cell use is estimated as the sum of slot lengths (shared prefixes counted twice: safe side).
 
-Failure: a batch llama.cpp refuses (invalid, or no room even with nothing else cached) fails
-the requests in it and the loop goes on. A fatal decode error or an exception in a step fails
-every request with EngineError and ends the thread; `alive` turns False and the engine
-reports unhealthy.
+Failure: a batch llama.cpp refuses (invalid, or no room with nothing else cached) fails its
+requests; the loop goes on. A fatal error fails every request and ends the thread (`alive`
+False: the engine reports unhealthy).
 """
 from __future__ import annotations
 
