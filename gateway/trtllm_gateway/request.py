@@ -34,7 +34,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import hosted_tools
+from . import hosted_tools, reasoning_crypto
 from . import request_options as options
 from .context import GATEWAY
 from .errors import ApiError, invalid
@@ -52,8 +52,9 @@ METADATA_MAX_PAIRS = 16
 METADATA_MAX_KEY = 64
 METADATA_MAX_VALUE = 512
 LOGPROBS_INCLUDE = "message.output_text.logprobs"
-# Accepted and ignored: reasoning items carry their text in `content`, which replays as is.
-IGNORED_INCLUDES = ("reasoning.encrypted_content",)
+#: The ``include`` values served: per-token logprobs, and reasoning items' ``encrypted_content``
+#: (``reasoning_crypto.py``). The others name hosted tools' outputs: 400 ``unsupported_parameter``.
+INCLUDES = (LOGPROBS_INCLUDE, reasoning_crypto.INCLUDE)
 
 
 @dataclass
@@ -163,8 +164,9 @@ def _include(name: str, value: Any) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise invalid(name, "Invalid type for 'include': expected an array of strings.")
     for entry in value:
-        if entry != LOGPROBS_INCLUDE and entry not in IGNORED_INCLUDES:
-            raise ApiError("unsupported", f"include value {entry!r} is not supported.", param=name)
+        if entry not in INCLUDES:
+            raise ApiError("unsupported", f"include value {entry!r} is not supported; this server serves "
+                           f"{', '.join(map(repr, INCLUDES))}.", param=name)
     return list(value)
 
 

@@ -49,9 +49,15 @@ def test_forcing_tool_choice_without_tools_is_refused(choice):
 
 
 @pytest.mark.parametrize("include", [["file_search_call.results"], ["web_search_call.action.sources"]])
-def test_include_other_than_logprobs_is_refused(include):
+def test_include_of_hosted_tool_outputs_is_refused_naming_what_is_served(include):
     err = _err({**BASE, "include": include})
     assert err.param == "include" and err.code == "unsupported_parameter"
+    assert "'reasoning.encrypted_content'" in err.message and "'message.output_text.logprobs'" in err.message
+
+
+def test_include_values_served_are_kept():
+    both = ["reasoning.encrypted_content", "message.output_text.logprobs"]
+    assert parse_create({**BASE, "include": both}).include == both
 
 
 def test_unknown_top_level_field_is_400():
