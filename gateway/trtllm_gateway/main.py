@@ -1,9 +1,13 @@
 """``trtllm-responses-gateway``: parse settings, serve the Responses API until SIGTERM/SIGINT.
 
+``--workers`` 1 serves in this process. More (the default: the CPUs the cgroup allows) makes
+this process a parent that binds the port and supervises that many worker processes, each
+running :func:`serve` on the sockets it was handed (``workers.py``).
+
 Shutdown: the listening socket closes first (no new requests), open requests and streams
 get up to ``--shutdown-timeout-s`` to finish, background saves complete, then the store and
 the service channels close. Exit codes: 0 after a clean shutdown, 2 for bad settings or a
-store that cannot be opened, 1 for anything else.
+store that cannot be opened (in any worker, before the gateway served), 1 for anything else.
 """
 from __future__ import annotations
 
@@ -17,28 +21,39 @@ from aiohttp import web
 
 from trtllm_common.logs import setup_logging
 
-from .app import build_app
-from .http_server import make_runner
+from . import workers
 from .settings import GatewaySettings, parse_settings
 from .store import StoreError
 
 log = logging.getLogger("trtllm_gateway")
 
 
-async def serve(settings: GatewaySettings) -> None:
+async def serve(settings: GatewaySettings, worker: workers.WorkerSlot | None = None) -> None:
+    """Serves until SIGTERM/SIGINT: on ``settings.host:port``, or on a worker's inherited sockets."""
+    from .app import build_app  # here, not at import: a supervising parent never loads the app
+    from .http_server import make_runner
+
     app = build_app(settings)
+    if worker is not None:
+        app.on_response_prepare.append(worker.header)
     runner = make_runner(app, settings)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
-        await site.start()
+        if worker is None:
+            await web.TCPSite(runner, settings.host, settings.port, reuse_address=True).start()
+        else:
+            for sock in worker.sockets:
+                await web.SockSite(runner, sock, backlog=workers.BACKLOG).start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        port = runner.addresses[0][1] if runner.addresses else settings.port
-        print(f"trtllm-responses-gateway: listening on http://{settings.host}:{port}/v1 "
-              f"(service {', '.join(settings.service)})", file=sys.stderr, flush=True)
+        if worker is not None:
+            worker.serving(stop.set)
+        else:
+            port = runner.addresses[0][1] if runner.addresses else settings.port
+            print(f"trtllm-responses-gateway: listening on http://{settings.host}:{port}/v1 "
+                  f"(service {', '.join(settings.service)})", file=sys.stderr, flush=True)
         await stop.wait()
         log.info("shutting down", extra={"timeout_s": settings.shutdown_timeout_s})
     finally:
@@ -49,8 +64,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_settings(argv)
     # per-request access lines cost throughput
     setup_logging(settings.log_level, settings.log_format, quiet=("aiohttp.access",))
+    worker = workers.inherited()
     try:
-        asyncio.run(serve(settings))
+        count = 1 if worker is not None else workers.worker_count(settings)
+        if count > 1:
+            return workers.supervise(settings, count, sys.argv[1:] if argv is None else argv)
+        asyncio.run(serve(settings, worker))
     except (StoreError, OSError) as exc:
         log.error("cannot start the gateway: %s", exc)
         print(f"trtllm-responses-gateway: error: {exc}", file=sys.stderr)

@@ -23,15 +23,28 @@ Names are a contract: the Helm chart's dashboard and alerts query them.
   requests (own in-flight + other clients' share of the last GetLoad).
 * ``trtllm_gateway_hosted_tools_dropped_total{type}``: hosted tools (``web_search``...) not
   offered to the model under ``--hosted-tools drop`` (``hosted_tools.py``).
+
+Several workers (``--workers``, ``workers.py``): each process writes its values to files in
+``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's multiprocess mode, chosen when the
+variable is set), and ``/metrics`` of any worker serves them merged. Counters and
+histograms are summed over every worker that ever ran (a restarted worker's counts stay).
+Gauges merge over the live workers: ``active_streams`` is their sum, ``replica_healthy``
+their minimum (0 when any worker has the replica out of rotation), ``replica_outstanding``
+their maximum (each worker's estimate already counts the others' requests through GetLoad).
+The files cannot drop a series, so there a replica that leaves discovery keeps its gauges,
+at 0, until the workers restart.
 """
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 30.0, 60.0)
 TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5)
@@ -40,11 +53,35 @@ OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
 STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
+def multiprocess_dir() -> str | None:
+    """prometheus-client's multiprocess directory, when this process is one of several workers."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+class _ReplicaGauge(Gauge):
+    """A gauge per replica whose series can be dropped: in multiprocess mode, where the files
+    keep every series, it is set to 0 instead."""
+
+    def remove(self, *labelvalues: Any) -> None:
+        if multiprocess_dir() is None:
+            super().remove(*labelvalues)
+            return
+        self.labels(*labelvalues).set(0)
+        with self._lock:
+            self._metrics.pop(tuple(str(v) for v in labelvalues), None)
+
+
 class GatewayMetrics:
-    """The gateway's metrics on their own registry (several apps per process stay separate)."""
+    """The gateway's metrics on their own registry (several apps per process stay separate;
+    with several workers, ``/metrics`` serves every worker's values merged)."""
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
+        shared = multiprocess_dir()
+        self.exposed = r
+        if shared is not None:
+            self.exposed = CollectorRegistry()
+            MultiProcessCollector(self.exposed, path=shared)
         self.http_requests = Counter("trtllm_gateway_http_requests_total", "HTTP requests.",
                                      ["route", "method", "status"], registry=r)
         self.http_duration = Histogram("trtllm_gateway_http_request_duration_seconds",
@@ -56,7 +93,8 @@ class GatewayMetrics:
                              "Time between output pieces of one response.", buckets=TOKEN_BUCKETS, registry=r)
         self.e2e = Histogram("trtllm_gateway_e2e_request_latency_seconds",
                              "Request arrival to the finished response.", buckets=E2E_BUCKETS, registry=r)
-        self.active_streams = Gauge("trtllm_gateway_active_streams", "Generations in flight.", registry=r)
+        self.active_streams = Gauge("trtllm_gateway_active_streams", "Generations in flight.", registry=r,
+                                    multiprocess_mode="livesum")
         self.output_tokens = Counter("trtllm_gateway_output_tokens_total", "Generated tokens.", registry=r)
         self.store_seconds = Histogram("trtllm_gateway_store_operation_seconds", "Store operation latency.",
                                        ["operation"], buckets=STORE_BUCKETS, registry=r)
@@ -68,11 +106,11 @@ class GatewayMetrics:
         self.upstream_retries = Counter("trtllm_gateway_upstream_retries_total",
                                         "Generations retried elsewhere after this replica failed before output.",
                                         ["replica"], registry=r)
-        self.replica_healthy = Gauge("trtllm_gateway_replica_healthy", "1 while the replica is in rotation.",
-                                     ["replica"], registry=r)
-        self.replica_outstanding = Gauge("trtllm_gateway_replica_outstanding",
-                                         "Outstanding requests of the replica as the router estimates them.",
-                                         ["replica"], registry=r)
+        self.replica_healthy = _ReplicaGauge("trtllm_gateway_replica_healthy", "1 while the replica is in rotation.",
+                                             ["replica"], registry=r, multiprocess_mode="livemin")
+        self.replica_outstanding = _ReplicaGauge(
+            "trtllm_gateway_replica_outstanding", "Outstanding requests of the replica as the router estimates them.",
+            ["replica"], registry=r, multiprocess_mode="livemax")
         self.hosted_tools_dropped = Counter("trtllm_gateway_hosted_tools_dropped_total",
                                             "Hosted tools in requests, not offered to the model.", ["type"],
                                             registry=r)
@@ -86,7 +124,7 @@ class GatewayMetrics:
             self.store_seconds.labels(operation).observe(time.perf_counter() - started)
 
     def exposition(self) -> tuple[bytes, str]:
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.exposed), CONTENT_TYPE_LATEST
 
 
 class TokenClock:

@@ -29,6 +29,10 @@ _field = common.setting
 class GatewaySettings:
     host: str = _field("127.0.0.1", "Address the HTTP server binds to.")
     port: int = _field(8080, "HTTP port (0 picks a free port).")
+    workers: int = _field(
+        0, "Gateway processes serving the port, under a parent that supervises them (1: one process, no "
+        "parent). 0: the CPUs the cgroup allows (its CPU quota rounded down, at least 1), or 1 with an "
+        "in-memory store.")
     service: tuple[str, ...] = _field(
         ("127.0.0.1:50051",), "Inference service replicas, comma-separated: host:port (one replica) "
         "and/or dns:///name:port (every A/AAAA record is a replica, re-resolved periodically).")
@@ -45,7 +49,8 @@ class GatewaySettings:
     store_retention_s: float = _field(
         0.0, "Delete stored responses older than this many seconds (0 keeps them forever).")
     background_workers: int = _field(
-        16, "Background responses this replica runs at once (0: it runs none, other replicas do).")
+        16, "Background responses each gateway process (each of --workers) runs at once (0: it runs none, "
+        "other processes and replicas do).")
     job_lease_s: float = _field(
         30.0, "Lease of a running background response or stored stream, renewed every third of it; "
         "when its replica dies, another takes it over after this long.")
@@ -119,6 +124,11 @@ class GatewaySettings:
         return tuple(keys)
 
 
+def in_memory_store(url: str) -> bool:
+    """A store private to one process (``sqlite://:memory:``)."""
+    return url.endswith(":memory:")
+
+
 def _help(f: dataclasses.Field, env: str) -> str:
     default = ",".join(f.default) if isinstance(f.default, tuple) else f.default
     text = f"{f.metadata['help']} [env {env}; default: {default if default not in ('', None) else 'none'}]"
@@ -144,6 +154,8 @@ def _check(parser: argparse.ArgumentParser, s: GatewaySettings) -> None:
         parse_targets(s.service)
     except ValueError as exc:
         parser.error(str(exc))
+    if s.workers < 0 or (s.workers > 1 and in_memory_store(s.store_url)):
+        parser.error("--workers must be >= 0, and 0 or 1 with an in-memory store (each process would have its own)")
     if s.resolve_interval_s <= 0 or s.load_poll_interval_s <= 0:
         parser.error("--resolve-interval-s and --load-poll-interval-s must be positive")
     if s.affinity_slack < 0:
