@@ -23,7 +23,8 @@ from tests.fixtures.waiting import until
 pytestmark = pytest.mark.e2e
 
 LEASE_S = 2.0
-FLAGS = ("--job-lease-s", str(LEASE_S), "--event-poll-interval-s", "0.1", "--log-format", "text")
+FLAGS = ("--job-lease-s", str(LEASE_S), "--event-poll-interval-s", "0.1", "--log-format", "text",
+         "--workers", "1")  # one process each: a job's claimed_by names the process SIGKILLed below
 STORY = "Write a long story about a dragon who learns to bake bread."
 
 
