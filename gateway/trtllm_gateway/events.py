@@ -41,7 +41,7 @@ from aiohttp import web
 from .errors import ApiError
 from .objects import stored
 from .settings import GatewaySettings
-from .sse import EventWriter, SSEWriter, dumps, frame_raw
+from .sse import EventWriter, SSEWriter, encode, frame_raw
 from .store import JobOwner, LoggedEvent, ResponseStore, StoredResponse, StoreError
 
 log = logging.getLogger("trtllm_gateway.events")
@@ -52,7 +52,7 @@ PAGE = 500  # events per store read while following
 
 def logged(event: dict) -> LoggedEvent:
     """A numbered event as its log row (the exact JSON a client receives)."""
-    return LoggedEvent(event["sequence_number"], event["type"], dumps(event))
+    return LoggedEvent(event["sequence_number"], event["type"], encode(event))
 
 
 @dataclass
@@ -205,13 +205,14 @@ class ResponseLog:
     record) by the first write, its lease renewed through the hub, and ended by one fenced
     write of the final record, the last events and the end of the log (:meth:`end`)."""
 
-    def __init__(self, hub: LogHub, record: StoredResponse) -> None:
-        self.hub, self.record = hub, record
+    def __init__(self, hub: LogHub, record: StoredResponse, spec: dict | None = None) -> None:
+        self.hub, self.record, self.spec = hub, record, spec  # spec: what ending it needs (job_endings)
         self.log = EventLog(hub, record.id, opener=self._open_job)
         self._ended = False
 
     async def _open_job(self, events: list[LoggedEvent]) -> JobOwner:
-        owner = await self.hub.store.open_stream(self.record, self.hub.replica, self.hub.lease_ms, events)
+        owner = await self.hub.store.open_stream(self.record, self.hub.replica, self.hub.lease_ms, events,
+                                                 spec=self.spec)
         if not self._ended:
             self.hub.register(self.record.id, Registration(owner.attempt, self._lost))
         return owner
@@ -220,8 +221,8 @@ class ResponseLog:
         self.log.lost = True
         self.hub.unregister(self.record.id)
 
-    def add(self, row: LoggedEvent) -> None:
-        self.log.add_rows([row])
+    def add(self, rows: list[LoggedEvent]) -> None:
+        self.log.add_rows(rows)
 
     async def end(self, resp: dict, closing: list[dict]) -> list[dict]:
         """The closing events to send: as given once stored; when the write failed (store
@@ -256,18 +257,16 @@ class Delivery:
         if self.rlog is None:
             return await self.writer.send_all(events)
         self.writer.number(events)
-        for event in events:
-            row = logged(event)
-            self.rlog.add(row)  # queued first (no wait): a cancel during the write cannot leave a gap
-            await self.writer.write_encoded(event, row.payload)
+        rows = [logged(event) for event in events]
+        self.rlog.add(rows)  # queued first (no wait): a cancel during the write cannot leave a gap
+        await self.writer.write_batch(events, [row.payload for row in rows])
 
     async def persist(self, resp: dict, closing: list[dict]) -> list[dict]:
         self.writer.number(closing)
         return closing if self.rlog is None else await self.rlog.end(resp, closing)
 
     async def deliver(self, closing: list[dict]) -> None:
-        for event in closing:
-            await self.writer.write_encoded(event, dumps(event))
+        await self.writer.write_batch(closing, [encode(event) for event in closing])
         await self.writer.close()
 
     def abandon(self, resp: dict, closing: list[dict]) -> None:
@@ -283,7 +282,7 @@ def response_log(app: web.Application, g) -> ResponseLog | None:
         return None
     resp = g.state.response
     return ResponseLog(app[LOGS], stored(dict(resp, output=[]), g.tenant, g.req.input.items,
-                                         g.req.previous_response_id))
+                                         g.req.previous_response_id), {"body": {"include": g.req.include}})
 
 
 class ReplayWriter(SSEWriter):

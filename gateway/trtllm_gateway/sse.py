@@ -1,18 +1,23 @@
 """The only writer of Server-Sent Events frames (docs/responses-api.md §3).
 
-Frame: ``event: <type>\\ndata: <json>\\n\\n`` with LF line ends, written with one
-``write()`` per event, so a frame is never split by another writer (the keep-alive task).
-``sequence_number`` is assigned by :class:`EventWriter`, from 0 by 1, in write order (the
-one numbering of every transport: ``websocket.py`` subclasses it too). Idle streams get a
-``: ping`` comment every ``ping_interval`` seconds. There is no ``[DONE]`` sentinel.
-JSON strings escape every control character, so ``data:`` always fits on one line.
+Frame: ``event: <type>\\ndata: <json>\\n\\n`` with LF line ends. The events the driver
+hands over together (one service Delta's, the closing ones) go out in one ``write()``, so a
+frame is never split by another writer (the keep-alive task) and a batch costs one
+transport write, not one per event. ``sequence_number`` is assigned by
+:class:`EventWriter`, from 0 by 1, in write order (the one numbering of every transport:
+``websocket.py`` subclasses it too). Idle streams get a ``: ping`` comment every
+``ping_interval`` seconds. There is no ``[DONE]`` sentinel. JSON strings escape every
+control character, so ``data:`` always fits on one line.
+
+Every event is encoded once (:func:`encode`), for its client and its event log alike; the
+delta events, nearly all of a stream, come from templates that give exactly ``dumps``'s text.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from aiohttp import web
 
@@ -25,11 +30,46 @@ HEADERS = {
 
 #: The one JSON encoding of events (SSE, WebSocket, event log): compact, UTF-8 kept.
 dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_str = json.encoder.encode_basestring  # dumps's encoder of a str (ensure_ascii=False)
+
+
+def _text_delta(e: dict) -> str | None:
+    if e["logprobs"]:
+        return None
+    return (f'{{"type":{_str(e["type"])},"item_id":{_str(e["item_id"])},"output_index":{e["output_index"]:d},'
+            f'"content_index":{e["content_index"]:d},"delta":{_str(e["delta"])},"logprobs":[],'
+            f'"sequence_number":{e["sequence_number"]:d}}}')
+
+
+def _content_delta(e: dict) -> str:
+    return (f'{{"type":{_str(e["type"])},"item_id":{_str(e["item_id"])},"output_index":{e["output_index"]:d},'
+            f'"content_index":{e["content_index"]:d},"delta":{_str(e["delta"])},'
+            f'"sequence_number":{e["sequence_number"]:d}}}')
+
+
+def _call_delta(e: dict) -> str:
+    return (f'{{"type":{_str(e["type"])},"item_id":{_str(e["item_id"])},"output_index":{e["output_index"]:d},'
+            f'"delta":{_str(e["delta"])},"sequence_number":{e["sequence_number"]:d}}}')
+
+
+#: The delta events' exact key sequences (as stream_items builds them, numbered) -> template.
+#: An event of another shape, or a template that declines (None), is encoded by ``dumps``.
+_TEMPLATES: dict[tuple[str, ...], Callable[[dict], str | None]] = {
+    ("type", "item_id", "output_index", "content_index", "delta", "logprobs", "sequence_number"): _text_delta,
+    ("type", "item_id", "output_index", "content_index", "delta", "sequence_number"): _content_delta,
+    ("type", "item_id", "output_index", "delta", "sequence_number"): _call_delta,
+}
+
+
+def encode(event: dict) -> str:
+    """``dumps(event)``; a delta event from its template (about a quarter of the time)."""
+    template = _TEMPLATES.get(tuple(event)) if len(event) <= 7 else None
+    return (template(event) if template is not None else None) or dumps(event)
 
 
 def frame(event: dict) -> bytes:
     """One SSE frame for an event dict (which already carries its sequence_number)."""
-    return frame_raw(event["type"], dumps(event))
+    return frame_raw(event["type"], encode(event))
 
 
 def frame_raw(event_type: str, payload: str) -> bytes:
@@ -61,18 +101,22 @@ class EventWriter:
             self.sequence += 1
 
     async def send(self, event: dict) -> None:
-        self.number([event])
-        await self._write(event)
+        await self.send_all([event])
 
     async def send_all(self, events: Iterable[dict]) -> None:
-        for event in events:
-            await self.send(event)
+        """Numbers and writes ``events`` together."""
+        events = list(events)
+        self.number(events)
+        await self.write_batch(events, [encode(e) for e in events])
 
-    async def _write(self, event: dict) -> None:
-        await self.write_encoded(event, dumps(event))
+    async def write_batch(self, events: Sequence[dict], payloads: Sequence[str]) -> None:
+        """Writes numbered ``events`` whose JSON texts are ``payloads`` (encoded once, also for
+        the event log), in order; SSE writes them at once."""
+        for event, payload in zip(events, payloads, strict=True):
+            await self.write_encoded(event, payload)
 
     async def write_encoded(self, event: dict, payload: str) -> None:
-        """Writes numbered ``event`` whose JSON is ``payload`` (encoded once, also for the event log)."""
+        """Writes numbered ``event`` whose JSON is ``payload``."""
         raise NotImplementedError
 
 
@@ -98,6 +142,11 @@ class SSEWriter(EventWriter):
 
     async def write_encoded(self, event: dict, payload: str) -> None:
         await self.write_frame(frame_raw(event["type"], payload))
+
+    async def write_batch(self, events: Sequence[dict], payloads: Sequence[str]) -> None:
+        if events:
+            await self.write_frame("".join([f"event: {e['type']}\ndata: {p}\n\n"
+                                            for e, p in zip(events, payloads, strict=True)]).encode())
 
     async def write_frame(self, data: bytes) -> None:
         self._last_write = asyncio.get_running_loop().time()
