@@ -5,6 +5,7 @@
 #   make test-fast  unit and in-process integration tests, without those that run the real model
 #   make run    create .venv and run the service (CPU engine, default model) plus the gateway
 #   make codex  the pinned Codex CLI (npm) that tests/e2e/test_codex.py drives, in .venv/codex
+#   make node-clients  the pinned openai Node SDK and Vercel AI SDK (npm), in .venv/node-clients
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -19,7 +20,7 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF 
 # flags rebuilds and no wheel built with other flags (pip's own cache ignores them) is reused.
 LLAMA_WHEELS := $(HOME)/.cache/trtllm-responses/llama-wheels/$(LLAMA_VERSION)-$(shell echo '$(LLAMA_CMAKE_ARGS)' | md5sum | cut -c1-12)
 
-.PHONY: venv lint test test-fast run run-service stubs check-stubs bench clean codex
+.PHONY: venv lint test test-fast run run-service stubs check-stubs bench clean codex node-clients
 
 venv: $(STAMP)
 
@@ -59,11 +60,26 @@ $(CODEX_STAMP):
 	npm install --prefix $(VENV)/codex --no-audit --no-fund --no-save --loglevel=error @openai/codex@$(CODEX_VERSION)
 	touch $@
 
+# The openai Node SDK and the Vercel AI SDK for tests/e2e/test_node_clients.py, pinned by
+# tests/e2e/node/package-lock.json and installed once per lockfile: the stamp names the
+# lockfile's hash, so a changed pin reinstalls. Their majors declare node >= 22; they pass on
+# the machine's node 20 (npm warns EBADENGINE).
+NODE_CLIENTS := tests/e2e/node
+NODE_CLIENTS_STAMP := $(VENV)/node-clients/.installed-$(shell sha256sum $(NODE_CLIENTS)/package-lock.json | cut -c1-12)
+node-clients: $(NODE_CLIENTS_STAMP)
+
+$(NODE_CLIENTS_STAMP): $(NODE_CLIENTS)/package.json $(NODE_CLIENTS)/package-lock.json
+	rm -rf $(VENV)/node-clients
+	mkdir -p $(VENV)/node-clients
+	cp $^ $(VENV)/node-clients/
+	npm ci --prefix $(VENV)/node-clients --no-audit --no-fund --loglevel=error
+	touch $@
+
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: venv lint codex
+test: venv lint codex node-clients
 	# A real PostgreSQL for the store tests (Debian's package; installed when missing).
 	bash scripts/ensure_postgres.sh >/dev/null || test -z "$$CI"
 	bash scripts/test.sh

@@ -1,0 +1,103 @@
+// The Vercel AI SDK (`ai` with `@ai-sdk/openai`'s Responses provider, `openai.responses(model)`)
+// against the gateway: one case per run, named by argv[2].
+//
+//   text    generateText: text, finish reason, usage, the response id
+//   stream  streamText with raw chunks: the SDK's parts (no error part, text deltas == text)
+//           and the wire events under them (sequence numbers 0, 1, 2, ...)
+//   tool    generateText with one tool forced by toolChoice {type: 'tool'}: the SDK parsed
+//           and validated the call's input with the tool's zod schema and ran the tool
+//   object  generateText with Output.object (json_schema, strict): the parsed object
+//
+// The provider validates every response body and stream chunk against its own schemas, so a
+// field it cannot read fails the run. Env: GATEWAY_BASE_URL, GATEWAY_API_KEY, GATEWAY_MODEL.
+// Prints one JSON summary on stdout; any failed check or SDK error exits non-zero.
+import assert from 'node:assert/strict';
+import { createOpenAI } from '@ai-sdk/openai';
+import { generateText, Output, streamText, tool as defineTool } from 'ai';
+import { z } from 'zod';
+
+const provider = createOpenAI({ baseURL: process.env.GATEWAY_BASE_URL, apiKey: process.env.GATEWAY_API_KEY ?? 'unused' });
+const model = provider.responses(process.env.GATEWAY_MODEL ?? 'default');
+const common = { model, temperature: 0, maxOutputTokens: 16, maxRetries: 0 };
+
+const Person = z.object({ name: z.string(), age: z.number().int() });
+
+function summary(result) {
+  return { id: result.response.id, finishReason: result.finishReason, usage: result.usage, warnings: result.warnings,
+           responseId: result.providerMetadata?.openai?.responseId };
+}
+
+async function text() {
+  const result = await generateText({ ...common, prompt: 'Say hello.' });
+  assert.ok(result.text.length > 0, 'empty text');
+  return { ...summary(result), text: result.text };
+}
+
+async function stream() {
+  const errors = [];
+  const result = streamText({ ...common, prompt: 'Say hello.', includeRawChunks: true,
+                              onError: ({ error }) => errors.push(String(error)) });
+  const parts = []; // the SDK's part types in order, repeats of one type collapsed
+  const wire = [];
+  let deltas = '';
+  for await (const part of result.fullStream) {
+    if (part.type !== 'raw' && parts.at(-1) !== part.type) parts.push(part.type);
+    if (part.type === 'text-delta') deltas += part.text;
+    if (part.type === 'raw') wire.push({ type: part.rawValue.type, sequence_number: part.rawValue.sequence_number });
+  }
+  assert.deepEqual(errors, []);
+  assert.ok(!parts.includes('error'), parts.join());
+  const textValue = await result.text;
+  assert.equal(textValue, deltas);
+  assert.ok(textValue.length > 0, 'empty text');
+  wire.forEach((e, i) => assert.equal(e.sequence_number, i, `sequence_number at ${i}`));
+  const finishReason = await result.finishReason;
+  return { finishReason, usage: await result.usage, text: textValue, deltas, parts,
+           wire: wire.map((e) => e.type), responseId: (await result.providerMetadata)?.openai?.responseId };
+}
+
+async function tool() {
+  const seen = [];
+  const result = await generateText({
+    ...common, maxOutputTokens: 64, prompt: 'What is the weather in Paris?',
+    tools: {
+      get_weather: defineTool({
+        description: 'Current weather in a city.',
+        inputSchema: z.object({ city: z.string() }),
+        execute: async ({ city }) => { seen.push(city); return `sunny, 21C in ${city}`; },
+      }),
+    },
+    toolChoice: { type: 'tool', toolName: 'get_weather' },
+    providerOptions: { openai: { parallelToolCalls: false } },
+  });
+  assert.equal(result.toolCalls.length, 1, JSON.stringify(result.content));
+  const [call] = result.toolCalls;
+  assert.equal(call.toolName, 'get_weather');
+  assert.ok(!call.invalid, `invalid tool call: ${call.error}`);
+  assert.deepEqual(seen, [call.input.city]);
+  assert.equal(result.toolResults[0].output, `sunny, 21C in ${call.input.city}`);
+  return { ...summary(result), call: { toolCallId: call.toolCallId, toolName: call.toolName, input: call.input },
+           toolResult: result.toolResults[0].output };
+}
+
+async function object() {
+  const result = await generateText({
+    ...common, maxOutputTokens: 48, prompt: 'Invent a person: name and age, as JSON.',
+    output: Output.object({ schema: Person, name: 'person' }),
+  });
+  assert.deepEqual(result.output, Person.parse(JSON.parse(result.text)));
+  return { ...summary(result), text: result.text, output: result.output };
+}
+
+const cases = { text, stream, tool, object };
+const name = process.argv[2];
+if (!cases[name]) {
+  console.error(`usage: node ai_sdk.mjs ${Object.keys(cases).join('|')}`);
+  process.exit(2);
+}
+try {
+  console.log(JSON.stringify({ case: name, ...(await cases[name]()) }));
+} catch (error) {
+  console.error(error);
+  process.exit(1);
+}
