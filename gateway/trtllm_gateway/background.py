@@ -56,7 +56,7 @@ def job_spec(body: dict, g: generation.Generation) -> dict:
     """What a replica needs to run the job: the normalised request and the exact Generate."""
     body = {k: v for k, v in body.items() if k not in ("background", "stream")}
     body["input"] = g.req.input.items
-    return {"version": SPEC_VERSION, "body": body,
+    return {"version": SPEC_VERSION, "body": body, "before": [item for item in g.state.output if item],
             "generate": base64.b64encode(g.request.SerializeToString()).decode()}
 
 
@@ -268,7 +268,8 @@ class JobRun:
         """The Generation as create built it: same request, same Generate, same response id."""
         spec = self.job.spec
         req = parse_create(spec["body"])
-        g = await generation.prepare(self.gw, req, self.job.tenant, time.perf_counter(), history=[])
+        g = await generation.prepare(self.gw, req, self.job.tenant, time.perf_counter(), history=[],
+                                     before=spec.get("before", []))  # a compaction item, made at create
         g.request = pb.GenerateRequest.FromString(base64.b64decode(spec["generate"]))
         g.state.response = self._st.response  # the stored object: id, created_at, background
         return g

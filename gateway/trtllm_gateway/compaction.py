@@ -27,6 +27,22 @@ summarised: the compaction item's summary is empty (the model is not shown it) a
 ``output`` as "all user messages, followed by a single compaction item"; here older user
 messages are summarised too, which is what bounds the window: its size is the kept
 messages plus at most :data:`SUMMARY_MAX_TOKENS`, whatever the length of the history.
+
+The window is read as a create reads it (``generation.model_items``): encrypted reasoning
+is opened for the summariser, and what an earlier compaction item stands for is left out
+(``compaction_item.supersede``); the kept items are returned as they were sent.
+
+**Inside a create** (``context_management: [{"type": "compaction", "compact_threshold"}]``,
+:func:`on_threshold`, called by ``generation.prepare``): when the rendered input (the chat a
+create would send, history expanded, tools included; one CountTokens call) is over the
+threshold -- the smallest ``compact_threshold`` given, else :data:`DEFAULT_THRESHOLD_SHARE`
+of the model's context, at least 1,000 -- everything after the leading instructions
+(older turns and the current one) is summarised the same way, and the model generates
+from leading instructions + [compaction] + the current turn. The compaction item is the
+response's first output item, so it stands for the whole input before it when the client
+sends it back (OpenAI: "the compaction item carries context needed for the next window").
+Nothing is compacted when no turn is older than the current one (apart from an earlier
+compaction item): the summary could not make the prompt smaller.
 """
 from __future__ import annotations
 
@@ -41,17 +57,19 @@ from .ids import new_id
 from .metrics import TokenClock
 from .objects import new_response, usage
 from .request import CreateRequest, parse_create
+from .request_options import MIN_COMPACT_THRESHOLD
 from .streaming import StreamState
-from .translate import chat_messages, fit_context
+from .translate import build_chat, chat_messages, fit_context
 
 SUMMARY_MAX_TOKENS = 512
+#: ``compact_threshold: null``: compact once the rendered input passes this share of the context.
+DEFAULT_THRESHOLD_SHARE = 0.8
 COMPACT_FIELDS = ("model", "input", "instructions", "previous_response_id", "prompt_cache_key",
                   "prompt_cache_retention", "service_tier", "prompt_cache_options", "image")
 SUMMARISER = ("You condense conversations. Write a concise summary of the conversation you are given, "
               "keeping every fact, name, number, decision, open question and tool result that later "
               "turns may need. Write plain prose without a preamble.")
 REQUEST = "Summarise the conversation above."
-_LEADING_ROLES = ("system", "developer")
 
 
 def parse(body: dict) -> CreateRequest:
@@ -64,13 +82,17 @@ def parse(body: dict) -> CreateRequest:
     return req
 
 
+def cuts(items: list[dict]) -> tuple[int, int]:
+    """(end of the leading instructions, start of the most recent turn): the older items
+    to summarise are ``items[lead:cut]``."""
+    lead = compaction_item.leading(items)
+    users = [i for i in range(lead, len(items)) if items[i]["type"] == "message" and items[i]["role"] == "user"]
+    return lead, users[-1] if users else len(items)
+
+
 def split(items: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
     """(leading instructions, older items to summarise, the most recent turn)."""
-    lead = 0
-    while lead < len(items) and items[lead]["type"] == "message" and items[lead]["role"] in _LEADING_ROLES:
-        lead += 1
-    users = [i for i in range(lead, len(items)) if items[i]["type"] == "message" and items[i]["role"] == "user"]
-    cut = users[-1] if users else len(items)
+    lead, cut = cuts(items)
     return items[:lead], items[lead:cut], items[cut:]
 
 
@@ -123,10 +145,40 @@ async def compact(gw: Gateway, body: dict, tenant: str) -> dict:
     req = parse(body)
     generation.resolve_model(req.model, await gw.client.model_info())
     history = await generation.load_history(gw, req, tenant)
-    lead, older, recent = split(history + req.input.items)
+    window = compaction_item.supersede(history + req.input.items)  # as sent: what is returned
+    seen = generation.model_items(gw, req, tenant, history)        # as the model reads it
+    lead, cut = cuts(window)
     summary, spent = "", usage(0, 0, 0, 0)
-    if older:
-        summary, spent = await summarise(gw, req, tenant, summary_chat(older, req.instructions))
-    output = lead + [compaction_item.new_item(summary)] + recent
+    if lead < cut:
+        summary, spent = await summarise(gw, req, tenant, summary_chat(seen[lead:cut], req.instructions))
+    output = window[:lead] + [compaction_item.new_item(summary)] + window[cut:]
     return {"id": new_id("resp"), "object": "response.compaction", "created_at": int(time.time()),
             "output": output, "usage": spent}
+
+
+def threshold(req: CreateRequest, context: int) -> int | None:
+    """The rendered-input size above which ``req`` compacts; None when it asks for no compaction."""
+    entries = [e for e in req.context_management if e.get("type") == "compaction"]
+    if not entries:
+        return None
+    given = [e["compact_threshold"] for e in entries if e.get("compact_threshold") is not None]
+    return min(given) if given else max(MIN_COMPACT_THRESHOLD, int(context * DEFAULT_THRESHOLD_SHARE))
+
+
+async def on_threshold(gw: Gateway, req: CreateRequest, tenant: str, items: list[dict],
+                       chat: pb.Chat) -> tuple[pb.Chat, list[dict]]:
+    """(the chat to generate from, the output items before the model's): ``chat`` and []
+    under the threshold; over it, the compacted chat and [the compaction item].
+    ``items``: the window as the model reads it (``generation.model_items``), ``chat`` its chat."""
+    if threshold(req, 0) is None:
+        return chat, []  # no CountTokens call for requests that do not ask
+    lead, cut = cuts(items)
+    if all(item["type"] == "compaction" for item in items[lead:cut]):
+        return chat, []  # nothing older than this turn to summarise
+    tokens, context = await gw.client.count_tokens(chat)
+    limit = threshold(req, context)
+    if limit is None or tokens <= limit:
+        return chat, []
+    summary, _ = await summarise(gw, req, tenant, summary_chat(items[lead:], req.instructions))
+    item = compaction_item.new_item(summary)
+    return build_chat(req, items[:lead] + [item] + items[cut:]), [item]

@@ -11,6 +11,12 @@ decodes it. Content this server did not produce (another provider's encrypted bl
 400 naming the item, never passed to the model as gibberish. A translated compaction item
 is system context (``translate.py``): it joins the leading system message when it comes
 before any conversation message, else it is a user message that says what it is.
+
+A compaction item stands for everything before it but the leading system/developer
+messages (:func:`supersede`): the model reads the window from the last compaction item on,
+after those messages. So a client may keep sending the items a compaction replaced (OpenAI
+documents dropping them as an optimisation, and ``previous_response_id`` chains keep
+them), and the window stays compact.
 """
 from __future__ import annotations
 
@@ -23,6 +29,24 @@ from .ids import new_id
 
 PREFIX = "trtllm-compaction.v1."
 CONTEXT_HEADER = "Summary of the earlier part of this conversation:\n"
+LEADING_ROLES = ("system", "developer")
+
+
+def leading(items: list[dict]) -> int:
+    """How many items open the window as system/developer messages (the standing instructions)."""
+    n = 0
+    while n < len(items) and items[n].get("type") == "message" and items[n].get("role") in LEADING_ROLES:
+        n += 1
+    return n
+
+
+def supersede(items: list[dict]) -> list[dict]:
+    """``items`` without what the last compaction item stands for: the leading
+    system/developer messages, then everything from the last compaction item on."""
+    last = max((i for i, item in enumerate(items) if item.get("type") == "compaction"), default=None)
+    if last is None:
+        return items
+    return items[:leading(items)] + items[last:]  # a compaction item is never a leading message
 
 
 def encode(summary: str) -> str:

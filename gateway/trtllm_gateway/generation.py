@@ -4,7 +4,10 @@ Protocol (docs/responses-api.md §2-§3):
 
 1. :func:`prepare`: resolve the model (``default`` or the served id, else 404
    ``model_not_found``), refuse images the model cannot take, load the
-   ``previous_response_id`` history (404 ``previous_response_not_found``), translate to a
+   ``previous_response_id`` history (404 ``previous_response_not_found``), read the window
+   as the model does (:func:`model_items`), compact it when ``context_management`` asks
+   and it is over the threshold (``compaction.on_threshold``: the compaction item becomes
+   the first output item, announced with the opening events), translate to a
    ``GenerateRequest``.
 2. The one driver (``driver.run``) opens Generate, reads it, finalizes and persists; the
    replies here are its thin consumers: :func:`complete` (JSON) collects through
@@ -28,7 +31,7 @@ from aiohttp import web
 
 from trtllm_responses.inference.v1 import inference_pb2 as pb
 
-from . import capabilities, conversations, driver, reasoning_crypto
+from . import capabilities, compaction, compaction_item, conversations, driver, reasoning_crypto
 from .context import Gateway
 from .errors import ApiError
 from .events import Delivery, response_log
@@ -83,20 +86,36 @@ def check_capabilities(req: CreateRequest, info: pb.ModelInfo) -> None:
     capabilities.check(req, info)
 
 
+def model_items(gw: Gateway, req: CreateRequest, tenant: str, history: list[dict]) -> list[dict]:
+    """``history`` + ``req``'s input as the model reads them: encrypted reasoning opened
+    (``reasoning_crypto.reveal``; 400 for input content that does not open), and what a
+    compaction item stands for left out (``compaction_item.supersede``). Create, compact
+    and input_tokens all read the window through this."""
+    revealed = reasoning_crypto.reveal(gw.settings.reasoning_key, tenant, history, req.input.items)
+    return compaction_item.supersede(revealed)
+
+
 async def prepare(gw: Gateway, req: CreateRequest, tenant: str, arrived: float,
-                  history: list[dict] | None = None) -> Generation:
-    """``history`` given (a WebSocket connection's remembered turn) is used as is."""
+                  history: list[dict] | None = None, before: list[dict] | None = None) -> Generation:
+    """``history`` given (a WebSocket connection's remembered turn) is used as is.
+    ``before``: the output items that precede the model's, already decided (a background
+    job's, from its spec); None lets ``context_management`` decide (``compaction.py``)."""
     info = await gw.client.model_info()
     model_id = resolve_model(req.model, info)
     check_capabilities(req, info)
     if history is None:
         history = await load_history(gw, req, tenant)
     keys = gw.settings.reasoning_key
-    chat = build_chat(req, reasoning_crypto.reveal(keys, tenant, history, req.input.items))
+    items = model_items(gw, req, tenant, history)
+    chat = build_chat(req, items)
+    if before is None:
+        chat, before = await compaction.on_threshold(gw, req, tenant, items, chat)
     response_id = new_id("resp")
     state = StreamState(new_response(req, response_id, model_id, int(time.time())),
                         logprobs=req.logprobs, dialect=gw.settings.reasoning_dialect,
                         seal=reasoning_crypto.sealer(keys, tenant, req.include), **call_rules(req))
+    state.output.extend(before)  # finished before the model's output: announced by streaming.start
+    state.before = len(before)
     reserve = req.max_output_tokens or gw.settings.truncation_reserve_tokens
     return Generation(req, tenant, generate_request(req, chat, response_id), state,
                       TokenClock(gw.metrics, arrived), reserve)

@@ -14,7 +14,8 @@ Used when a replica claims a job it must not simply run (``background.py`` decid
 
 The partial state is rebuilt by replaying the logged item events (:func:`restore`) into a
 ``StreamState``; ``streaming.finalize`` then closes it exactly as a live stream would, so
-a replayed stream stays valid (sequence numbers continue from the log's last one).
+a replayed stream stays valid (sequence numbers continue from the log's last one). Items
+without deltas (a ``compaction`` item, logged added then done) are restored whole.
 """
 from __future__ import annotations
 
@@ -49,10 +50,13 @@ def _find(st: StreamState, index) -> OpenItem | None:
 
 
 def _item_done(st: StreamState, event: dict) -> None:
-    index = event["output_index"]
+    index, item = event["output_index"], event["item"]
+    if item.get("type") not in KINDS and index == len(st.output):
+        st.output.append(item)  # an item without deltas (compaction): finished as announced
+        return
     if _find(st, index) is None or index >= len(st.output):
         return
-    st.output[index] = event["item"]
+    st.output[index] = item
     if st.current is not None and st.current.index == index:
         st.current = None
     st.calls.pop(index, None)
@@ -77,7 +81,8 @@ def has_output(events: list[dict]) -> bool:
 
 
 def missing_opening(st: StreamState, events: list[dict]) -> list[dict]:
-    """``response.created``/``in_progress`` not yet in the log (a replay needs both)."""
+    """The opening events (``streaming.start``: created, in_progress, then any item finished
+    before generation) of types not yet in the log (a replay needs them all)."""
     have = {e["type"] for e in events}
     return [e for e in start(st) if e["type"] not in have]
 
@@ -91,8 +96,10 @@ def cancelled(st: StreamState, replay: list[dict]) -> tuple[dict, list[dict]]:
 
 def failed(st: StreamState, logged: list[dict], message: str,
            replay: list[dict]) -> tuple[dict, list[dict]]:
-    """(the failed response, [missing opening..., closing events..., response.failed])."""
-    opening = missing_opening(st, logged)
+    """(the failed response, [missing opening..., closing events..., response.failed]).
+    ``replay`` empty with events logged: ``st`` is the live state, whose opening (and any
+    item finished before generation) the run logged itself."""
+    opening = missing_opening(st, logged) if replay or not logged else []
     restore(st, replay)
     resp, closing = finalize(st, error=message)
     return resp, opening + closing

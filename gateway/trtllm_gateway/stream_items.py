@@ -45,6 +45,7 @@ class StreamState:
     tool_names: frozenset[str] | None = None  # calls of other names are invalid (None: no check)
     seal: Callable[[str], str] | None = None  # reasoning text -> encrypted_content (None: not asked for)
     output: list[dict | None] = field(default_factory=list)  # finished items by output index
+    before: int = 0  # output[:before] was finished before generation (a compaction item): start announces it
     current: OpenItem | None = None                          # the open message/reasoning item
     calls: dict[int, OpenItem] = field(default_factory=dict)  # open function calls by call index
     custom_tools: frozenset[str] = frozenset()  # offered names that are custom tools

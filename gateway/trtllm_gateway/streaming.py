@@ -77,10 +77,15 @@ from .stream_items import (  # noqa: F401 - re-exported: the state machine's pub
 
 
 def start(st: StreamState) -> list[dict]:
-    """The two opening events; their snapshots have no output yet."""
+    """The two opening events (their snapshots have no output yet), then added/done for each
+    item finished before generation began (``st.before``: a ``compaction`` item, ``compaction.py``)."""
     snapshot = dict(st.response, output=[])
-    return [{"type": "response.created", "response": snapshot},
-            {"type": "response.in_progress", "response": snapshot}]
+    events: list[dict] = [{"type": "response.created", "response": snapshot},
+                          {"type": "response.in_progress", "response": snapshot}]
+    for index, item in enumerate(st.output[:st.before]):
+        events += [{"type": "response.output_item.added", "output_index": index, "item": item},
+                   {"type": "response.output_item.done", "output_index": index, "item": item}]
+    return events
 
 
 def _open(st: StreamState, kind: ItemKind, events: list[dict], **extra) -> OpenItem:

@@ -133,3 +133,25 @@ def test_replay_of_a_summarized_response_streams_the_same_summary_events():
     assert [e["type"] for e in replayed if "delta" not in e["type"]] == \
         [e["type"] for e in events + closing if "delta" not in e["type"]]
     assert next(e for e in replayed if e["type"] == "response.reasoning_summary_text.delta")["delta"] == "a b"
+
+
+def test_an_item_finished_before_generation_is_announced_and_restored():
+    """A compaction item: announced by start (added, done), restored whole from the log."""
+    cmp_item = {"id": "cmp_1", "type": "compaction", "encrypted_content": "trtllm-compaction.v1.e30="}
+    live = _state()
+    live.output.append(cmp_item)
+    live.before = 1
+    opening = start(live)
+    assert [e["type"] for e in opening[2:]] == ["response.output_item.added", "response.output_item.done"]
+    assert job_endings.missing_opening(live, opening[:1]) == opening[1:]  # a replay needs them all
+    logged = _numbered(opening + on_delta(live, pb.Delta(text="Hel")))
+    resp, events = job_endings.failed(_state(), logged, "stopped", logged)
+    assert [i["type"] for i in resp["output"]] == ["compaction", "message"] and resp["output"][0] == cmp_item
+    assert check_stream(logged + _numbered(events, first=len(logged))) == resp
+
+
+def test_a_live_state_failed_by_its_runner_adds_no_second_opening():
+    live, logged = _partial()  # the runner logged the opening itself; its state is live (nothing to replay)
+    resp, events = job_endings.failed(live, logged[:1], "stopped", [])
+    assert [e["type"] for e in events] == ["response.output_text.done", "response.content_part.done",
+                                           "response.output_item.done", "response.failed"]
