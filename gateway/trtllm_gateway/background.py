@@ -212,7 +212,8 @@ class JobRun:
         self.logged = await self._read_log()
         self.next_seq = self.logged[-1]["sequence_number"] + 1 if self.logged else 0
         response = dict(self.record.response, status="in_progress")
-        self.state = StreamState(response, dialect=self.gw.settings.reasoning_dialect)
+        self.state = StreamState(response, dialect=self.gw.settings.reasoning_dialect,
+                                 seal=job_endings.sealer(self.gw.settings.reasoning_key, job.tenant, job.spec))
         if self.record.status in FINAL_STATUSES:
             return await self._write(job_endings.settled(self.record.response, self.logged), None, True)
         if job.cancel_requested:

@@ -15,10 +15,16 @@ Used when a replica claims a job it must not simply run (``background.py`` decid
 The partial state is rebuilt by replaying the logged item events (:func:`restore`) into a
 ``StreamState``; ``streaming.finalize`` then closes it exactly as a live stream would, so
 a replayed stream stays valid (sequence numbers continue from the log's last one). Items
-without deltas (a ``compaction`` item, logged added then done) are restored whole.
+without deltas (a ``compaction`` item, logged added then done) are restored whole. The
+rebuilt state seals reasoning as the live one would (:func:`sealer`): a reasoning item a
+job ending closes carries ``encrypted_content`` when the request's ``include`` asked for it
+(read from the job's spec: a background job's create body, a stored stream's ``include``).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from . import reasoning_crypto
 from .streaming import FUNCTION_CALL, KINDS, TERMINAL, OpenItem, StreamState, finalize, start
 
 MESSAGES = {
@@ -47,6 +53,12 @@ def _find(st: StreamState, index) -> OpenItem | None:
     if st.current is not None and st.current.index == index:
         return st.current
     return st.calls.get(index)
+
+
+def sealer(keys: tuple[str, ...], tenant: str, spec: dict) -> Callable[[str], str] | None:
+    """``StreamState.seal`` for a job rebuilt from its log: as its request's ``include`` asked."""
+    include = (spec.get("body") or {}).get("include") or []
+    return reasoning_crypto.sealer(keys, tenant, include)
 
 
 def _item_done(st: StreamState, event: dict) -> None:

@@ -135,6 +135,33 @@ def test_replay_of_a_summarized_response_streams_the_same_summary_events():
     assert next(e for e in replayed if e["type"] == "response.reasoning_summary_text.delta")["delta"] == "a b"
 
 
+KEYS = ("k1:" + "s" * 32,)
+ENCRYPTED = {"body": {"include": ["reasoning.encrypted_content"]}}
+
+
+def _open_reasoning_log() -> list[dict]:
+    live = _state()
+    return _numbered(start(live) + on_delta(live, pb.Delta(reasoning_text="secret thought")))
+
+
+def test_a_job_ending_seals_the_reasoning_it_closes_when_the_request_asked():
+    from trtllm_gateway import reasoning_crypto
+
+    logged = _open_reasoning_log()
+    for ending in (lambda st: job_endings.failed(st, logged, "stopped", logged),
+                   lambda st: job_endings.cancelled(st, logged)):
+        rebuilt = _state()
+        rebuilt.seal = job_endings.sealer(KEYS, "tenant-a", ENCRYPTED)
+        resp, closing = ending(rebuilt)
+        [item] = resp["output"]
+        assert item["status"] == "incomplete" and item["content"][0]["text"] == "secret thought"
+        assert reasoning_crypto.keyring(KEYS).open(item["encrypted_content"], "tenant-a") == "secret thought"
+        assert next(e for e in closing if e["type"] == "response.output_item.done")["item"] == item
+    # not asked (a stream's spec of old: {}), or asked for something else: no encrypted_content
+    for spec in ({}, {"body": {"include": ["message.output_text.logprobs"]}}):
+        assert job_endings.sealer(KEYS, "tenant-a", spec) is None
+
+
 def test_an_item_finished_before_generation_is_announced_and_restored():
     """A compaction item: announced by start (added, done), restored whole from the log."""
     cmp_item = {"id": "cmp_1", "type": "compaction", "encrypted_content": "trtllm-compaction.v1.e30="}

@@ -108,7 +108,7 @@ class Job:
     tenant: str
     kind: str                # "background" | "stream"
     attempt: int             # 1 at the first claim; each re-claim adds one
-    spec: dict               # what to run (set by enqueue_job; {} for streams)
+    spec: dict               # what to run (set by enqueue_job); for streams, what ending one needs
     cancel_requested: bool
 
 
@@ -250,10 +250,12 @@ class JobsAndEvents(abc.ABC):
 
     @abc.abstractmethod
     async def open_stream(self, record: StoredResponse, replica: str, lease_ms: int,
-                          events: list[LoggedEvent], *, now_ms: int | None = None) -> JobOwner:
+                          events: list[LoggedEvent], *, now_ms: int | None = None,
+                          spec: dict | None = None) -> JobOwner:
         """A stored streaming response's first write: insert ``record`` unless its id exists
         (a final save may have landed first), a running ``stream`` job claimed by
-        ``replica`` (attempt 1) and the first events. Returns the owner for write_job."""
+        ``replica`` (attempt 1), whose ``spec`` is what ending it needs (``{}`` by default),
+        and the first events. Returns the owner for write_job."""
 
     @abc.abstractmethod
     async def claim_jobs(self, replica: str, limit: int, lease_ms: int,

@@ -74,12 +74,13 @@ class SQLJobs(SQLBase, JobsAndEvents):
         await self._write(body)
 
     async def open_stream(self, record: StoredResponse, replica: str, lease_ms: int,
-                          events: list[LoggedEvent], *, now_ms: int | None = None) -> JobOwner:
+                          events: list[LoggedEvent], *, now_ms: int | None = None,
+                          spec: dict | None = None) -> JobOwner:
         enc = await asyncio.to_thread(codec.encode_record, record)
         rows, at = codec.event_rows(record.id, events), _at(now_ms)
         job = self.insert(jobs).values(response_id=record.id, tenant=record.tenant, kind="stream",
-                                       state="running", attempts=1, claimed_by=replica,
-                                       lease_until=at + lease_ms, spec="{}", created_at=at)
+                                       state="running", attempts=1, claimed_by=replica, lease_until=at + lease_ms,
+                                       spec=codec.dumps(spec or {}, f"{record.id} job spec"), created_at=at)
 
         async def body(conn: AsyncConnection) -> None:
             await put_record(conn, self.insert, enc, if_absent=True)  # a final save may have come first
