@@ -112,3 +112,24 @@ namespace="{{ .Release.Namespace }}",service="{{ include "trtllm.inference.name"
 {{- define "trtllm.gateway.promSelector" -}}
 namespace="{{ .Release.Namespace }}",service="{{ include "trtllm.gateway.name" . }}"
 {{- end -}}
+
+{{/* --workers of the gateway: gateway.workers, else the container's CPU limit (its request
+     without a limit) rounded down, at least 1: one process per CPU it may use. */}}
+{{- define "trtllm.gateway.workers" -}}
+{{- $gw := .Values.gateway -}}
+{{- if $gw.workers -}}
+{{- $gw.workers -}}
+{{- else -}}
+{{- $res := $gw.resources | default dict -}}
+{{- $cpu := dig "limits" "cpu" (dig "requests" "cpu" "1" $res) $res | toString -}}
+{{- $cpus := 0 -}}
+{{- if regexMatch "^[0-9]+m$" $cpu -}}
+{{- $cpus = div (atoi (trimSuffix "m" $cpu)) 1000 -}}
+{{- else if regexMatch "^[0-9]+(\\.[0-9]+)?$" $cpu -}}
+{{- $cpus = floor (float64 $cpu) | int -}}
+{{- else -}}
+{{- fail (printf "gateway.resources cpu %q: give CPUs (2, 1.5) or millicores (1500m), or set gateway.workers" $cpu) -}}
+{{- end -}}
+{{- max $cpus 1 -}}
+{{- end -}}
+{{- end -}}
