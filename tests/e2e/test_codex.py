@@ -8,6 +8,10 @@ points a custom provider at the gateway (``wire_api = "responses"``).
   back as a ``function_call_output``, which reaches the model as a tool result; the model
   answers and the turn completes. Over SSE, and over Codex's WebSocket transport
   (``supports_websockets = true`` on the provider).
+* A second turn (``codex exec resume --last``) over a scripted reasoning model: Codex
+  sends back, as ``store: false`` clients do, the first turn's reasoning item with its
+  ``encrypted_content``; the gateway opens it and the model reads its earlier reasoning
+  (a gateway with another ``--reasoning-key`` refuses it).
 * The real default model (8k context) with Codex's prompt trimmed (docs/gateway.md
   "Clients") behind a gateway that fills what Codex does not send (``--default-temperature
   0``, ``--default-max-output-tokens 256``): the turn completes. Untrimmed, the request is
@@ -22,6 +26,7 @@ when the binary is missing.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import os
 import re
@@ -90,12 +95,15 @@ supports_websockets = {str(websockets).lower()}
 """)
 
 
-async def run_codex(codex: Path, home: Path, work: Path, prompt: str, timeout: float = 50) -> Run:
-    """``codex exec --json`` as a subprocess (the event loop keeps serving the gateway)."""
+async def run_codex(codex: Path, home: Path, work: Path, prompt: str, timeout: float = 50,
+                    resume: bool = False) -> Run:
+    """``codex exec --json`` as a subprocess (the event loop keeps serving the gateway);
+    ``resume``: ``codex exec resume --last``, the next turn of the newest session in ``work``."""
     work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "CODEX_HOME": str(home), "GATEWAY_API_KEY": "dummy-key", "NO_COLOR": "1"}
+    command = ["exec", "resume", "--last"] if resume else ["exec", "--color", "never"]
     proc = await asyncio.create_subprocess_exec(
-        str(codex), "exec", "--json", "--strict-config", "--skip-git-repo-check", "--color", "never", prompt,
+        str(codex), *command, "--json", "--strict-config", "--skip-git-repo-check", prompt,
         cwd=work, env=env,
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
@@ -205,3 +213,81 @@ async def test_codex_untrimmed_prompt_is_refused_only_for_its_length(codex, gate
     run = await run_codex(codex, home, tmp_path / "work", "Say hello.")
     [failed] = [e for e in run.events if e["type"] == "turn.failed"]
     assert "ran out of room in the model's context window" in failed["error"]["message"], run.events
+
+
+THOUGHT = "The user's lucky number is 7321."
+#: A reasoning model's kind of template: earlier assistant turns render their reasoning as
+#: <think>...</think>, so the prompt shows whether the reasoning Codex sent back reached the model.
+REASONING_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n"
+    "{% if m.role == 'assistant' and m.reasoning_content %}<think>{{ m.reasoning_content }}</think>{% endif %}"
+    "{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+REMEMBERED = "I remember my reasoning."
+
+
+def _reasoning_reply(prompt: str) -> str:
+    if f"<think>{THOUGHT}</think>" in prompt:
+        return REMEMBERED
+    return "I have no earlier reasoning." if "What did you think?" in prompt else f"<think>{THOUGHT}</think>Noted."
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def reasoning_stack(tokenizer, tmp_path_factory):
+    """A scripted reasoning model (the `think` parser) behind two gateways with different
+    --reasoning-key: the second cannot open what the first sealed."""
+    templated = copy.copy(tokenizer)
+    templated.chat_template = REASONING_TEMPLATE
+    prompts: list[str] = []
+
+    def script(ids: list[int]) -> str:
+        prompts.append(templated.decode(ids))
+        return _reasoning_reply(prompts[-1])
+
+    engine = ScriptedEngine(templated, script, model_id="scripted-codex-reasoning", context=32768)
+    server = await serve_in_process(engine, tool_parser="hermes", reasoning_parser="think")
+    first, first_runner = await start_gateway(server.address, tmp_path_factory.mktemp("codex-reasoning"),
+                                              reasoning_key=("k1:" + "a" * 32,))
+    other, other_runner = await start_gateway(server.address, tmp_path_factory.mktemp("codex-other-key"),
+                                              reasoning_key=("k2:" + "b" * 32,))
+    yield first, other, prompts
+    for handle, runner in ((first, first_runner), (other, other_runner)):
+        await handle.client.close()
+        await runner.cleanup()
+    await server.stop()
+
+
+def _messages(run: Run) -> list[str]:
+    return [e["item"]["text"] for e in run.events
+            if e.get("type") == "item.completed" and e["item"].get("type") == "agent_message"]
+
+
+async def test_codex_resume_sends_the_encrypted_reasoning_back(codex, reasoning_stack, tmp_path):
+    """Turn one (``store: false``, ``include: ["reasoning.encrypted_content"]``, as Codex always
+    asks) leaves a reasoning item with encrypted content in Codex's session; ``codex exec
+    resume --last`` sends it back, the gateway opens it and the model reads its earlier
+    reasoning. Resumed against a gateway with another key, the same history is refused as
+    content this server cannot open: the reasoning came back encrypted, not as plain text."""
+    first, other, prompts = reasoning_stack
+    home, work = tmp_path / "codex-home", tmp_path / "work"
+    _config(home, first.base_url)
+    run = await run_codex(codex, home, work, "Think about my number.")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert _messages(run) == ["Noted."] and [e for e in run.events if e["type"] == "turn.completed"]
+    reasoning = [e["item"] for e in run.events
+                 if e.get("type") == "item.completed" and e["item"].get("type") == "reasoning"]
+    assert reasoning and THOUGHT in reasoning[0]["text"], run.events
+
+    seen = len(prompts)
+    resumed = await run_codex(codex, home, work, "What did you think?", resume=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [e for e in resumed.events if e["type"] == "turn.completed"], resumed.events
+    assert _messages(resumed) == [REMEMBERED]
+    [second] = prompts[seen:]
+    assert f"<|im_start|>assistant\n<think>{THOUGHT}</think>Noted.<|im_end|>" in second
+    assert second.index("Think about my number.") < second.index(THOUGHT) < second.index("What did you think?")
+
+    _config(home, other.base_url)
+    refused = await run_codex(codex, home, work, "What did you think?", resume=True)
+    assert len(prompts) == seen + 1, "the foreign-key gateway must refuse before the model runs"
+    failure = json.dumps([e for e in refused.events if e["type"] in ("turn.failed", "error")]) + refused.stderr
+    assert "invalid_encrypted_content" in failure and "sealed with key 'k1'" in failure, failure[-2000:]
