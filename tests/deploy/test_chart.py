@@ -18,10 +18,10 @@ from .crds import SCHEMAS, validate_crd_object
 K8S_VERSIONS = ("1.29.0", "1.37.0")  # Chart.yaml kubeVersion floor, newest bundled schemas
 
 DEFAULT_KINDS = {"ConfigMap": 1, "Deployment": 2, "NetworkPolicy": 1, "PersistentVolumeClaim": 1,
-                 "PodDisruptionBudget": 2, "Secret": 1, "Service": 2, "ServiceAccount": 1}
+                 "PodDisruptionBudget": 2, "Secret": 2, "Service": 2, "ServiceAccount": 1}
 MULTI_KINDS = {"ConfigMap": 1, "Deployment": 2, "HorizontalPodAutoscaler": 1, "Ingress": 1,
                "NetworkPolicy": 1, "PodDisruptionBudget": 2, "PrometheusRule": 1, "ScaledObject": 1,
-               "Secret": 2, "Service": 2, "ServiceAccount": 1, "ServiceMonitor": 2}
+               "Secret": 3, "Service": 2, "ServiceAccount": 1, "ServiceMonitor": 2}
 
 
 @pytest.mark.parametrize("values", [[], ["-f", str(MULTI_VALUES)]], ids=["default", "multi-replica-keda"])

@@ -96,6 +96,10 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- default (printf "%s-api-keys" (include "trtllm.gateway.name" .)) .Values.gateway.auth.existingSecret -}}
 {{- end -}}
 
+{{- define "trtllm.gateway.reasoningKeySecret" -}}
+{{- default (printf "%s-reasoning-key" (include "trtllm.gateway.name" .)) .Values.gateway.reasoningKey.existingSecret -}}
+{{- end -}}
+
 {{- define "trtllm.gateway.storeSecret" -}}
 {{- default (printf "%s-store" (include "trtllm.gateway.name" .)) .Values.gateway.store.external.existingSecret -}}
 {{- end -}}
