@@ -14,10 +14,17 @@ Cases: plain text, a stream, a call forced by ``tool_choice`` naming a function,
 structured output (``text.format`` json_schema, strict). The forced call and the structured
 output hold with a 135M model because the service constrains decoding with xgrammar;
 outputs are short and greedy.
+
+Reasoning, which the default model does not do, runs over a scripted engine (the service
+with the ``think`` parser, gRPC and the gateway are real) whose chat template renders an
+earlier assistant turn's reasoning as ``<think>...</think>``: the summary streams to the
+SDK, and a later turn shows whether the reasoning the SDK sent back (encrypted, stateless)
+or the gateway replayed (``previous_response_id``) reached the model.
 """
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import os
 import shutil
@@ -26,7 +33,11 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+import pytest_asyncio
 
+from tests.fixtures.gateway import start_gateway
+from tests.fixtures.scripted_engine import ScriptedEngine
+from tests.fixtures.service import serve_in_process
 from tests.integration.agentic_stack import cpu_guided
 
 pytestmark = pytest.mark.e2e
@@ -38,6 +49,20 @@ CITY = {"type": "object", "properties": {"city": {"type": "string"}}, "required"
 PERSON = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
           "required": ["name", "age"], "additionalProperties": False}
 TERMINAL = ("response.completed", "response.incomplete")
+TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n"
+    "{% if m.role == 'assistant' and m.reasoning_content %}<think>{{ m.reasoning_content }}</think>{% endif %}"
+    "{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+REASONING = "The user wants a thought."
+REMEMBERED = "I remembered my reasoning."
+
+
+def _reply(prompt: str) -> str:
+    if f"<think>{REASONING}</think>" in prompt:
+        return REMEMBERED
+    if prompt.rstrip().endswith("[[think]]<|im_end|>\n<|im_start|>assistant"):
+        return f"<think>{REASONING}</think>Noted."
+    return "I have no earlier reasoning."
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +81,19 @@ def node_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def guided() -> None:
     assert cpu_guided(), "forced calls and structured output need the CPU engine's guided decoding"
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def reasoning_gateway(tokenizer, tmp_path_factory):
+    templated = copy.copy(tokenizer)
+    templated.chat_template = TEMPLATE
+    server = await serve_in_process(ScriptedEngine(templated, lambda ids: _reply(templated.decode(ids))),
+                                    reasoning_parser="think")
+    handle, runner = await start_gateway(server.address, tmp_path_factory.mktemp("node-reasoning"))
+    yield handle
+    await handle.client.close()
+    await runner.cleanup()
+    await server.stop()
 
 
 async def run_node(node_dir: Path, script: str, case: str, base_url: str) -> dict:
@@ -126,6 +164,16 @@ async def test_openai_node_structured_output(node_dir, gateway, guided):
     assert (await stored(gateway, summary["id"]))["text"]["format"]["name"] == "person"
 
 
+async def test_openai_node_reasoning_round_trip(node_dir, reasoning_gateway):
+    summary = await run_node(node_dir, "openai_sdk.mjs", "reasoning", reasoning_gateway.base_url)
+    assert summary["summary"] == REASONING and summary["text"] == "Noted."
+    assert summary["items"] == ["reasoning", "message"]
+    assert summary["types"][3:8] == ["response.reasoning_summary_part.added", "response.reasoning_summary_text.delta",
+                                     "response.reasoning_summary_text.done", "response.reasoning_summary_part.done",
+                                     "response.output_item.done"], summary["types"]
+    assert summary["second"] == REMEMBERED  # the encrypted reasoning sent back reached the model
+
+
 # The Vercel AI SDK, Responses provider
 
 
@@ -166,3 +214,19 @@ async def test_ai_sdk_structured_output(node_dir, gateway, guided):
     jsonschema.validate(summary["output"], PERSON)
     fmt = (await stored(gateway, summary["id"]))["text"]["format"]
     assert fmt["type"] == "json_schema" and fmt["name"] == "person" and fmt["strict"] is True
+
+
+async def test_ai_sdk_reasoning_stateless_round_trip(node_dir, reasoning_gateway):
+    summary = await run_node(node_dir, "ai_sdk.mjs", "reasoning", reasoning_gateway.base_url)
+    assert summary["parts"] == ["start", "start-step", "reasoning-start", "reasoning-delta", "reasoning-end",
+                                "text-start", "text-delta", "text-end", "finish-step", "finish"], summary["parts"]
+    assert summary["reasoning"] == REASONING and summary["text"] == "Noted."
+    assert summary["sent"] == ["reasoning", "text"]
+    assert summary["second"] == REMEMBERED
+
+
+async def test_ai_sdk_previous_response_id(node_dir, reasoning_gateway):
+    summary = await run_node(node_dir, "ai_sdk.mjs", "chat", reasoning_gateway.base_url)
+    assert summary["first"] == "Noted." and summary["reasoning"] == REASONING
+    assert summary["second"] == REMEMBERED  # the stored reasoning was replayed
+    assert (await stored(reasoning_gateway, summary["id"]))["previous_response_id"] == summary["previousResponseId"]

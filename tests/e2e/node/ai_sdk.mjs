@@ -7,6 +7,11 @@
 //   tool    generateText with one tool forced by toolChoice {type: 'tool'}: the SDK parsed
 //           and validated the call's input with the tool's zod schema and ran the tool
 //   object  generateText with Output.object (json_schema, strict): the parsed object
+//   reasoning  streamText with reasoning summaries and store: false (the SDK asks for
+//           encrypted reasoning), then generateText with the first turn's response.messages
+//           in the history: the SDK sends the reasoning item back
+//   chat    generateText, then the next turn by providerOptions.openai.previousResponseId
+//           (the prompts of these two are the scripted engine's: '[[think]]' makes it reason)
 //
 // The provider validates every response body and stream chunk against its own schemas, so a
 // field it cannot read fails the run. Env: GATEWAY_BASE_URL, GATEWAY_API_KEY, GATEWAY_MODEL.
@@ -89,7 +94,35 @@ async function object() {
   return { ...summary(result), text: result.text, output: result.output };
 }
 
-const cases = { text, stream, tool, object };
+// Reasoning settings: 'default' is no model id the provider knows to reason, so it is forced.
+const thinking = { forceReasoning: true, reasoningSummary: 'auto' };
+
+async function reasoning() {
+  const providerOptions = { openai: { ...thinking, store: false } };
+  const first = streamText({ model, maxOutputTokens: 64, maxRetries: 0, prompt: '[[think]]', providerOptions });
+  const parts = [];
+  for await (const part of first.fullStream) {
+    if (part.type === 'error') throw part.error;
+    if (parts.at(-1) !== part.type) parts.push(part.type);
+  }
+  const messages = [{ role: 'user', content: '[[think]]' }, ...(await first.response).messages,
+                    { role: 'user', content: 'And now?' }];
+  const second = await generateText({ model, maxOutputTokens: 64, maxRetries: 0, messages, providerOptions });
+  const sent = messages[1].content.map((part) => part.type);
+  return { parts, reasoning: await first.reasoningText, text: await first.text, sent, second: second.text };
+}
+
+async function chat() {
+  const providerOptions = { openai: thinking };
+  const first = await generateText({ model, maxOutputTokens: 64, maxRetries: 0, prompt: '[[think]]', providerOptions });
+  const previousResponseId = first.providerMetadata.openai.responseId;
+  const second = await generateText({ model, maxOutputTokens: 64, maxRetries: 0, prompt: 'And now?',
+                                      providerOptions: { openai: { ...thinking, previousResponseId } } });
+  return { first: first.text, reasoning: first.reasoningText, previousResponseId, id: second.response.id,
+           second: second.text };
+}
+
+const cases = { text, stream, tool, object, reasoning, chat };
 const name = process.argv[2];
 if (!cases[name]) {
   console.error(`usage: node ai_sdk.mjs ${Object.keys(cases).join('|')}`);

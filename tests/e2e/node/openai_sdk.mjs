@@ -6,6 +6,9 @@
 //   tool        responses.parse with a zodResponsesFunction tool forced by tool_choice:
 //               one function_call whose parsed_arguments the SDK parsed from the wire
 //   structured  responses.parse with zodTextFormat (json_schema, strict): output_parsed
+//   reasoning   a stateless (store: false) turn streamed with reasoning.summary and
+//               encrypted reasoning, then the next turn with its output sent back as input
+//               (the prompts are the scripted engine's: '[[think]]' makes it reason)
 //
 // Env: GATEWAY_BASE_URL (http://host:port/v1), GATEWAY_API_KEY, GATEWAY_MODEL.
 // Prints one JSON summary on stdout; any failed check or SDK error exits non-zero.
@@ -78,7 +81,28 @@ async function structured() {
            format: response.text.format };
 }
 
-const cases = { text, stream, tool, structured };
+async function reasoning() {
+  const ask = { model, max_output_tokens: 64, store: false, reasoning: { summary: 'auto' },
+                include: ['reasoning.encrypted_content'] };
+  const stream = client.responses.stream({ ...ask, input: '[[think]]' });
+  const types = []; // repeats of one type collapsed
+  let summary = '';
+  for await (const event of stream) {
+    if (types.at(-1) !== event.type) types.push(event.type);
+    if (event.type === 'response.reasoning_summary_text.delta') summary += event.delta;
+  }
+  const first = await stream.finalResponse();
+  const [item] = first.output.filter((i) => i.type === 'reasoning');
+  assert.deepEqual(item.summary, [{ type: 'summary_text', text: summary }]);
+  assert.ok(item.encrypted_content, 'no encrypted_content');
+  const second = await client.responses.create({
+    ...ask, input: [{ role: 'user', content: '[[think]]' }, ...first.output, { role: 'user', content: 'And now?' }],
+  });
+  return { types, summary, text: first.output_text, second: second.output_text,
+           items: first.output.map((i) => i.type) };
+}
+
+const cases = { text, stream, tool, structured, reasoning };
 const name = process.argv[2];
 if (!cases[name]) {
   console.error(`usage: node openai_sdk.mjs ${Object.keys(cases).join('|')}`);
