@@ -8,9 +8,9 @@ Protocol: the OpenAI Responses create request (docs/responses-api.md §1). Polic
 * every other field is type- and range-checked by its validator in :data:`FIELDS`;
   ``null`` always means "use the default". The agentic fields (``tools``, ``tool_choice``,
   ``max_tool_calls``, ``reasoning``, ``text``) are validated in ``tools.py`` and
-  ``output_format.py``; option objects that change nothing here (``client_metadata``,
-  ``prompt_cache_options``, ``context_management``, ``moderation``, ``stream_options``...)
-  in ``request_options.py``. docs/gateway.md "Request fields" says what is done with each.
+  ``output_format.py``; the option objects (``client_metadata``, ``prompt_cache_options``,
+  ``context_management``, ``moderation``, ``stream_options``...) in ``request_options.py``.
+  docs/gateway.md "Request fields" says what is done with each.
 
 Defaults the gateway's settings may change: ``temperature`` (``--default-temperature``,
 OpenAI's 1.0) and ``max_output_tokens`` (``--default-max-output-tokens``, none); the

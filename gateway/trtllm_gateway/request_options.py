@@ -1,9 +1,10 @@
-"""Validators of the create request's option objects that change nothing this server does.
+"""Validators of the create request's option objects.
 
 Protocol: OpenAI Responses create fields (docs/responses-api.md §1; openai-python's
 ``ResponseCreateParams`` and OpenAI's OpenAPI ``CreateResponse``). Each value is type-checked
-(a bad type or value is a 400 naming the exact path) and then ignored, for the reason given
-with each validator (docs/gateway.md "Request fields"). The few values whose meaning this
+(a bad type or value is a 400 naming the exact path). ``context_management`` is honoured
+(``compaction.on_threshold``); the others are then ignored, for the reason given with each
+validator (docs/gateway.md "Request fields"). The few values whose meaning this
 server cannot honour at all are refused with 400 ``unsupported_parameter`` instead of being
 silently dropped: ``prompt_cache_options.prewarm: true`` (it asks for no output) and a
 ``moderation`` policy in ``block`` mode (no moderation model runs here, so nothing could be
@@ -77,8 +78,8 @@ def _threshold(name: str, value: Any) -> None:
 
 
 def context_management(name: str, value: Any) -> list[dict]:
-    """``[{type: "compaction", compact_threshold?}]``, validated (see docs/gateway.md
-    "Request fields" for what happens with it)."""
+    """``[{type: "compaction", compact_threshold?}]``: compaction inside a create, over the
+    threshold (``compaction.threshold``, docs/gateway.md "Compaction inside a create")."""
     if not isinstance(value, list) or not value:
         raise invalid(name, f"Invalid '{name}': expected a non-empty array of context management entries.")
     for i, entry in enumerate(value):
