@@ -7,6 +7,7 @@ any other prompt by saying whether it read the summary, the long old turn, or ne
 """
 from __future__ import annotations
 
+import aiohttp
 import pytest_asyncio
 from openai.types.responses import Response
 
@@ -116,6 +117,21 @@ async def test_previous_response_id_chains_read_the_compacted_window(stack):
     # the window (instructions, summary, answer, new message) is under the threshold: no new compaction
     assert [i.type for i in resp.output] == ["message"] and resp.output_text == "I read the summary."
     assert len(stack.prompts) == before + 1 and "apple1199" not in stack.prompts[-1]
+
+
+async def test_a_websocket_turn_is_compacted_and_its_remembered_history_stays_compact(stack):
+    from tests.integration.test_websocket import create, read_response
+
+    async with aiohttp.ClientSession() as session, \
+            session.ws_connect(stack.handle.base_url.replace("http", "ws", 1) + "/responses") as ws:
+        await ws.send_json(create(input=window(), store=False, context_management=COMPACT))
+        events, first = await read_response(ws)  # checked like an SSE stream
+        assert [e["type"] for e in events[2:4]] == ["response.output_item.added", "response.output_item.done"]
+        assert [i["type"] for i in first["output"]] == ["compaction", "message"]
+        # store: false, continued from the socket's memory: the summary stands for the old turns
+        await ws.send_json(create(input="Go on.", store=False, previous_response_id=first["id"]))
+        _, second = await read_response(ws)
+    assert answer(second) == "I read the summary." and "apple1199" not in stack.prompts[-1]
 
 
 async def test_background_responses_are_compacted_at_create(stack):
