@@ -7,13 +7,15 @@ stored streaming response is appended to the store (``stream_events``) with the
 keeps reading the log until a terminal event (``response.completed|incomplete|failed``),
 or until the log is complete without one (a cancelled response: its stream just ends).
 
-* Writing (:class:`EventLog`): events are queued and written by one flusher task per log,
-  which takes everything queued so far in one transaction (group commit: one write per
-  event when idle, bigger batches under load). A stored stream sends each event to its
-  client first and logs it right after (:class:`Delivery`, the driver's sink for SSE and
-  WebSocket alike), so the log never adds latency to the live stream; it lags the client
-  by at most one in-flight write. Its end is one fenced write of the final record, the
-  closing events and the end of the log, before the closing events are sent
+* Writing (:class:`EventLog`): events are queued and written in batches, one transaction
+  per batch: a log's first events at once (a stored stream's first write opens its job),
+  then at most one write per :attr:`LogHub.batch_s` (half of ``--event-poll-interval-s``)
+  with everything queued since, so a stream costs a few writes a second however fast it
+  runs. A stored stream queues each event for its log and then sends it to its client
+  (:class:`Delivery`, the driver's sink for SSE and WebSocket alike), so the log never adds
+  latency to the live stream; it lags the client by at most a batch interval and a write.
+  Its end is one fenced write of the final record, everything still queued, the closing
+  events and the end of the log, before the closing events are sent
   (:meth:`ResponseLog.end`), as a background job ends.
 * Ownership: a log is written by its job's owner only (``store.write_job`` is fenced by
   (replica, attempt)); a stored stream opens its job row on the first write
@@ -78,6 +80,12 @@ class LogHub:
     def lease_ms(self) -> int:
         return int(self.settings.job_lease_s * 1000)
 
+    @property
+    def batch_s(self) -> float:
+        """Least time between two writes of one log. Half a poll interval: a follower on
+        another replica sees events a poll late anyway, one here is woken by each write."""
+        return self.settings.event_poll_interval_s / 2
+
     def register(self, response_id: str, registration: Registration) -> None:
         self.owned[response_id] = registration
 
@@ -110,7 +118,8 @@ class JobLost(Exception):
 
 
 class EventLog:
-    """Appends one response's events, in order, through one flusher task (group commit).
+    """Appends one response's events, in order, in batches: at most one write per
+    ``hub.batch_s``, by a flusher task started when one is due (the module docstring).
 
     ``owner`` is the job's fencing token; a stored stream has none until ``opener`` (its
     first write, ``store.open_stream``) returns it. Writes never overlap: each runs in its
@@ -121,7 +130,10 @@ class EventLog:
                  opener: Callable[[list[LoggedEvent]], Awaitable[JobOwner]] | None = None) -> None:
         self.hub, self.response_id, self.owner, self._opener = hub, response_id, owner, opener
         self._queued: list[LoggedEvent] = []
-        self._flusher: asyncio.Task | None = None
+        self._flusher: asyncio.Task | None = None    # the batch being written
+        self._timer: asyncio.TimerHandle | None = None  # the next batch, once its time comes
+        self._due = 0.0                               # loop time before which no batch starts
+        self._held = False                            # finish() writes what is queued itself
         self._lock = asyncio.Lock()
         self.lost = False
 
@@ -134,20 +146,38 @@ class EventLog:
         if self.lost or not rows:
             return
         self._queued.extend(rows)
-        if self._flusher is None or self._flusher.done():
+        self._schedule()
+
+    def _schedule(self) -> None:
+        """Start the next batch now, or set a timer for when it is due."""
+        if self._flusher is not None or self._timer is not None or self._held or self.lost or not self._queued:
+            return
+        loop = asyncio.get_running_loop()
+        delay = self._due - loop.time()
+        if delay > 0:
+            self._timer = loop.call_later(delay, self._start)
+        else:
+            self._start()
+
+    def _start(self) -> None:
+        self._timer = None
+        if not self.lost:  # the lease went elsewhere while the batch waited: write nothing
             self._flusher = asyncio.ensure_future(self._flush())
 
     async def _flush(self) -> None:
-        while self._queued and not self.lost:
-            batch, self._queued = self._queued, []
-            try:
-                await self._write(batch)
-            except JobLost:
-                self.lost = True
-            except Exception:
-                log.warning("could not log events of %s", self.response_id, exc_info=True)
-                self._queued[:0] = batch
-                return
+        batch, self._queued = self._queued, []
+        self._due = asyncio.get_running_loop().time() + self.hub.batch_s
+        try:
+            await self._write(batch)
+        except JobLost:
+            self.lost = True
+        except Exception:  # kept queued: the next batch (or finish) writes them
+            log.warning("could not log events of %s", self.response_id, exc_info=True)
+            self._queued[:0] = batch
+            return
+        finally:
+            self._flusher = None
+        self._schedule()
 
     async def _write(self, batch: list[LoggedEvent], record: StoredResponse | None = None,
                      done: bool = False) -> None:
@@ -172,21 +202,29 @@ class EventLog:
 
     async def finish(self, events: Sequence[dict] = (), record: StoredResponse | None = None,
                      done: bool = True) -> None:
-        """Write everything queued plus ``events`` (and ``record``), and wait for it.
+        """Write everything queued plus ``events`` (and ``record``) now, and wait for it.
         Raises JobLost when the job is no longer ours (nothing is written then)."""
-        if self._flusher is not None:
-            await asyncio.shield(self._flusher)
-        if self.lost:
-            raise JobLost(self.response_id)
-        batch, self._queued = self._queued + [logged(e) for e in events], []
+        self._held = True  # no batch starts meanwhile: this write takes what is queued
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         try:
-            await self._write(batch, record, done)
-        except JobLost:
-            self.lost = True
-            raise
-        except StoreError:
-            self._queued[:0] = batch  # a retry writes them (with the same numbers)
-            raise
+            if self._flusher is not None:
+                await asyncio.shield(self._flusher)
+            if self.lost:
+                raise JobLost(self.response_id)
+            batch, self._queued = self._queued + [logged(e) for e in events], []
+            try:
+                await self._write(batch, record, done)
+            except JobLost:
+                self.lost = True
+                raise
+            except StoreError:
+                self._queued[:0] = batch  # a retry writes them (with the same numbers)
+                raise
+        finally:
+            self._held = done  # a finished log takes no more batches; otherwise they resume
+            self._schedule()
 
 
 STORE_FAILED = "The response was generated but could not be stored."
