@@ -127,6 +127,27 @@ async def test_write_job_finishes_atomically(store):
     assert await store.claim_jobs("b", 1, LEASE, now_ms=T0 + 10 * LEASE) == []
 
 
+async def test_append_events_writes_several_logs_each_fenced(replicas):
+    a, b, _ = replicas
+    owners = {}
+    for rid in ("resp_a1", "resp_a2", "resp_a3"):
+        await a.enqueue_job(queued(rid), {}, [ev(0, "response.queued")], now_ms=T0)
+        [job] = await a.claim_jobs("a", 1, LEASE, now_ms=T0)
+        owners[rid] = JobOwner("a", job.attempt)
+    await b.claim_jobs("b", 3, LEASE, now_ms=T0 + LEASE + 1)  # every lease expired: all go to b
+    owners["resp_a2"] = JobOwner("b", 2)  # ... and b writes resp_a2 alongside a's two stale owners
+    bad = LoggedEvent(1, "response.output_text.delta", "\x00")  # no row can hold a NUL
+    done = await b.append_events([(owners["resp_a1"], "resp_a1", [ev(1), ev(2)]),
+                                  (owners["resp_a2"], "resp_a2", [ev(1), ev(2)]),
+                                  (owners["resp_a3"], "resp_a3", [ev(1)])])
+    assert (done.lost, done.refused) == ({"resp_a1", "resp_a3"}, set())
+    refused = await b.append_events([(owners["resp_a2"], "resp_a2", [bad]), (JobOwner("b", 2), "resp_a3", [ev(1)])])
+    assert (refused.lost, refused.refused) == (set(), {"resp_a2"})
+    logs = {rid: [e.sequence_number for e in (await b.read_events(rid, "t1", -1, 9)).events] for rid in owners}
+    assert logs == {"resp_a1": [0], "resp_a2": [0, 1, 2], "resp_a3": [0, 1]}
+    assert (await b.append_events([])).lost == set()
+
+
 async def test_duplicate_sequence_number_is_refused_whole(store):
     await store.enqueue_job(queued("resp_dup"), {}, [ev(0, "response.queued")], now_ms=T0)
     [job] = await store.claim_jobs("a", 1, LEASE, now_ms=T0)

@@ -130,6 +130,12 @@ class EventPage:
 
 
 @dataclass
+class Appended:  # what JobsAndEvents.append_events did not write, by response id
+    lost: set[str]           # no longer the writer's job (as write_job's False)
+    refused: set[str]        # events no row can hold (InvalidRecord for write_job)
+
+
+@dataclass
 class JobWatch:
     lost: set[str]           # no longer this owner's (re-claimed, deleted, done): stop, write nothing
     cancel: set[str]         # still owned, and a cancel was requested
@@ -277,6 +283,11 @@ class JobsAndEvents(abc.ABC):
         """Atomically, only while ``owner`` holds the running job: append ``events``, save
         ``record`` (as ``save``) and, with ``done``, finish the job (its log is complete).
         False, with nothing written, when the owner lost the job."""
+
+    @abc.abstractmethod
+    async def append_events(self, logs: Sequence[tuple[JobOwner, str, Sequence[LoggedEvent]]]) -> Appended:
+        """(owner, response id, events) of several jobs in one transaction, each fenced as
+        by ``write_job``: a job lost to its owner, or whose events are refused, gets none."""
 
     @abc.abstractmethod
     async def request_cancel(self, response_id: str, tenant: str, replica: str, lease_ms: int,

@@ -6,10 +6,11 @@ A mixin of ``sql.SQLStore``, whose transactions it uses:
   LOCKED)``: in PostgreSQL concurrent claimers skip each other's rows instead of waiting;
   in SQLite the one writer (``BEGIN IMMEDIATE``) claims alone. Two claimers never get one
   job, and an expired lease hands a crashed replica's job on;
-* every fenced write (``write_job``) first reads the job row ``FOR UPDATE`` and checks
-  ``(claimed_by, attempts, state)``. A claimer's update of the row waits for that lock and
-  a writer coming after a re-claim sees the new owner, so a replica that lost its lease
-  never appends to, or finishes, a job another replica now runs;
+* every fenced write (``write_job``; ``append_events``, several jobs' events at once) first
+  reads the job rows ``FOR UPDATE`` and checks ``(claimed_by, attempts, state)``. A
+  claimer's update of a row waits for that lock and a writer coming after a re-claim sees
+  the new owner, so a replica that lost its lease never appends to, or finishes, a job
+  another replica now runs;
 * leases are renewed, and cancel flags read, for all of a replica's jobs in one statement
   (polled: ``LISTEN``/``NOTIFY`` would need a connection held outside the pool);
 * ``read_events`` reads the response's status, the log's end and the job's state in one
@@ -28,8 +29,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import codec
 from .base import (
+    Appended,
     CancelResult,
     EventPage,
+    InvalidRecord,
     Job,
     JobOwner,
     JobsAndEvents,
@@ -135,6 +138,28 @@ class SQLJobs(SQLBase, JobsAndEvents):
             return True
 
         return await self._write(body)
+
+    async def append_events(self, logs: Sequence[tuple[JobOwner, str, Sequence[LoggedEvent]]]) -> Appended:
+        rows: dict[str, list[dict]] = {}
+        refused: set[str] = set()
+        for _owner, response_id, events in logs:
+            try:
+                rows[response_id] = codec.event_rows(response_id, events)
+            except InvalidRecord:
+                refused.add(response_id)
+        keys = [(rid, owner.replica, owner.attempt) for owner, rid, _ in logs if rid in rows]
+        if not keys:
+            return Appended(set(), refused)
+        held = (select(jobs.c.response_id).with_for_update()
+                .where(tuple_(jobs.c.response_id, jobs.c.claimed_by, jobs.c.attempts).in_(keys), _RUNNING)
+                .order_by(jobs.c.response_id))  # rows locked in one order
+
+        async def body(conn: AsyncConnection) -> set[str]:
+            owned = {row.response_id for row in (await conn.execute(held)).all()}
+            await _append(conn, [row for rid in owned for row in rows[rid]])
+            return set(rows) - owned
+
+        return Appended(await self._write(body), refused)
 
     async def request_cancel(self, response_id: str, tenant: str, replica: str, lease_ms: int,
                              *, now_ms: int | None = None) -> CancelResult:
