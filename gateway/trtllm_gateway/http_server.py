@@ -112,16 +112,25 @@ class GatewayRequestHandler(RequestHandler):
 
 
 class GatewayServer(web.Server):
-    """Makes :class:`GatewayRequestHandler` protocols, up to ``max_connections`` at once."""
+    """Makes :class:`GatewayRequestHandler` protocols, up to ``max_connections`` at once.
+    ``on_close`` (a worker's, ``workers.py``) is called once for every connection that ends."""
 
     def __init__(self, *args, max_connections: int, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.max_connections = max_connections
+        self.on_close: Callable[[], None] | None = None
 
     def __call__(self) -> asyncio.Protocol:  # type: ignore[override]
         if len(self._connections) >= self.max_connections:
+            if self.on_close is not None:
+                self._loop.call_soon(self.on_close)  # _Refused closes it at once
             return _Refused()
         return GatewayRequestHandler(self, loop=self._loop, **self._kwargs)
+
+    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
+        super().connection_lost(handler, exc)
+        if self.on_close is not None:
+            self.on_close()
 
 
 class GatewayRunner(web.AppRunner):

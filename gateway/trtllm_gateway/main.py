@@ -1,8 +1,9 @@
 """``trtllm-responses-gateway``: parse settings, serve the Responses API until SIGTERM/SIGINT.
 
 ``--workers`` 1 serves in this process. More (the default: the CPUs the cgroup allows) makes
-this process a parent that binds the port and supervises that many worker processes, each
-running :func:`serve` on the sockets it was handed (``workers.py``).
+this process a parent that binds the port, supervises that many worker processes and hands
+each accepted connection to one of them (``supervisor.py``); a worker runs :func:`serve` on
+the connections it is handed (``workers.py``).
 
 Shutdown: the listening socket closes first (no new requests), open requests and streams
 get up to ``--shutdown-timeout-s`` to finish, background saves complete, then the store and
@@ -21,7 +22,7 @@ from aiohttp import web
 
 from trtllm_common.logs import setup_logging
 
-from . import workers
+from . import supervisor, workers
 from .settings import GatewaySettings, parse_settings
 from .store import StoreError
 
@@ -29,9 +30,10 @@ log = logging.getLogger("trtllm_gateway")
 
 
 async def serve(settings: GatewaySettings, worker: workers.WorkerSlot | None = None) -> None:
-    """Serves until SIGTERM/SIGINT: on ``settings.host:port``, or on a worker's inherited sockets."""
+    """Serves until SIGTERM/SIGINT: on ``settings.host:port``, or, in a worker, the connections
+    its parent hands it."""
     from .app import build_app  # here, not at import: a supervising parent never loads the app
-    from .http_server import make_runner
+    from .http_server import GatewayServer, make_runner
 
     app = build_app(settings)
     if worker is not None:
@@ -39,18 +41,16 @@ async def serve(settings: GatewaySettings, worker: workers.WorkerSlot | None = N
     runner = make_runner(app, settings)
     await runner.setup()
     try:
-        if worker is None:
-            await web.TCPSite(runner, settings.host, settings.port, reuse_address=True).start()
-        else:
-            for sock in worker.sockets:
-                await web.SockSite(runner, sock, backlog=workers.BACKLOG).start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         if worker is not None:
-            worker.serving(stop.set)
+            if isinstance(runner.server, GatewayServer):
+                runner.server.on_close = worker.closed
+            await workers.HandedSite(runner, worker, stop.set).start()
         else:
+            await web.TCPSite(runner, settings.host, settings.port, reuse_address=True).start()
             port = runner.addresses[0][1] if runner.addresses else settings.port
             print(f"trtllm-responses-gateway: listening on http://{settings.host}:{port}/v1 "
                   f"(service {', '.join(settings.service)})", file=sys.stderr, flush=True)
@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         count = 1 if worker is not None else workers.worker_count(settings)
         if count > 1:
-            return workers.supervise(settings, count, sys.argv[1:] if argv is None else argv)
+            return supervisor.supervise(settings, count, sys.argv[1:] if argv is None else argv)
         asyncio.run(serve(settings, worker))
     except (StoreError, OSError) as exc:
         log.error("cannot start the gateway: %s", exc)

@@ -5,8 +5,8 @@ responses behind WebSocket turns) is, whichever worker a request lands on.
 The shipped console scripts run: ``trtllm-responses-service --engine sim`` (200 tokens/s per
 request) and ``trtllm-responses-gateway --workers 2`` on a SQLite file. Each response names
 its worker in ``X-Gateway-Worker``; a client reaches a chosen worker by opening connections
-(the kernel spreads them over the workers' sockets) until one lands there, and keeps it
-(one keep-alive connection per session). The last test stops the gateway with SIGTERM.
+(the parent hands each to the worker with the fewest open ones) until one lands there, and
+keeps it (one keep-alive connection per session). The last test stops the gateway with SIGTERM.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ SIM = ("--engine", "sim", "--sim-ttft-ms", "0", "--sim-tokens-per-s", "200", "--
        "--log-format", "text")
 FLAGS = ("--workers", "2", "--event-poll-interval-s", "0.1", "--log-format", "text")
 WORKERS = ("0", "1")
-TRIES = 64  # connections opened to reach one worker: each lands on either with probability 1/2
+TRIES = 64  # connections opened to reach one worker
 CREATES = ("trtllm_gateway_http_requests_total", {"route": "/v1/responses", "method": "POST", "status": "200"})
 
 
@@ -225,6 +225,8 @@ async def test_a_dead_worker_is_started_again_and_its_counts_stay(gateway: Gatew
     dead = gateway.pids()["1"]
     os.kill(dead, signal.SIGKILL)
     assert await until(holds(lambda: gateway.pids()["1"] != dead), 60, 0.2), gateway.log_path.read_text()
+    serves = f"worker 1 (pid {gateway.pids()['1']}) serves"
+    assert await until(holds(lambda: serves in gateway.log_path.read_text()), 120, 0.2)
     session, _ = await pinned(gateway.root, "1")  # the new worker serves on the same port
     await session.close()
     assert re.search(rf"worker 1 \(pid {dead}\) was killed by SIGKILL", gateway.log_path.read_text())

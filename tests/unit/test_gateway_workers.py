@@ -1,6 +1,6 @@
 """The default of ``--workers``: the CPUs the cgroup allows, read from cgroup files laid out
-as the kernel does (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``), in a temporary directory; and
-the sockets a supervising parent binds (one SO_REUSEPORT socket per worker slot, one port)."""
+as the kernel does (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``), in a temporary directory; the
+socket a supervising parent binds, and a worker's slot as it reads it."""
 from __future__ import annotations
 
 import os
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from trtllm_gateway import workers
+from trtllm_gateway import supervisor, workers
 from trtllm_gateway.settings import GatewaySettings, parse_settings
 
 AFFINITY = len(os.sched_getaffinity(0))
@@ -75,31 +75,30 @@ def test_settings_refuse_workers_over_a_private_store() -> None:
             parse_settings(argv)
 
 
-def test_bind_gives_every_slot_its_own_socket_on_one_port() -> None:
-    slots = workers.bind("127.0.0.1", 0, 3)
+def test_the_parent_binds_one_port_and_accepts_without_blocking() -> None:
+    listeners = supervisor.bind("127.0.0.1", 0)
     try:
-        ports = {sock.getsockname()[1] for group in slots for sock in group}
-        assert len(ports) == 1 and all(len(group) == 1 for group in slots)
-        assert all(sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) for group in slots for sock in group)
-        with socket.create_connection(("127.0.0.1", ports.pop()), timeout=5):
-            pass  # the kernel queues it on one of the listening sockets
+        assert len(listeners) == 1 and listeners[0].getsockname()[1] > 0
+        with pytest.raises(BlockingIOError):
+            listeners[0].accept()  # the parent's loop takes connections when the socket is readable
+        with socket.create_connection(listeners[0].getsockname(), timeout=5):
+            pass
     finally:
-        for group in slots:
-            for sock in group:
-                sock.close()
+        for sock in listeners:
+            sock.close()
 
 
 def test_a_worker_reads_its_slot_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    listener = socket.create_server(("127.0.0.1", 0))
     theirs, mine = socket.socketpair()
-    monkeypatch.setenv(workers.WORKER_ENV, f"2:{theirs.fileno()}:{listener.fileno()}")
+    monkeypatch.setenv(workers.WORKER_ENV, f"2:{theirs.fileno()}")
     slot = workers.inherited()
     try:
-        assert slot is not None and slot.index == 2 and slot.control == theirs.fileno()
-        assert slot.sockets[0].getsockname() == listener.getsockname()
+        assert slot is not None and slot.index == 2 and slot.control.fileno() == theirs.fileno()
         assert workers.WORKER_ENV not in os.environ and workers.inherited() is None
+        slot.closed()
+        assert mine.recv(1) == workers.CLOSED  # what the parent counts
     finally:
         assert slot is not None
-        slot.sockets[0].detach()  # the same descriptor as `listener`
-        for sock in (listener, theirs, mine):
+        slot.control.detach()  # the same descriptor as `theirs`
+        for sock in (theirs, mine):
             sock.close()
