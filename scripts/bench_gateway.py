@@ -26,12 +26,10 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import aiohttp
@@ -42,19 +40,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 # The project's packages import after the path is set (E402).
 import bench_gateway_sim  # noqa: E402
+from bench_gateway_sim import free_port, pct, wait_ready  # noqa: E402  (one copy, both scripts)
 
 from trtllm_responses.inference.v1 import inference_pb2 as pb  # noqa: E402
 from trtllm_responses.inference.v1 import inference_pb2_grpc as pb_grpc  # noqa: E402
 
 PROMPTS = ["Tell me about the history of bread.", "Explain how rainbows form.",
            "Write a short poem about autumn.", "What makes a good cup of tea?"]
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
 
 def new_stats() -> dict:
@@ -172,25 +164,6 @@ async def bench(service: str, gateway: str, levels: list[int], per_client: int, 
     await channel.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{proc.args[0]} exited with {proc.returncode}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        time.sleep(0.5)
-    raise SystemExit(f"{url} not ready within {timeout}s")
-
-
 @contextlib.contextmanager
 def own_stack(max_batch_size: int):
     """Service + gateway subprocesses on free ports; yields (service address, gateway URL)."""
@@ -204,7 +177,7 @@ def own_stack(max_batch_size: int):
                                    "--service", f"127.0.0.1:{sport}", "--store-url", f"sqlite:///{tmp}/bench.db"],
                                   env=env, stdout=subprocess.DEVNULL, stderr=open(f"{tmp}/gateway.log", "wb")))
     try:
-        wait_ready(f"http://127.0.0.1:{gport}/readyz", procs[0], 300)
+        wait_ready(f"http://127.0.0.1:{gport}/readyz", procs, 300, log=Path(f"{tmp}/gateway.log"))
         yield f"127.0.0.1:{sport}", f"http://127.0.0.1:{gport}"
     finally:
         for proc in reversed(procs):

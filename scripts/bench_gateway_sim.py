@@ -10,11 +10,18 @@ subprocesses (sqlite store in a temporary directory):
    utime+stime from /proc/<pid>/stat of the gateway and every process under it (workers),
    read before and after each row. An SSE event is one `event:`/`data:` block the client
    received; a JSON reply has no events, so its row is per output token. The service
-   coalesces while a stream is behind, so there can be fewer events than tokens.
+   coalesces while a stream is behind, so there can be fewer events than tokens. Each row
+   also gives throughput (responses/s, events/s, tokens/s), the CPU seconds of the service
+   and of this client (`svc_s`, `cli_s`: on a small machine they share the cores with the
+   gateway, and `busy` says how much of all cores the three used), and which gateway worker
+   served how many requests (`X-Gateway-Worker`). With several `--workers` values, one table each
+   and then the throughput of each against the first count's.
 2. Added latency. The service paces tokens (`--latency-rate` per request, no TTFT) and the
    same requests go straight to `Generate` and through the gateway (SSE), at each
-   `--latency-levels` concurrency: TTFT and inter-event gap, p50/p99, and the difference.
-Timings are printed, never asserted.
+   `--latency-levels` concurrency: TTFT and inter-event gap, p50/p99, and the difference
+   (one table per `--workers` value).
+Timings are printed, never asserted. `wait_ready`, `free_port` and `pct` serve
+bench_gateway.py too.
 """
 from __future__ import annotations
 
@@ -76,7 +83,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_ready(url: str, procs: list[subprocess.Popen], timeout: float = 120) -> None:
+def wait_ready(url: str, procs: list[subprocess.Popen], timeout: float = 120, log: Path | None = None) -> None:
+    """Until `url` answers 200 (and `log` says the gateway listens: every worker serves), or
+    SystemExit when one of `procs` exits or `timeout` passes."""
     import urllib.request
 
     deadline = time.monotonic() + timeout
@@ -86,7 +95,7 @@ def wait_ready(url: str, procs: list[subprocess.Popen], timeout: float = 120) ->
                 raise SystemExit(f"{proc.args[0]} exited with {proc.returncode}")
         with contextlib.suppress(OSError):
             with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
+                if r.status == 200 and (log is None or "listening on" in log.read_text(errors="replace")):
                     return
         time.sleep(0.3)
     raise SystemExit(f"{url} not ready within {timeout}s")
@@ -97,6 +106,7 @@ class Stack:
     service: str
     gateway: str
     gateway_pid: int
+    service_pid: int
 
 
 @contextlib.contextmanager
@@ -114,8 +124,8 @@ def sim_stack(sim_args: list[str], gateway_args: list[str]) -> Iterator[Stack]:
          "--store-url", f"sqlite:///{tmp}/bench.db", "--log-level", "WARNING", *gateway_args],
         env=env, stdout=subprocess.DEVNULL, stderr=open(f"{tmp}/gateway.log", "wb"))
     try:
-        wait_ready(f"http://127.0.0.1:{gport}/readyz", [service, gateway])
-        yield Stack(f"127.0.0.1:{sport}", f"http://127.0.0.1:{gport}", gateway.pid)
+        wait_ready(f"http://127.0.0.1:{gport}/readyz", [service, gateway], log=Path(f"{tmp}/gateway.log"))
+        yield Stack(f"127.0.0.1:{sport}", f"http://127.0.0.1:{gport}", gateway.pid, service.pid)
     finally:
         for proc in (gateway, service):
             proc.terminate()
@@ -132,6 +142,11 @@ class Tally:
     errors: int = 0
     ttft: list[float] = field(default_factory=list)
     gaps: list[float] = field(default_factory=list)
+    served: dict[str, int] = field(default_factory=dict)  # gateway worker -> requests
+
+    def count_worker(self, resp: aiohttp.ClientResponse) -> None:
+        worker = resp.headers.get("X-Gateway-Worker", "-")
+        self.served[worker] = self.served.get(worker, 0) + 1
 
 
 def body(tokens: int, store: bool, stream: bool) -> dict:
@@ -146,6 +161,7 @@ async def sse_request(session: aiohttp.ClientSession, payload: dict, out: Tally,
     start = last = time.perf_counter()
     carry, tail, first = b"", b"", True
     async with session.post("/v1/responses", json=payload) as resp:
+        out.count_worker(resp)
         if resp.status != 200:
             out.errors += 1
             return
@@ -167,6 +183,7 @@ async def sse_request(session: aiohttp.ClientSession, payload: dict, out: Tally,
 
 async def json_request(session: aiohttp.ClientSession, payload: dict, out: Tally, timed: bool) -> None:
     async with session.post("/v1/responses", json=payload) as resp:
+        out.count_worker(resp)
         reply = await resp.json(content_type=None)
     if resp.status != 200:
         out.errors += 1
@@ -214,29 +231,79 @@ def session(base_url: str, limit: int) -> aiohttp.ClientSession:
 
 
 # ------------------------------------------------------------------ the two parts
-async def cpu_rows(stack: Stack, connections: int, requests: int, tokens: int) -> list[str]:
+async def warm_up(http: aiohttp.ClientSession, connections: int) -> None:
+    """Short streams on `connections` connections at once, so every gateway worker has served
+    (model info cached, gRPC channel up) before anything is measured."""
+    await asyncio.gather(*(sse_request(http, body(4, False, True), Tally(), False) for _ in range(connections)))
+
+
+@dataclass
+class Row:
+    kind: str
+    store: bool
+    out: Tally
+    spent: float  # gateway CPU seconds
+    wall: float
+    others: tuple[float, float]  # CPU seconds of the service and of this client
+
+    def key(self) -> str:
+        return f"{self.kind:5} {'on' if self.store else 'off':5}"
+
+    def per_s(self) -> tuple[float, float]:
+        """(responses/s, events/s; JSON: tokens/s)."""
+        return self.out.requests / self.wall, (self.out.events if self.kind == "SSE" else self.out.tokens) / self.wall
+
+
+CPU_HEADER = (f"{'path':5} {'store':5} {'reqs':>5} {'tokens':>8} {'events':>8} {'cpu_s':>7} {'us/event':>8} "
+              f"{'events/cpu_s':>10} {'us/token':>8} {'resp/s':>7} {'events/s':>9} {'tok/s':>9} {'err':>4} "
+              f"{'svc_s':>6} {'cli_s':>6} {'busy':>5}  served by worker")
+
+
+async def cpu_rows(stack: Stack, connections: int, requests: int, tokens: int) -> list[Row]:
     rows = []
     async with session(stack.gateway, connections) as http:
-        await sse_request(http, body(16, False, True), Tally(), False)  # warm-up: model info, channel
+        await warm_up(http, connections)
         for kind, store in (("SSE", False), ("SSE", True), ("JSON", False), ("JSON", True)):
             fn = sse_request if kind == "SSE" else json_request
             payload = body(tokens, store, kind == "SSE")
-            before = cpu_seconds(stack.gateway_pid)
+            before = cpu_seconds(stack.gateway_pid), cpu_seconds(stack.service_pid), time.process_time()
             out, wall = await run_clients(connections, requests, lambda t, p=payload, f=fn: f(http, p, t, False))
-            spent = cpu_seconds(stack.gateway_pid) - before
-            rows.append(cpu_row(kind, store, out, spent, wall))
-            print(rows[-1], flush=True)
+            others = cpu_seconds(stack.service_pid) - before[1], time.process_time() - before[2]
+            rows.append(Row(kind, store, out, cpu_seconds(stack.gateway_pid) - before[0], wall, others))
+            print(cpu_row(rows[-1]), flush=True)
     return rows
 
 
-def cpu_row(kind: str, store: bool, out: Tally, spent: float, wall: float) -> str:
-    per = out.events if kind == "SSE" else out.tokens
+def cpu_row(row: Row) -> str:
+    out, spent = row.out, row.spent
+    per = out.events if row.kind == "SSE" else out.tokens
     us = spent / per * 1e6 if per else float("nan")
     rate = per / spent if spent else float("nan")
-    events = f"{out.events:8}" if kind == "SSE" else f"{'-':>8}"
-    return (f"{kind:5} {'on' if store else 'off':5} {out.requests:5} {out.tokens:8} {events} {spent:7.2f} "
+    events = f"{out.events:8}" if row.kind == "SSE" else f"{'-':>8}"
+    responses, events_s = row.per_s()
+    served = " ".join(f"{w}:{n}" for w, n in sorted(out.served.items()))
+    busy = (spent + sum(row.others)) / row.wall / len(os.sched_getaffinity(0))  # of the machine's CPUs
+    return (f"{row.key()} {out.requests:5} {out.tokens:8} {events} {spent:7.2f} "
             f"{us:8.1f} {rate:10.0f} {spent / out.tokens * 1e6 if out.tokens else float('nan'):8.1f} "
-            f"{out.tokens / wall:9.0f} {out.errors:4}")
+            f"{responses:7.2f} {events_s:9.0f} {out.tokens / row.wall:9.0f} {out.errors:4} "
+            f"{row.others[0]:6.2f} {row.others[1]:6.2f} {busy:5.0%}  {served}")
+
+
+LATENCY_HEADER = (f"{'path':8} {'conc':>5} {'ttft_p50':>8} {'ttft_p99':>8} {'gap_p50':>8} {'gap_p99':>8} "
+                  f"{'errors':>6}  (ms)")
+
+
+def scaling(tables: dict[int | None, list[Row]]) -> None:
+    """Throughput of each worker count against the first's, row by row (same load)."""
+    counts = list(tables)
+    print(f"\n## Throughput by gateway workers (x: against {counts[0]} worker(s); JSON events are tokens)")
+    print(f"{'path':5} {'store':5} " + " ".join(f"{f'{n}w resp/s':>10} {f'{n}w ev/s':>9} {'x':>5}" for n in counts))
+    for i, first in enumerate(tables[counts[0]]):
+        cells = []
+        for n in counts:
+            responses, events_s = tables[n][i].per_s()
+            cells.append(f"{responses:10.2f} {events_s:9.0f} {responses / first.per_s()[0]:5.2f}")
+        print(f"{first.key()} " + " ".join(cells))
 
 
 def pct(values: list[float], q: float) -> float:
@@ -251,7 +318,7 @@ async def latency_rows(stack: Stack, levels: list[int], tokens: int, rounds: int
     stub = pb_grpc.InferenceServiceStub(channel)
     async with session(stack.gateway, max(levels)) as http:
         await direct_request(stub, 4, Tally())
-        await sse_request(http, body(4, False, True), Tally(), True)
+        await warm_up(http, min(levels))
         for level in levels:
             total = level * rounds
             direct, _ = await run_clients(level, total, lambda t: direct_request(stub, tokens, t))
@@ -273,24 +340,31 @@ def run(args) -> None:
     """Both parts, per `args` (see bench_gateway.py's --sim options)."""
     print(f"# gateway on the simulator engine  CPU: {cpu_model()}  cores: {len(os.sched_getaffinity(0))}  "
           f"load average at start: {os.getloadavg()[0]:.1f}")
-    for workers in args.workers or [None]:
-        extra = [*args.gateway_arg, *(["--workers", str(workers)] if workers else [])]
+    counts = args.workers or [None]
+    tables = {}
+    for workers in counts:
         rate = f"{args.cpu_rate:g} tokens/s per request" if args.cpu_rate else "tokens as fast as possible"
         print(f"\n## CPU per event: {args.connections} connections, {args.answer_tokens}-token answers, {rate}, "
               f"gateway workers: {workers or 'default'}")
-        print(f"{'path':5} {'store':5} {'reqs':>5} {'tokens':>8} {'events':>8} {'cpu_s':>7} {'us/event':>8} "
-              f"{'events/cpu_s':>10} {'us/token':>8} {'tok/s':>9} {'err':>4}")
+        print(CPU_HEADER)
         with sim_stack(["--sim-tokens-per-s", str(args.cpu_rate), "--sim-ttft-ms", "0", "--sim-output-tokens",
-                        str(args.answer_tokens)], extra) as stack:
-            asyncio.run(cpu_rows(stack, args.connections, args.cpu_requests, args.answer_tokens))
+                        str(args.answer_tokens)], gateway_args(args, workers)) as stack:
+            tables[workers] = asyncio.run(cpu_rows(stack, args.connections, args.cpu_requests, args.answer_tokens))
         print("(JSON rows: us/event and events/cpu_s are per output token)")
+    if len(counts) > 1:
+        scaling(tables)
     levels = [level for level in args.latency_levels if not (args.quick and level > 64)]
-    print(f"\n## Added latency: {args.latency_rate:g} tokens/s per request, {args.latency_tokens}-token answers, "
-          f"SSE, store off")
-    print(f"{'path':8} {'conc':>5} {'ttft_p50':>8} {'ttft_p99':>8} {'gap_p50':>8} {'gap_p99':>8} {'errors':>6}  (ms)")
-    with sim_stack(["--sim-tokens-per-s", str(args.latency_rate), "--sim-ttft-ms", "0", "--sim-output-tokens",
-                    str(args.latency_tokens)], list(args.gateway_arg)) as stack:
-        asyncio.run(latency_rows(stack, levels, args.latency_tokens, args.latency_rounds))
+    for workers in counts:
+        print(f"\n## Added latency: {args.latency_rate:g} tokens/s per request, {args.latency_tokens}-token answers, "
+              f"SSE, store off, gateway workers: {workers or 'default'}")
+        print(LATENCY_HEADER)
+        with sim_stack(["--sim-tokens-per-s", str(args.latency_rate), "--sim-ttft-ms", "0", "--sim-output-tokens",
+                        str(args.latency_tokens)], gateway_args(args, workers)) as stack:
+            asyncio.run(latency_rows(stack, levels, args.latency_tokens, args.latency_rounds))
+
+
+def gateway_args(args, workers: int | None) -> list[str]:
+    return [*args.gateway_arg, *(["--workers", str(workers)] if workers else [])]
 
 
 def add_arguments(parser) -> None:
@@ -307,5 +381,7 @@ def add_arguments(parser) -> None:
     group.add_argument("--latency-rate", type=float, default=50, help="tokens/s per request in the latency part")
     group.add_argument("--latency-tokens", type=int, default=64, help="tokens per answer in the latency part")
     group.add_argument("--latency-rounds", type=int, default=1, help="requests per client in the latency part")
-    group.add_argument("--workers", type=int, nargs="+", help="gateway --workers values, one CPU table each")
+    group.add_argument("--workers", type=int, nargs="+",
+                       help="gateway --workers values: a CPU table and a latency table each, then each one's "
+                       "throughput against the first's")
     group.add_argument("--gateway-arg", action="append", default=[], help="extra gateway flag (repeatable)")
