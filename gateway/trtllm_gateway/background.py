@@ -40,7 +40,8 @@ from trtllm_responses.inference.v1 import inference_pb2 as pb
 
 from . import driver, generation, job_endings
 from .errors import ApiError, to_api_error
-from .events import PAGE, EventLog, JobLost, LogHub, Registration
+from .event_log import EventLog, JobLost
+from .events import PAGE, LogHub, Registration
 from .objects import stored
 from .request import parse_create
 from .store import FINAL_STATUSES, Job, JobOwner, StoredResponse, StoreError

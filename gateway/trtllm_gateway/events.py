@@ -7,18 +7,17 @@ stored streaming response is appended to the store (``stream_events``) with the
 keeps reading the log until a terminal event (``response.completed|incomplete|failed``),
 or until the log is complete without one (a cancelled response: its stream just ends).
 
-* Writing (:class:`EventLog`): events are queued and written in batches, one transaction
-  per batch: a log's first events at once (a stored stream's first write opens its job),
-  then at most one write per :attr:`LogHub.batch_s` (half of ``--event-poll-interval-s``)
-  with everything queued since, so a stream costs a few writes a second however fast it
-  runs. A stored stream queues each event for its log and then sends it to its client
-  (:class:`Delivery`, the driver's sink for SSE and WebSocket alike), so the log never adds
-  latency to the live stream; it lags the client by at most a batch interval and a write.
-  Its end is one fenced write of the final record, everything still queued, the closing
-  events and the end of the log, before the closing events are sent
+* Writing (``event_log.py``): a log's events are queued and written in the background; a
+  log's first write opens it, then the replica writes the queued events of all its logs
+  together, at most once per :attr:`LogHub.batch_s` (half of ``--event-poll-interval-s``),
+  in one transaction. A stored stream queues each event for its log and then sends it to
+  its client (:class:`Delivery`, the driver's sink for SSE and WebSocket alike), so the log
+  never adds latency to the live stream; it lags the client by at most a batch interval
+  and a write. Its end is one fenced write of the final record, everything still queued,
+  the closing events and the end of the log, before the closing events are sent
   (:meth:`ResponseLog.end`), as a background job ends.
-* Ownership: a log is written by its job's owner only (``store.write_job`` is fenced by
-  (replica, attempt)); a stored stream opens its job row on the first write
+* Ownership: a log is written by its job's owner only (``store.write_job`` and
+  ``store.append_events`` are fenced by (replica, attempt)); a stored stream opens its job row on the first write
   (``store.open_stream``). The owner's :class:`LogHub` registration keeps the lease
   renewed (``background.py``'s watch loop); a log whose owner stops renewing is closed by
   another replica (recovery, ``background.py``).
@@ -35,26 +34,22 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from .errors import ApiError
+from .event_log import EventLog, LogBatcher, logged
 from .objects import stored
 from .settings import GatewaySettings
 from .sse import EventWriter, SSEWriter, encode, frame_raw
-from .store import JobOwner, LoggedEvent, ResponseStore, StoredResponse, StoreError
+from .store import JobOwner, LoggedEvent, ResponseStore, StoredResponse
 
 log = logging.getLogger("trtllm_gateway.events")
 
 TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 PAGE = 500  # events per store read while following
-
-
-def logged(event: dict) -> LoggedEvent:
-    """A numbered event as its log row (the exact JSON a client receives)."""
-    return LoggedEvent(event["sequence_number"], event["type"], encode(event))
 
 
 @dataclass
@@ -75,6 +70,7 @@ class LogHub:
         self.owned: dict[str, Registration] = {}
         self._wakeups: dict[str, set[asyncio.Event]] = {}
         self.closing = asyncio.Event()  # shutdown: followers end their streams
+        self.batcher = LogBatcher(self)
 
     @property
     def lease_ms(self) -> int:
@@ -111,120 +107,6 @@ class LogHub:
 
 
 LOGS = web.AppKey("event_logs", LogHub)
-
-
-class JobLost(Exception):
-    """The job's lease went to another replica: stop without writing anything more."""
-
-
-class EventLog:
-    """Appends one response's events, in order, in batches: at most one write per
-    ``hub.batch_s``, by a flusher task started when one is due (the module docstring).
-
-    ``owner`` is the job's fencing token; a stored stream has none until ``opener`` (its
-    first write, ``store.open_stream``) returns it. Writes never overlap: each runs in its
-    own task under a lock, so a cancelled caller cannot let a later write overtake it.
-    """
-
-    def __init__(self, hub: LogHub, response_id: str, owner: JobOwner | None = None,
-                 opener: Callable[[list[LoggedEvent]], Awaitable[JobOwner]] | None = None) -> None:
-        self.hub, self.response_id, self.owner, self._opener = hub, response_id, owner, opener
-        self._queued: list[LoggedEvent] = []
-        self._flusher: asyncio.Task | None = None    # the batch being written
-        self._timer: asyncio.TimerHandle | None = None  # the next batch, once its time comes
-        self._due = 0.0                               # loop time before which no batch starts
-        self._held = False                            # finish() writes what is queued itself
-        self._lock = asyncio.Lock()
-        self.lost = False
-
-    def add(self, events: list[dict]) -> None:
-        """Queue numbered events; they are written in the background."""
-        self.add_rows([logged(e) for e in events])
-
-    def add_rows(self, rows: list[LoggedEvent]) -> None:
-        """Queue events already encoded (``logged``)."""
-        if self.lost or not rows:
-            return
-        self._queued.extend(rows)
-        self._schedule()
-
-    def _schedule(self) -> None:
-        """Start the next batch now, or set a timer for when it is due."""
-        if self._flusher is not None or self._timer is not None or self._held or self.lost or not self._queued:
-            return
-        loop = asyncio.get_running_loop()
-        delay = self._due - loop.time()
-        if delay > 0:
-            self._timer = loop.call_later(delay, self._start)
-        else:
-            self._start()
-
-    def _start(self) -> None:
-        self._timer = None
-        if not self.lost:  # the lease went elsewhere while the batch waited: write nothing
-            self._flusher = asyncio.ensure_future(self._flush())
-
-    async def _flush(self) -> None:
-        batch, self._queued = self._queued, []
-        self._due = asyncio.get_running_loop().time() + self.hub.batch_s
-        try:
-            await self._write(batch)
-        except JobLost:
-            self.lost = True
-        except Exception:  # kept queued: the next batch (or finish) writes them
-            log.warning("could not log events of %s", self.response_id, exc_info=True)
-            self._queued[:0] = batch
-            return
-        finally:
-            self._flusher = None
-        self._schedule()
-
-    async def _write(self, batch: list[LoggedEvent], record: StoredResponse | None = None,
-                     done: bool = False) -> None:
-        task = asyncio.ensure_future(self._locked_write(batch, record, done))
-        await asyncio.shield(task)
-
-    async def _locked_write(self, batch: list[LoggedEvent], record: StoredResponse | None,
-                            done: bool) -> None:
-        async with self._lock:
-            if self.owner is None:
-                if self._opener is None:
-                    raise ValueError("an EventLog without an owner needs an opener")
-                self.owner = await self._opener(batch)
-                batch = []
-                if record is None and not done:
-                    self.hub.notify(self.response_id)
-                    return
-            if not await self.hub.store.write_job(self.owner, self.response_id, events=batch,
-                                                  record=record, done=done):
-                raise JobLost(self.response_id)
-            self.hub.notify(self.response_id)
-
-    async def finish(self, events: Sequence[dict] = (), record: StoredResponse | None = None,
-                     done: bool = True) -> None:
-        """Write everything queued plus ``events`` (and ``record``) now, and wait for it.
-        Raises JobLost when the job is no longer ours (nothing is written then)."""
-        self._held = True  # no batch starts meanwhile: this write takes what is queued
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        try:
-            if self._flusher is not None:
-                await asyncio.shield(self._flusher)
-            if self.lost:
-                raise JobLost(self.response_id)
-            batch, self._queued = self._queued + [logged(e) for e in events], []
-            try:
-                await self._write(batch, record, done)
-            except JobLost:
-                self.lost = True
-                raise
-            except StoreError:
-                self._queued[:0] = batch  # a retry writes them (with the same numbers)
-                raise
-        finally:
-            self._held = done  # a finished log takes no more batches; otherwise they resume
-            self._schedule()
 
 
 STORE_FAILED = "The response was generated but could not be stored."
