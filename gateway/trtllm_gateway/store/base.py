@@ -14,6 +14,8 @@ Protocol implemented (OpenAI Responses API, see docs/responses-api.md §1-§2):
   ``first_id``/``last_id``/``has_more``.
 * ``previous_response_id`` continuation reads ``history()``: for every response in the
   chain, oldest first, its input items then its output items.
+* ``item_reference`` input items are looked up by ``find_items()``: the tenant's stored
+  input and output items by item id, many ids in one query.
 
 Every response row carries ``schema_version``, the version of the stored payload. Readers
 upgrade older versions they know and raise :class:`StoreCorrupt` for payloads they cannot
@@ -238,6 +240,14 @@ class ResponseRecords(abc.ABC):
         items (response["output"]). None if the response or any ancestor is missing,
         deleted, or another tenant's. Raises HistoryTooDeep past MAX_HISTORY_DEPTH.
         """
+
+    @abc.abstractmethod
+    async def find_items(self, item_ids: Sequence[str], tenant: str) -> dict[str, dict]:
+        """Stored items by id (what an ``item_reference`` names): id -> item for every id an
+        input or output item of one of ``tenant``'s responses carries. Ids found nowhere, or
+        only in another tenant's responses, are absent from the result. Where several rows
+        carry one id (a client may reuse an id in a later turn's input), an output item wins
+        over an input item, then the oldest response."""
 
     @abc.abstractmethod
     async def purge_older_than(self, ts: int) -> int:

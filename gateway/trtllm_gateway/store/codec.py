@@ -47,7 +47,8 @@ KIND_INPUT, KIND_OUTPUT = "input", "output"
 INT64 = range(-(2**63), 2**63)  # what an integer column holds
 
 # version v -> function(response, input_items, output_items) returning the v+1 triple.
-# Empty while v1 is the only version; a v2 adds UPGRADERS[1].
+# Empty while v1 is the only version; a v2 adds UPGRADERS[1]. find_items upgrades one item
+# at a time: it passes an empty response and the item alone in its list.
 Upgrader = Callable[[dict, list, list], tuple[dict, list, list]]
 UPGRADERS: dict[int, Upgrader] = {}
 
@@ -202,6 +203,24 @@ def decode_chain(rows: Sequence[Any], items: Iterable[Any]) -> list[StoredRespon
         grouped.setdefault((item.response_id, item.kind), []).append((label, item.payload))
     return [decode_record(row, grouped.get((row.id, KIND_INPUT), []), grouped.get((row.id, KIND_OUTPUT), []))
             for row in rows]
+
+
+def decode_found(rows: Iterable[Any]) -> dict[str, dict]:
+    """``find_items`` rows (item_id, response_id, kind, payload, schema_version), in
+    preference order -> item id -> its first row's item, at the current version."""
+    found: dict[str, dict] = {}
+    for row in rows:
+        if row.item_id in found:
+            continue
+        check_version(row.schema_version, row.response_id)
+        item = loads(row.payload, f"{row.response_id} item {row.item_id}")
+        for version in range(row.schema_version, SCHEMA_VERSION):
+            alone = [item]
+            _, inputs, outputs = UPGRADERS[version]({}, alone if row.kind == KIND_INPUT else [],
+                                                    alone if row.kind == KIND_OUTPUT else [])
+            item = (inputs or outputs)[0]
+        found[row.item_id] = item
+    return found
 
 
 def decode_items(rows: Iterable[tuple[Any, Any]], owner: str) -> list[dict]:

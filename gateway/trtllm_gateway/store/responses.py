@@ -6,6 +6,9 @@ replaced: in PostgreSQL the upsert row-locks the id, so concurrent saves of one 
 replica serialise and their items never mix; in SQLite the single writer does the same.
 ``history`` walks ``previous_response_id`` in one recursive query, bounded by
 ``max_history_depth`` (long or cyclic chains), then reads every item of the chain at once.
+``find_items`` reads items by ``item_id`` (indexed) joined to their response for the
+tenant, up to :data:`FIND_BATCH` ids per query (one query for any list a request can hold
+at the default limits), all in one read transaction.
 ``purge_older_than`` deletes in batches claimed ``FOR UPDATE SKIP LOCKED``, so replicas
 purging at once neither block each other nor count a row twice.
 """
@@ -13,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Integer, delete, insert, literal, select
@@ -31,6 +34,8 @@ _CURSOR_SIDE = {("asc", "after"): operator.gt, ("asc", "before"): operator.lt,
 _REVERSED = {"asc": "desc", "desc": "asc"}
 # what a replace changes (not id or tenant)
 _REPLACED = ("created_at", "status", "previous_response_id", "schema_version", "payload")
+# ids per find_items query: bound parameters stay far below SQLite's (32766) and PostgreSQL's (65535)
+FIND_BATCH = 10_000
 
 
 def _own(response_id: str, tenant: str):
@@ -40,6 +45,16 @@ def _own(response_id: str, tenant: str):
 def _items_of(ids: list[str]):
     return (select(items.c.response_id, items.c.kind, items.c.item_id, items.c.position, items.c.payload)
             .where(items.c.response_id.in_(ids)).order_by(items.c.response_id, items.c.kind, items.c.position))
+
+
+def _found(ids: list[str], tenant: str):
+    """The rows carrying ``ids`` in ``tenant``'s responses, in preference order: output items
+    before input items ('output' > 'input'), then the oldest response, then position."""
+    return (select(items.c.item_id, items.c.response_id, items.c.kind, items.c.payload,
+                   responses.c.schema_version)
+            .join(responses, responses.c.id == items.c.response_id)
+            .where(responses.c.tenant == tenant, items.c.item_id.in_(ids))
+            .order_by(items.c.kind.desc(), responses.c.created_at, responses.c.id, items.c.position))
 
 
 def _chain(response_id: str, tenant: str, depth: int):
@@ -144,6 +159,20 @@ class SQLResponses(SQLBase, ResponseRecords):
             return None
         records = await asyncio.to_thread(codec.decode_chain, rows, found)
         return [item for rec in records for item in rec.input_items + rec.response.get("output", [])]
+
+    async def find_items(self, item_ids: Sequence[str], tenant: str) -> dict[str, dict]:
+        wanted = list(dict.fromkeys(i for i in item_ids if storable(i)))  # others no row holds
+        if not wanted or not storable(tenant):
+            return {}
+
+        async def body(conn: AsyncConnection) -> list:
+            rows: list = []
+            for start in range(0, len(wanted), FIND_BATCH):
+                rows.extend((await conn.execute(_found(wanted[start:start + FIND_BATCH], tenant))).all())
+            return rows
+
+        rows = await self._read(body)
+        return await asyncio.to_thread(codec.decode_found, rows) if rows else {}
 
     async def list_input_items(self, response_id: str, tenant: str, *, after: str | None = None,
                                before: str | None = None, limit: int = 20,
