@@ -28,9 +28,10 @@ summarised: the compaction item's summary is empty (the model is not shown it) a
 messages are summarised too, which is what bounds the window: its size is the kept
 messages plus at most :data:`SUMMARY_MAX_TOKENS`, whatever the length of the history.
 
-The window is read as a create reads it (``generation.model_items``): encrypted reasoning
-is opened for the summariser, and what an earlier compaction item stands for is left out
-(``compaction_item.supersede``); the kept items are returned as they were sent.
+The window is read as a create reads it (``generation.model_items``): item references are
+resolved to the stored items, encrypted reasoning is opened for the summariser, and what an
+earlier compaction item stands for is left out (``compaction_item.supersede``); the kept
+items are returned as they were sent (a referenced item as the item it names).
 
 **Inside a create** (``context_management: [{"type": "compaction", "compact_threshold"}]``,
 :func:`on_threshold`, called by ``generation.prepare``): when the rendered input (the chat a
@@ -145,8 +146,8 @@ async def compact(gw: Gateway, body: dict, tenant: str) -> dict:
     req = parse(body)
     generation.resolve_model(req.model, await gw.client.model_info())
     history = await generation.load_history(gw, req, tenant)
-    window = compaction_item.supersede(history + req.input.items)  # as sent: what is returned
-    seen = generation.model_items(gw, req, tenant, history)        # as the model reads it
+    seen = await generation.model_items(gw, req, tenant, history)  # as the model reads it
+    window = compaction_item.supersede(history + req.input.items)  # as sent (references resolved): returned
     lead, cut = cuts(window)
     summary, spent = "", usage(0, 0, 0, 0)
     if lead < cut:

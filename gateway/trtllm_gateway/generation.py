@@ -3,9 +3,11 @@
 Protocol (docs/responses-api.md §2-§3):
 
 1. :func:`prepare`: resolve the model (``default`` or the served id, else 404
-   ``model_not_found``), refuse images the model cannot take, load the
-   ``previous_response_id`` history (404 ``previous_response_not_found``), read the window
-   as the model does (:func:`model_items`), compact it when ``context_management`` asks
+   ``model_not_found``), load the ``previous_response_id`` history (404
+   ``previous_response_not_found``), read the window as the model does
+   (:func:`model_items`: ``item_reference`` items replaced by the stored items they name,
+   encrypted reasoning opened), refuse images the model cannot take (the input's, those of
+   referenced items included), compact it when ``context_management`` asks
    and it is over the threshold (``compaction.on_threshold``: the compaction item becomes
    the first output item, announced with the opening events), translate to a
    ``GenerateRequest``.
@@ -31,7 +33,7 @@ from aiohttp import web
 
 from trtllm_responses.inference.v1 import inference_pb2 as pb
 
-from . import capabilities, compaction, compaction_item, conversations, driver, reasoning_crypto
+from . import capabilities, compaction, compaction_item, conversations, driver, input_items, reasoning_crypto
 from .context import Gateway
 from .errors import ApiError
 from .events import Delivery, response_log
@@ -68,7 +70,20 @@ def resolve_model(name: str, info: pb.ModelInfo) -> str:
                    f"'{info.model_id}' (also reachable as '{DEFAULT_MODEL_ALIAS}').", param="model")
 
 
+async def resolve_input(gw: Gateway, req: CreateRequest, tenant: str) -> None:
+    """``req``'s ``item_reference`` items replaced, in ``req.input``, by the stored items they
+    name (``input_items.resolve``; one store query), so the turn is stored with the items
+    themselves. Nothing to do once done: every reader of the window calls this first."""
+    if not req.input.references:
+        return
+    ids = [req.input.items[i]["id"] for i in req.input.references]
+    with gw.metrics.store_op("find_items"):
+        found = await gw.store.find_items(ids, tenant)
+    input_items.resolve(req.input, found, gw.settings)
+
+
 async def load_history(gw: Gateway, req: CreateRequest, tenant: str) -> list[dict]:
+    await resolve_input(gw, req, tenant)  # first: a conversation checks the input's item ids
     if req.conversation:
         return await conversations.history(gw, req, tenant)
     if not req.previous_response_id:
@@ -86,12 +101,15 @@ def check_capabilities(req: CreateRequest, info: pb.ModelInfo) -> None:
     capabilities.check(req, info)
 
 
-def model_items(gw: Gateway, req: CreateRequest, tenant: str, history: list[dict]) -> list[dict]:
-    """``history`` + ``req``'s input as the model reads them: encrypted reasoning opened
-    (``reasoning_crypto.reveal``; 400 for input content that does not open), and what a
-    compaction item stands for left out (``compaction_item.supersede``). Create, compact
+async def model_items(gw: Gateway, req: CreateRequest, tenant: str, history: list[dict]) -> list[dict]:
+    """``history`` + ``req``'s input as the model reads them: item references resolved
+    (:func:`resolve_input`), encrypted reasoning opened (``reasoning_crypto.reveal``; 400 for
+    input content that does not open; referenced items are read as stored history), and what
+    a compaction item stands for left out (``compaction_item.supersede``). Create, compact
     and input_tokens all read the window through this."""
-    revealed = reasoning_crypto.reveal(gw.settings.reasoning_key, tenant, history, req.input.items)
+    await resolve_input(gw, req, tenant)
+    revealed = reasoning_crypto.reveal(gw.settings.reasoning_key, tenant, history, req.input.items,
+                                       req.input.stored)
     return compaction_item.supersede(revealed)
 
 
@@ -102,11 +120,11 @@ async def prepare(gw: Gateway, req: CreateRequest, tenant: str, arrived: float,
     job's, from its spec); None lets ``context_management`` decide (``compaction.py``)."""
     info = await gw.client.model_info()
     model_id = resolve_model(req.model, info)
-    check_capabilities(req, info)
     if history is None:
         history = await load_history(gw, req, tenant)
     keys = gw.settings.reasoning_key
-    items = model_items(gw, req, tenant, history)
+    items = await model_items(gw, req, tenant, history)
+    check_capabilities(req, info)  # after: referenced items may bring images
     chat = build_chat(req, items)
     if before is None:
         chat, before = await compaction.on_threshold(gw, req, tenant, items, chat)

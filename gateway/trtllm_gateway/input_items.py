@@ -14,10 +14,19 @@ or a list of items; each item becomes the canonical form that is stored, listed 
 * ``compaction`` {encrypted_content} (from ``/v1/responses/compact``) -> id ``cmp_…``;
 * custom tool, shell, local shell and apply-patch calls and their outputs (``tool_items.py``).
 
-Item and part counts are bounded (``limits.py``). Anything else (files, item references,
-other hosted-tool items) is a 400 naming the path, e.g.
-``input[2].content[0].type``. Image parts are collected so the caller can refuse them when
-the model takes no images.
+* ``item_reference`` {id} (``type`` may be omitted: an object of only ``id``), in a create's
+  input only (``references=True``): kept as a placeholder until :func:`resolve` puts the
+  stored item it names in its place (``generation.resolve_input``; the store's
+  ``find_items``: an input or output item of one of the tenant's stored responses). The
+  stored item is normalised as if the client had sent it whole, keeping its id, so the
+  response's stored input (``GET .../input_items``, later ``previous_response_id`` turns) holds
+  the item itself, as OpenAI lists it. An id found nowhere, or only in another tenant's
+  responses, is a 400 ``Item with id '…' not found.`` naming ``input[i]``.
+
+Item and part counts are bounded (``limits.py``; again after references are resolved, as
+the stored items bring their parts). Anything else (files, other hosted-tool items) is a 400
+naming the path, e.g. ``input[2].content[0].type``. Image parts are collected so the caller
+can refuse them when the model takes no images.
 """
 from __future__ import annotations
 
@@ -30,6 +39,8 @@ from .errors import ApiError, invalid, kind_of
 from .ids import new_id
 from .limits import DEFAULT_LIMITS, Limits, check_input
 
+REFERENCE = "item_reference"
+
 USER_ROLES = ("user", "system", "developer")
 ROLES = USER_ROLES + ("assistant",)
 IMAGE_DETAILS = ("auto", "low", "high")
@@ -41,6 +52,8 @@ class Normalized:
 
     items: list[dict]
     image_params: list[str] = field(default_factory=list)
+    references: list[int] = field(default_factory=list)  # item_reference placeholders, until resolve()
+    stored: frozenset[int] = frozenset()  # items resolve() took from the store
 
 
 def _str_field(item: dict, key: str, path: str, *, required: bool = True) -> str | None:
@@ -175,24 +188,73 @@ ITEM_TYPES: dict[str, Callable[[dict, str, list[str]], dict]] = {
 _id = tool_items._id  # one rule for a client-given item id
 
 
-def normalize_input(value: Any, limits: Limits = DEFAULT_LIMITS) -> Normalized:
-    """Canonical items for ``input`` (a string or a list of items), within ``limits``."""
+def _item_reference(item: dict, path: str) -> dict:
+    item_id = item.get("id")
+    if not isinstance(item_id, str) or not item_id:
+        raise invalid(f"{path}.id", f"Invalid '{path}.id': expected a non-empty string.")
+    return {"type": REFERENCE, "id": item_id}
+
+
+def _kind(item: dict) -> Any:
+    kind = item.get("type")
+    if kind is not None:
+        return kind
+    # both have an optional type: an easy message has a role, a reference only its id
+    return REFERENCE if "id" in item and set(item) <= {"id", "type"} else "message"
+
+
+def resolve(norm: Normalized, found: dict[str, dict], limits: Limits = DEFAULT_LIMITS) -> None:
+    """Put in place of each ``item_reference`` of ``norm`` the stored item ``found`` holds
+    for its id (see the module docstring); the counts of ``limits`` are checked again."""
+    for i in norm.references:
+        path, item_id = f"input[{i}]", norm.items[i]["id"]
+        item = found.get(item_id)
+        if item is None:
+            raise invalid(path, f"Item with id '{item_id}' not found.")
+        build = ITEM_TYPES.get(item.get("type") or "")
+        if build is None:
+            raise invalid(path, f"Item with id '{item_id}' is a {item.get('type')!r} item, which cannot "
+                          "be used as input.")
+        norm.items[i] = build(item, path, norm.image_params)
+    resolved, norm.references = norm.references, []
+    norm.stored |= frozenset(resolved)
+    check_input(norm.items, limits)
+    _check_unique(norm.items, set(resolved))
+
+
+def _check_unique(items: list[dict], resolved: set[int]) -> None:
+    """No resolved item repeats another item's id (a stored turn's item ids are list cursors)."""
+    first: dict[Any, int] = {}
+    for i, item in enumerate(items):
+        j = first.setdefault(item.get("id"), i)
+        if j != i and (i in resolved or j in resolved):
+            raise invalid(f"input[{i}]", f"Duplicate item id '{item['id']}' in 'input': input[{j}] and "
+                          f"input[{i}] are the same item (an item_reference names one of them).")
+
+
+def normalize_input(value: Any, limits: Limits = DEFAULT_LIMITS, *, references: bool = False) -> Normalized:
+    """Canonical items for ``input`` (a string or a list of items), within ``limits``.
+    ``references``: accept ``item_reference`` items (a create's input), left for :func:`resolve`."""
     check_input(value, limits)
     if isinstance(value, str):
         return Normalized([{"id": new_id("msg"), "type": "message", "role": "user",
                             "content": [{"type": "input_text", "text": value}], "status": "completed"}])
     if not isinstance(value, list):
         raise invalid("input", "Invalid type for 'input': expected a string or an array of items.")
-    items: list[dict] = []
-    images: list[str] = []
+    out = Normalized([])
     for i, item in enumerate(value):
         path = f"input[{i}]"
         if not isinstance(item, dict):
             raise invalid(path, f"Invalid '{path}': expected an object.")
-        kind = item.get("type", "message")
+        kind = _kind(item)
+        if kind == REFERENCE and references:
+            out.references.append(i)
+            out.items.append(_item_reference(item, path))
+            continue
         build = ITEM_TYPES.get(kind) if isinstance(kind, str) else None
         if build is None:
+            expected = [*ITEM_TYPES, REFERENCE] if references else ITEM_TYPES
             raise ApiError("unsupported", f"Input item type {kind!r} is not supported; expected one of "
-                           f"{', '.join(ITEM_TYPES)}.", param=f"{path}.type")
-        items.append(build(item, path, images))
-    return Normalized(items, images)
+                           f"{', '.join(expected)}.", param=f"{path}.type")
+        out.items.append(build(item, path, out.image_params))
+    return out

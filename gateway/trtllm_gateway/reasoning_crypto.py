@@ -20,8 +20,9 @@ Protocol (docs/gateway.md "Reasoning"; docs/responses-api.md §2):
   ``summary``/``content``, which the client may have edited or emptied). Content that does not
   open -- malformed, an unknown key id, modified, another tenant's -- is a 400
   ``invalid_encrypted_content`` naming ``input[i].encrypted_content``. Items of the stored
-  history (``previous_response_id``, ``conversation``) were checked when they arrived: they are
-  opened when possible and otherwise rendered from their own text.
+  history (``previous_response_id``, ``conversation``), and stored items an ``item_reference``
+  names, were checked when they arrived: they are opened when possible and otherwise rendered
+  from their own text.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ import functools
 import logging
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -135,8 +136,10 @@ def _opened(specs: tuple[str, ...], tenant: str, item: dict) -> dict:
     return dict(item, summary=[], content=[{"type": "reasoning_text", "text": text}])
 
 
-def reveal(specs: tuple[str, ...], tenant: str, history: list[dict], items: list[dict]) -> list[dict]:
-    """``history + items`` with encrypted reasoning opened (see the module docstring)."""
+def reveal(specs: tuple[str, ...], tenant: str, history: list[dict], items: list[dict],
+           stored: Collection[int] = ()) -> list[dict]:
+    """``history + items`` with encrypted reasoning opened (see the module docstring).
+    ``stored``: indices of ``items`` taken from the store (``item_reference``), read as history."""
     out = []
     for item in history:
         try:
@@ -147,6 +150,9 @@ def reveal(specs: tuple[str, ...], tenant: str, history: list[dict], items: list
         try:
             out.append(_opened(specs, tenant, item))
         except SealError as exc:
+            if i in stored:
+                out.append(item)
+                continue
             param = f"input[{i}].encrypted_content"
             raise ApiError("invalid_request", f"Invalid '{param}': {exc}.", param=param,
                            code="invalid_encrypted_content") from None

@@ -345,7 +345,7 @@ def parse_create(body: dict, *, for_count: bool = False, limits: Limits = DEFAUL
         if not for_count:
             raise invalid("input", "Missing required parameter: 'input'.")
         body = {**body, "input": []}
-    values["input"] = normalize_input(body["input"], limits)
+    values["input"] = normalize_input(body["input"], limits, references=True)
     values.setdefault("temperature", limits.default_temperature)  # the echo says what was used
     if limits.default_max_output_tokens and not for_count:
         values.setdefault("max_output_tokens", limits.default_max_output_tokens)

@@ -8,8 +8,9 @@
 * ``GET /v1/responses/{id}/input_items``: a list page; ``after``/``before``/``limit``/``order``.
 * ``POST /v1/responses/input_tokens``: ``{"object": "response.input_tokens", "input_tokens"}``
   via the service's CountTokens, over the same chat a create would send (the window read as
-  ``generation.model_items`` reads it: encrypted reasoning opened, compacted turns left
-  out). It does not compact: ``context_management`` changes nothing in the count.
+  ``generation.model_items`` reads it: item references resolved, encrypted reasoning opened,
+  compacted turns left out). It does not compact: ``context_management`` changes nothing in
+  the count.
 """
 from __future__ import annotations
 
@@ -85,7 +86,7 @@ async def input_tokens(request: web.Request) -> web.Response:
     if req.model:
         generation.resolve_model(req.model, await gw.client.model_info())
     history = await generation.load_history(gw, req, request[TENANT])
-    items = generation.model_items(gw, req, request[TENANT], history)
+    items = await generation.model_items(gw, req, request[TENANT], history)
     chat = build_chat(req, items)  # tools count too (they are in the prompt)
     if req.truncation == "auto":
         reserve = req.max_output_tokens or gw.settings.truncation_reserve_tokens
