@@ -127,3 +127,12 @@ def test_reveal_refuses_bad_input_naming_the_item_but_keeps_stored_history():
     body = err.value.body()["error"]
     assert err.value.status == 400 and body["param"] == "input[1].encrypted_content"
     assert body["code"] == "invalid_encrypted_content" and body["type"] == "invalid_request_error"
+
+
+def test_reveal_reads_input_items_taken_from_the_store_as_history():
+    foreign = _ring(OLD).seal("x", "other-tenant")  # as after a key rotated out: it no longer opens
+    token = _ring(OLD).seal("the real reasoning", "t")
+    items = [{"type": "message"}, _reasoning(foreign, "stored text"), _reasoning(token)]
+    out = rc.reveal((OLD,), "t", [], items, stored={1, 2})  # item_reference resolved them
+    assert out[1]["summary"][0]["text"] == "stored text"
+    assert out[2]["content"] == [{"type": "reasoning_text", "text": "the real reasoning"}]
