@@ -18,8 +18,9 @@ outputs are short and greedy.
 Reasoning, which the default model does not do, runs over a scripted engine (the service
 with the ``think`` parser, gRPC and the gateway are real) whose chat template renders an
 earlier assistant turn's reasoning as ``<think>...</think>``: the summary streams to the
-SDK, and a later turn shows whether the reasoning the SDK sent back (encrypted, stateless)
-or the gateway replayed (``previous_response_id``) reached the model.
+SDK, and a later turn shows whether the reasoning the SDK sent back (encrypted, stateless;
+or by ``item_reference``, the AI SDK's default with ``store: true``) or the gateway
+replayed (``previous_response_id``) reached the model.
 """
 from __future__ import annotations
 
@@ -223,6 +224,22 @@ async def test_ai_sdk_reasoning_stateless_round_trip(node_dir, reasoning_gateway
     assert summary["reasoning"] == REASONING and summary["text"] == "Noted."
     assert summary["sent"] == ["reasoning", "text"]
     assert summary["second"] == REMEMBERED
+
+
+async def test_ai_sdk_default_multi_turn_by_item_reference(node_dir, reasoning_gateway):
+    """The AI SDK's default multi-turn: store left true, no previousResponseId, the history
+    as response.messages; the SDK refers to the earlier reasoning and text by id."""
+    summary = await run_node(node_dir, "ai_sdk.mjs", "history", reasoning_gateway.base_url)
+    assert summary["first"] == "Noted." and summary["reasoning"] == REASONING
+    first = await stored(reasoning_gateway, summary["firstId"])
+    output_ids = [item["id"] for item in first["output"]]
+    sent = summary["sent"]
+    assert [item.get("role") for item in sent] == ["user", None, None, "user"], sent
+    assert sent[1:3] == [{"type": "item_reference", "id": item_id} for item_id in output_ids], sent
+    assert summary["second"] == REMEMBERED  # the referenced reasoning reached the model
+    page = await reasoning_gateway.client.responses.input_items.list(summary["id"], order="asc")
+    resolved = [item.to_dict(warnings=False) for item in page.data][1:3]
+    assert [(item["type"], item["id"]) for item in resolved] == [(i["type"], i["id"]) for i in first["output"]]
 
 
 async def test_ai_sdk_previous_response_id(node_dir, reasoning_gateway):

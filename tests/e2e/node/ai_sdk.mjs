@@ -12,6 +12,9 @@
 //           in the history: the SDK sends the reasoning item back
 //   chat    generateText, then the next turn by providerOptions.openai.previousResponseId
 //           (the prompts of these two are the scripted engine's: '[[think]]' makes it reason)
+//   history generateText, then the next turn with the first turn's response.messages in the
+//           history and store left at its default (true): the SDK sends the earlier reasoning
+//           and text as item_reference items (the request bodies are recorded to show it)
 //
 // The provider validates every response body and stream chunk against its own schemas, so a
 // field it cannot read fails the run. Env: GATEWAY_BASE_URL, GATEWAY_API_KEY, GATEWAY_MODEL.
@@ -122,7 +125,24 @@ async function chat() {
            second: second.text };
 }
 
-const cases = { text, stream, tool, object, reasoning, chat };
+async function history() {
+  const bodies = [];
+  const recording = createOpenAI({
+    baseURL: process.env.GATEWAY_BASE_URL, apiKey: process.env.GATEWAY_API_KEY ?? 'unused',
+    fetch: async (url, init) => { bodies.push(JSON.parse(init.body)); return fetch(url, init); },
+  }).responses(process.env.GATEWAY_MODEL ?? 'default');
+  const settings = { model: recording, maxOutputTokens: 64, maxRetries: 0, providerOptions: { openai: thinking } };
+  const first = await generateText({ ...settings, prompt: '[[think]]' });
+  const messages = [{ role: 'user', content: '[[think]]' }, ...first.response.messages,
+                    { role: 'user', content: 'And now?' }];
+  const second = await generateText({ ...settings, messages });
+  assert.equal(bodies.length, 2);
+  assert.equal(bodies[1].previous_response_id, undefined);
+  return { first: first.text, reasoning: first.reasoningText, firstId: first.providerMetadata.openai.responseId,
+           sent: bodies[1].input, store: bodies[1].store ?? null, id: second.response.id, second: second.text };
+}
+
+const cases = { text, stream, tool, object, reasoning, chat, history };
 const name = process.argv[2];
 if (!cases[name]) {
   console.error(`usage: node ai_sdk.mjs ${Object.keys(cases).join('|')}`);
