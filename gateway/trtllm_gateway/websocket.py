@@ -20,7 +20,9 @@ numbering).
   connection (the last :data:`MAX_REMEMBERED`, as their full item history), so
   ``previous_response_id`` continues them without the store: stateless multi-turn over
   one socket. Others fall back to the store. A continuation that fails (error event or
-  ``failed``) evicts the response it continued.
+  ``failed``) evicts the response it continued. A remembered history keeps only what the
+  model would read of it: what a compaction item stands for (``compaction_item.supersede``)
+  is dropped, so a socket that compacts holds a compact history, not every turn.
 * A stored response (``store`` true, the default) is event-logged as an SSE stream is, so
   ``GET /v1/responses/{id}?stream=true`` replays or follows it (without ``stream_id``).
 * The client closing (or dropping) the connection cancels the running response: the
@@ -37,7 +39,7 @@ from collections import OrderedDict
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from . import generation, hosted_tools
+from . import compaction_item, generation, hosted_tools
 from .context import GATEWAY, TENANT, Gateway
 from .errors import ApiError, to_api_error
 from .request import CreateRequest, parse_create, parse_json_object
@@ -144,7 +146,8 @@ class Connection:
             if resp["status"] == "failed":
                 self.evict(req.previous_response_id)
             elif not req.store and resp["status"] in REMEMBERED_STATUSES:
-                self.remembered[resp["id"]] = history + req.input.items + resp["output"]
+                turn = history + req.input.items + resp["output"]
+                self.remembered[resp["id"]] = compaction_item.supersede(turn)
                 while len(self.remembered) > MAX_REMEMBERED:
                     self.remembered.popitem(last=False)
         return remember
@@ -158,6 +161,11 @@ class Connection:
                 await self.ws.send_str(dumps(event))
 
 
+#: The socket's Connection, on its WebSocketResponse: what it remembers can be inspected
+#: (gw.sockets holds the responses), e.g. by the tests of compaction's pruning.
+CONNECTION = web.ResponseKey("connection", Connection)
+
+
 async def handle(request: web.Request) -> web.WebSocketResponse:
     """``GET /v1/responses``: upgrade, then serve creates until the client goes away."""
     gw = request.app[GATEWAY]
@@ -167,7 +175,8 @@ async def handle(request: web.Request) -> web.WebSocketResponse:
                        "request (or POST /v1/responses to create a response).")
     await ws.prepare(request)
     queue: asyncio.Queue = asyncio.Queue()
-    worker = asyncio.ensure_future(Connection(gw, ws, request[TENANT], request.app).serve(queue))
+    ws[CONNECTION] = conn = Connection(gw, ws, request[TENANT], request.app)
+    worker = asyncio.ensure_future(conn.serve(queue))
     gw.sockets.add(ws)
     try:
         async for msg in ws:

@@ -15,6 +15,8 @@ from tests.fixtures.gateway import check_stream, plain, raw_stream
 from tests.integration.scripted_stack import start_stack
 from tests.integration.test_background import final, get, post, replay
 from trtllm_gateway import compaction, compaction_item
+from trtllm_gateway.context import GATEWAY
+from trtllm_gateway.websocket import CONNECTION
 
 SUMMARY = "SUMMARY: the user, Ada, told a long story about fruit."
 OLD = "Once upon a time " + " ".join(f"apple{i}" for i in range(1200))  # about 2,500 tokens
@@ -131,7 +133,31 @@ async def test_a_websocket_turn_is_compacted_and_its_remembered_history_stays_co
         # store: false, continued from the socket's memory: the summary stands for the old turns
         await ws.send_json(create(input="Go on.", store=False, previous_response_id=first["id"]))
         _, second = await read_response(ws)
-    assert answer(second) == "I read the summary." and "apple1199" not in stack.prompts[-1]
+        assert answer(second) == "I read the summary." and "apple1199" not in stack.prompts[-1]
+        # what the socket remembers is pruned too: the superseded turns are gone, not just unread
+        (server_ws,) = stack.handle.app[GATEWAY].sockets
+        remembered = server_ws[CONNECTION].remembered
+        kept = [{"role": "developer", "content": "You help Ada."}, first["output"][0]]  # instructions, summary
+        assert [_plain(i) for i in remembered[first["id"]]] == kept + [_plain(first["output"][1])]
+        assert [_plain(i) for i in remembered[second["id"]]] == kept + [
+            _plain(first["output"][1]), {"role": "user", "content": "Go on."}, _plain(second["output"][0])]
+        assert "apple1199" not in str(remembered) and QUESTION not in str(remembered)
+        # and the pruned memory still continues: a third turn reads the summary and both answers
+        await ws.send_json(create(input="And then?", store=False, previous_response_id=second["id"]))
+        _, third = await read_response(ws)
+    assert answer(third) == "I read the summary."
+    prompt = stack.prompts[-1]
+    assert "apple1199" not in prompt and "Go on." in prompt and prompt.count("I read the summary.") == 2
+
+
+def _plain(item: dict) -> dict:
+    """An item without the fields the gateway adds to what it remembers (ids, status)."""
+    if item.get("type", "message") != "message":
+        return item
+    content = item["content"]
+    if isinstance(content, list) and len(content) == 1 and content[0]["type"] in ("input_text", "output_text"):
+        content = content[0]["text"]
+    return {"role": item["role"], "content": content}
 
 
 async def test_background_responses_are_compacted_at_create(stack):
