@@ -10,10 +10,13 @@ does by default.
 """
 from __future__ import annotations
 
+import asyncio
+import json
+
 import aiohttp
 import pytest
 
-from tests.fixtures.gateway import raw_stream
+from tests.fixtures.gateway import check_stream, raw_stream
 from tests.fixtures.waiting import until
 from tests.integration.test_reasoning_roundtrip import REASONING, A, B, stack  # noqa: F401
 from trtllm_gateway import compaction
@@ -103,6 +106,19 @@ async def test_a_background_turn_stores_and_runs_the_resolved_items(stack):  # n
     assert final and final["status"] == "completed" and _text(final) == REMEMBERED, final
     _, page = await _call(handle, "GET", f"/responses/{queued['id']}/input_items?order=asc")
     assert [i["type"] for i in page["data"]] == ["message", "reasoning", "message", "message"]
+
+
+async def test_a_websocket_turn_resolves_references(stack):  # noqa: F811
+    handle, prompts = stack
+    first = await _stored_turn(handle)
+    url = handle.base_url.replace("http", "ws", 1) + "/responses"
+    async with aiohttp.ClientSession() as session, session.ws_connect(url, headers=A) as ws:
+        await ws.send_json({"type": "response.create", "model": "default", "input": _by_reference(first)})
+        events: list[dict] = []
+        while not events or events[-1]["type"] not in ("response.completed", "response.failed", "error"):
+            events.append(json.loads((await asyncio.wait_for(ws.receive(), 30)).data))  # a hang guard
+    assert events[-1]["type"] == "response.completed", events[-1]
+    assert _text(check_stream(events)) == REMEMBERED and SEEN in prompts[-1]
 
 
 async def _refused(handle, body: dict, headers: dict = A) -> dict:
