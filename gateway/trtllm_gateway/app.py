@@ -1,6 +1,7 @@
 """The aiohttp Application: routes, middlewares and the lifecycle of shared resources.
 
-Middlewares, outermost first: metrics (every request, by matched route pattern), errors
+Middlewares, outermost first: metrics (every request, by matched route pattern; 499 when
+the client left; a WebSocket's status is the one ``websocket.py`` decided), errors
 (the one envelope, ``errors.py``), auth (``auth.py``), body (size and read timeout,
 ``http_server.py``), idempotency (``idempotency.py``). Startup opens the store and the
 service channel(s); cleanup waits for background saves (responses of clients that went
@@ -66,6 +67,7 @@ def _metrics_middleware(metrics: GatewayMetrics):
             status = 500
             raise
         finally:
+            status = request.get(websocket.STATUS, status)  # a socket's own verdict (websocket.py)
             route, method = _route_label(request), request.method
             metrics.http_requests.labels(route, method, str(status)).inc()
             metrics.http_duration.labels(route, method).observe(time.perf_counter() - started)

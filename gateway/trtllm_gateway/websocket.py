@@ -28,6 +28,11 @@ numbering).
 * The client closing (or dropping) the connection cancels the running response: the
   Generate call is cancelled, which aborts the engine request; a stored response is saved
   ``cancelled``.
+* The request metrics count a socket as :data:`STATUS`, decided when it ends: 101 (what
+  was sent) when it ended normally, 499 when the client left: it dropped the connection
+  (or its heartbeat, or broke the protocol), closed with a code other than 1000/1001, or
+  closed while a response was unanswered (its terminal or error event not yet sent) or
+  waiting. A close by the server (1008, shutdown's 1001) is not the client leaving.
 Heartbeat pings every ``--ping-interval-s`` replace SSE's ``: ping`` comments.
 """
 from __future__ import annotations
@@ -36,12 +41,14 @@ import asyncio
 import contextlib
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from . import compaction_item, generation, hosted_tools
 from .context import GATEWAY, TENANT, Gateway
 from .errors import ApiError, to_api_error
+from .events import TERMINAL_EVENTS
 from .request import CreateRequest, parse_create, parse_json_object
 from .sse import EventWriter, dumps
 
@@ -49,16 +56,19 @@ MAX_PENDING = 16
 MAX_REMEMBERED = 16
 CREATE = "response.create"
 REMEMBERED_STATUSES = ("completed", "incomplete")
-
+NORMAL_CLOSES = (WSCloseCode.OK, WSCloseCode.GOING_AWAY)
+#: The status the request metrics count for a socket (app.py), set when it ends.
+STATUS = web.RequestKey("websocket_status", int)
 
 
 class WebSocketEventWriter(EventWriter):
     """One response's events as JSON text frames (numbered by EventWriter)."""
 
-    def __init__(self, ws: web.WebSocketResponse, stream_id: str | None) -> None:
+    def __init__(self, ws: web.WebSocketResponse, stream_id: str | None, answered: Callable[[], None]) -> None:
         super().__init__()
         self.ws = self.response = ws
         self.stream_id = stream_id
+        self.answered = answered
 
     async def open(self) -> None:  # the socket is already open; heartbeats replace pings
         pass
@@ -74,6 +84,8 @@ class WebSocketEventWriter(EventWriter):
             raise ConnectionResetError("the WebSocket is closed")
         if self.stream_id is not None:  # on the frame only: the event log keeps the plain event
             payload = dumps(dict(event, stream_id=self.stream_id))
+        if event["type"] in TERMINAL_EVENTS:  # before the send: a client that read it may close at once
+            self.answered()
         await self.ws.send_str(payload)
 
 
@@ -96,15 +108,43 @@ def _create_body(raw: str | bytes) -> tuple[dict, str | None]:
 
 
 class Connection:
-    """One socket's state: its tenant and the store:false turns it remembers."""
+    """One socket's state: its tenant, its waiting creates, whether one is being answered,
+    and the store:false turns it remembers."""
 
     def __init__(self, gw: Gateway, ws: web.WebSocketResponse, tenant: str, app: web.Application) -> None:
         self.gw, self.ws, self.tenant, self.app = gw, ws, tenant, app
+        self.queue: asyncio.Queue[str | bytes] = asyncio.Queue()
+        self.answering = False  # a create taken whose terminal or error event is not sent yet
         self.remembered: OrderedDict[str, list[dict]] = OrderedDict()
 
-    async def serve(self, queue: asyncio.Queue) -> None:
+    async def read(self) -> bool:
+        """Queues the client's creates until the socket ends; whether the client left (see STATUS)."""
         while True:
-            await self.handle(await queue.get())
+            msg = await self.ws.receive()
+            if msg.type == WSMsgType.CLOSE:  # the client's close frame
+                return msg.data not in NORMAL_CLOSES or self.answering or not self.queue.empty()
+            if msg.type in (WSMsgType.CLOSED, WSMsgType.ERROR):  # dropped, heartbeat lost, protocol broken
+                return True
+            if msg.type == WSMsgType.CLOSING:  # the server is closing it (shutdown)
+                return False
+            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                continue
+            if self.queue.qsize() >= MAX_PENDING:
+                await self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many pending creates")
+                return False
+            self.queue.put_nowait(msg.data)
+
+    async def serve(self) -> None:
+        while True:
+            raw = await self.queue.get()
+            self.answering = True
+            try:
+                await self.handle(raw)
+            finally:
+                self.answering = False
+
+    def answered(self) -> None:
+        self.answering = False
 
     async def handle(self, raw: str | bytes) -> None:
         body: dict = {}
@@ -128,7 +168,7 @@ class Connection:
             history = await generation.load_history(self.gw, req, self.tenant)
         g = await generation.prepare(self.gw, req, self.tenant, time.perf_counter(), history=history)
         g.on_finish.append(self.remember_hook(req, history))
-        await generation.stream(self.gw, self.app, g, WebSocketEventWriter(self.ws, stream_id))
+        await generation.stream(self.gw, self.app, g, WebSocketEventWriter(self.ws, stream_id, self.answered))
 
     def recall(self, req: CreateRequest) -> list[dict] | None:
         prev = req.previous_response_id
@@ -156,6 +196,7 @@ class Connection:
         event = {"type": "error", "status": err.status, "error": err.body()["error"]}
         if stream_id is not None:
             event["stream_id"] = stream_id
+        self.answered()  # before the send, as for a terminal event
         with contextlib.suppress(ConnectionError, RuntimeError):
             if not self.ws.closed:
                 await self.ws.send_str(dumps(event))
@@ -174,18 +215,12 @@ async def handle(request: web.Request) -> web.WebSocketResponse:
         raise ApiError("method_not_allowed", "GET /v1/responses is the WebSocket transport: send an Upgrade "
                        "request (or POST /v1/responses to create a response).")
     await ws.prepare(request)
-    queue: asyncio.Queue = asyncio.Queue()
     ws[CONNECTION] = conn = Connection(gw, ws, request[TENANT], request.app)
-    worker = asyncio.ensure_future(conn.serve(queue))
+    worker = asyncio.ensure_future(conn.serve())
     gw.sockets.add(ws)
     try:
-        async for msg in ws:
-            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
-                continue
-            if queue.qsize() >= MAX_PENDING:
-                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many pending creates")
-                break
-            queue.put_nowait(msg.data)
+        # no await between the end and this: the client's close may cancel the handler next
+        request[STATUS] = 499 if await conn.read() else 101
     finally:
         gw.sockets.discard(ws)
         worker.cancel()  # a running response is cancelled: its Generate call and engine request abort
