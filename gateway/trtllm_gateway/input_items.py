@@ -222,14 +222,16 @@ def resolve(norm: Normalized, found: dict[str, dict], limits: Limits = DEFAULT_L
     _check_unique(norm.items, set(resolved))
 
 
-def _check_unique(items: list[dict], resolved: set[int]) -> None:
-    """No resolved item repeats another item's id (a stored turn's item ids are list cursors)."""
+def _check_unique(items: list[dict], references: set[int]) -> None:
+    """No item repeats another item's id: a stored turn's item ids are list cursors, so a
+    duplicate is refused here, as OpenAI does, rather than by the store after generating."""
     first: dict[Any, int] = {}
     for i, item in enumerate(items):
         j = first.setdefault(item.get("id"), i)
-        if j != i and (i in resolved or j in resolved):
+        if j != i:
+            why = " (an item_reference names one of them)" if i in references or j in references else ""
             raise invalid(f"input[{i}]", f"Duplicate item id '{item['id']}' in 'input': input[{j}] and "
-                          f"input[{i}] are the same item (an item_reference names one of them).")
+                          f"input[{i}] are the same item{why}.")
 
 
 def normalize_input(value: Any, limits: Limits = DEFAULT_LIMITS, *, references: bool = False) -> Normalized:
@@ -257,4 +259,5 @@ def normalize_input(value: Any, limits: Limits = DEFAULT_LIMITS, *, references: 
             raise ApiError("unsupported", f"Input item type {kind!r} is not supported; expected one of "
                            f"{', '.join(expected)}.", param=f"{path}.type")
         out.items.append(build(item, path, out.image_params))
+    _check_unique(out.items, set(out.references))
     return out

@@ -48,6 +48,10 @@ CASES = [
         {"type": "input_text", "text": "what is this?"},
         {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo="}]}]},
      400, "invalid_request_error", "input[0].content[1]", None),
+    # a stored turn's item ids are cursors: two items with one id were a 503 after generating
+    ({"model": "default", "store": True, "input": [{"role": "user", "content": "a", "id": "msg_d"},
+                                                   {"role": "user", "content": "b", "id": "msg_d"}]},
+     400, "invalid_request_error", "input[1]", None),
 ]
 
 

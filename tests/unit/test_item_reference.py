@@ -79,10 +79,18 @@ def test_a_referenced_image_is_collected_for_the_capability_check():
     [{"role": "assistant", "content": "hi", "id": "msg_a"}, {"id": "msg_a"}],
 ])
 def test_a_reference_may_not_repeat_an_item_of_the_input(items):
-    norm = normalize_input(items, references=True)
-    with pytest.raises(ApiError) as err:
-        resolve(norm, STORED)
+    with pytest.raises(ApiError) as err:  # refused as parsed, before any store lookup
+        normalize_input(items, references=True)
     assert err.value.status == 400 and err.value.param == "input[1]" and "msg_a" in err.value.message
+    assert "item_reference" in err.value.message
+
+
+def test_two_inline_items_with_one_id_are_400_not_a_failed_save():
+    items = [{"role": "user", "content": "a", "id": "msg_x"}, {"role": "user", "content": "b", "id": "msg_x"}]
+    with pytest.raises(ApiError) as err:
+        normalize_input(items)
+    assert err.value.status == 400 and err.value.param == "input[1]"
+    assert "Duplicate item id 'msg_x'" in err.value.message and "item_reference" not in err.value.message
 
 
 def test_the_resolved_items_count_against_the_limits():
