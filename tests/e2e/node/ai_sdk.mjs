@@ -23,6 +23,7 @@ import assert from 'node:assert/strict';
 import { createOpenAI } from '@ai-sdk/openai';
 import { generateText, Output, streamText, tool as defineTool } from 'ai';
 import { z } from 'zod';
+import { runCase } from './run_case.mjs';
 
 const provider = createOpenAI({ baseURL: process.env.GATEWAY_BASE_URL, apiKey: process.env.GATEWAY_API_KEY ?? 'unused' });
 const model = provider.responses(process.env.GATEWAY_MODEL ?? 'default');
@@ -143,14 +144,4 @@ async function history() {
 }
 
 const cases = { text, stream, tool, object, reasoning, chat, history };
-const name = process.argv[2];
-if (!cases[name]) {
-  console.error(`usage: node ai_sdk.mjs ${Object.keys(cases).join('|')}`);
-  process.exit(2);
-}
-try {
-  console.log(JSON.stringify({ case: name, ...(await cases[name]()) }));
-} catch (error) {
-  console.error(error);
-  process.exit(1);
-}
+await runCase('ai_sdk.mjs', cases);

@@ -16,6 +16,7 @@ import assert from 'node:assert/strict';
 import OpenAI from 'openai';
 import { zodResponsesFunction, zodTextFormat } from 'openai/helpers/zod';
 import { z } from 'zod';
+import { runCase } from './run_case.mjs';
 
 const client = new OpenAI({
   baseURL: process.env.GATEWAY_BASE_URL,
@@ -103,14 +104,4 @@ async function reasoning() {
 }
 
 const cases = { text, stream, tool, structured, reasoning };
-const name = process.argv[2];
-if (!cases[name]) {
-  console.error(`usage: node openai_sdk.mjs ${Object.keys(cases).join('|')}`);
-  process.exit(2);
-}
-try {
-  console.log(JSON.stringify({ case: name, ...(await cases[name]()) }));
-} catch (error) {
-  console.error(error);
-  process.exit(1);
-}
+await runCase('openai_sdk.mjs', cases);
