@@ -23,7 +23,7 @@ from . import idempotency, websocket
 from .auth import Authenticator
 from .context import ARRIVED, GATEWAY, Gateway
 from .errors import error_middleware
-from .http_server import body_middleware
+from .http_server import body_middleware, install_expect_handler
 from .metrics import GatewayMetrics
 from .routes import background as background_routes
 from .routes import compact, conversations, health, models, responses
@@ -133,4 +133,5 @@ def build_app(settings: GatewaySettings, store: ResponseStore | None = None) -> 
     app.on_startup.append(_startup)
     app.on_cleanup.append(_cleanup)
     background_routes.setup(app)  # after _startup: its runner needs the open store
+    install_expect_handler(app.router)  # last: every route's (http_server.py)
     return app

@@ -12,6 +12,17 @@ Protocol (HTTP/1.1 connection handling; every reply in the OpenAI error envelope
   the body is read. A compressed body (``Content-Encoding`` zstd, gzip, deflate) is then
   decoded with the same limit on its decoded size (``body_encoding.py``; aiohttp's own
   decoding is off).
+* **Expect: 100-continue** (RFC 9110 §10.1.1): aiohttp would send ``100 Continue`` before
+  any middleware runs, so the client would upload a body the gateway then refuses. Every
+  route's expect handler is :func:`defer_continue` instead (:func:`install_expect_handler`):
+  it sends nothing, and :func:`body_middleware` sends ``100 Continue`` just before it reads
+  the body, after auth and the ``Content-Length`` check. A request answered without it
+  (401, 413...) gets ``Connection: close`` and the connection closes once the reply is
+  written (``GatewayRequestHandler.finish_response``): its body was never asked for, so no
+  later request may follow on that connection, and waiting for the body (aiohttp lingers
+  up to 10 s to read what follows a reply) would be waiting for nothing. Other expectations
+  are ignored (a server MAY answer 417; ignoring them reads the body as usual). HTTP/1.0
+  clients never get ``100 Continue``.
 * **Connection cap** (``--max-connections``, at most the open-file limit less
   ``FD_RESERVE``): a connection past it gets a 503 ``server_busy`` and is closed at once,
   so the process never runs out of file descriptors for its own sockets and files.
@@ -35,6 +46,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import hdrs, http_exceptions, web
+from aiohttp.http import HttpVersion11
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 
 from . import body_encoding
@@ -45,6 +57,10 @@ from .settings import GatewaySettings
 log = logging.getLogger("trtllm_gateway.http")
 
 FD_RESERVE = 256  # descriptors kept for the service channels, the store, logs and refused sockets
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# The request asked for 100 Continue (left to body_middleware), and whether it was sent.
+EXPECTS_CONTINUE = web.RequestKey("expects_continue", bool)
+CONTINUE_SENT = web.RequestKey("continue_sent", bool)
 ACCEPT_LOG_INTERVAL_S = 10.0
 _ACCEPT_ERROR = "socket.accept() out of system resource"
 
@@ -92,6 +108,17 @@ class GatewayRequestHandler(RequestHandler):
             log.debug("unreadable request body: %s", type(exc).__name__)
             return
         super().log_exception(*args, **kwargs)
+
+    async def finish_response(self, request: web.BaseRequest, resp: web.StreamResponse,
+                              start_time: float | None) -> tuple[web.StreamResponse, bool]:
+        """A reply to a request whose ``100 Continue`` was never sent closes the connection."""
+        unsent = request.get(EXPECTS_CONTINUE) and not request.get(CONTINUE_SENT) and request.body_exists
+        if unsent:
+            resp.force_close()  # before its headers: they say Connection: close
+        result = await super().finish_response(request, resp, start_time)
+        if unsent:
+            self.force_close()  # once written: no lingering read of a body that is not coming
+        return result
 
     def handle_error(self, request, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
@@ -212,9 +239,24 @@ def connection_cap(wanted: int) -> int:
     return min(wanted, room)
 
 
+async def defer_continue(request: web.Request) -> None:
+    """Every route's expect handler: sends nothing; :func:`body_middleware` answers a
+    ``100-continue`` expectation once auth and the size limit have let the request through."""
+    if request.version >= HttpVersion11 and request.headers.get(hdrs.EXPECT, "").lower() == "100-continue":
+        request[EXPECTS_CONTINUE] = True
+
+
+def install_expect_handler(router: web.UrlDispatcher) -> None:
+    """:func:`defer_continue` on every route registered so far (call it last). aiohttp takes
+    an expect handler only as an argument of each ``add_route``, so it is set afterwards."""
+    for route in router.routes():
+        route._expect_handler = defer_continue
+
+
 def body_middleware(settings: GatewaySettings):
-    """Bounds the body before any handler reads it: 413 from ``Content-Length`` at once, then
-    the whole body within ``--body-timeout-s`` (408 and the connection closes)."""
+    """Bounds the body before any handler reads it: 413 from ``Content-Length`` at once (also
+    before ``100 Continue``), then the whole body within ``--body-timeout-s`` (408 and the
+    connection closes)."""
     limit, timeout = settings.max_body_bytes, settings.body_timeout_s
 
     @web.middleware
@@ -224,6 +266,10 @@ def body_middleware(settings: GatewaySettings):
         if request.content_length is not None and request.content_length > limit:
             raise ApiError("body_too_large", f"The request body is too large: {request.content_length} bytes "
                            f"declared, at most {limit} are accepted.")
+        if request.get(EXPECTS_CONTINUE):
+            await request.writer.write(CONTINUE)
+            request.writer.output_size = 0  # as aiohttp does: the response itself has not started
+            request[CONTINUE_SENT] = True
         try:
             raw = await asyncio.wait_for(request.read(), timeout)  # aiohttp keeps it for the handler's read()
         except TimeoutError:
