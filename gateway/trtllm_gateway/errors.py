@@ -12,6 +12,8 @@ Protocol (OpenAI Responses API, docs/responses-api.md §4): every HTTP error is
   message over a size limit, which no retry fixes: 400 ``request_too_large`` naming the size.
 * aiohttp's own HTTP exceptions (unknown route, wrong method, body too large) are wrapped
   in the same envelope.
+* A client that leaves while its body is read (``ConnectionResetError`` with the transport
+  gone) gets nothing (counted as 499) and no log line: it is not the server's error.
 * Anything else is a 500 ``server_error`` whose message never contains a traceback (the
   traceback goes to the log).
 """
@@ -253,8 +255,17 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         return error_response(from_http(exc))
+    except ConnectionResetError as exc:
+        if _client_gone(request):  # aiohttp's "Connection lost" mid-upload: nobody to answer
+            return web.Response(status=499)  # nginx's "client closed request", for the metrics
+        return error_response(to_api_error(exc))
     except Exception as exc:  # noqa: BLE001 - the table decides; unknown ones are logged
         return error_response(to_api_error(exc))
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def kind_of(obj: dict) -> str | None:

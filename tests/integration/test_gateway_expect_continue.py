@@ -2,6 +2,7 @@
 request it will refuse (a ``Content-Length`` over ``--max-body-bytes``, no API key) at once,
 without ``100 Continue``, so the client never uploads the body; the reply closes the
 connection. A request it accepts gets ``100 Continue``, then its answer once the body is in.
+A client that leaves mid-upload is counted 499 and logs no traceback.
 The stack is real (scripted engine, service, gateway, SQLite).
 """
 from __future__ import annotations
@@ -9,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 
+import aiohttp
 import pytest
 import pytest_asyncio
 
 from tests.fixtures.gateway import start_gateway
 from tests.fixtures.scripted_engine import ScriptedEngine
 from tests.fixtures.service import serve_in_process
+from tests.fixtures.waiting import until
 
 LIMIT = 64 * 1024
 KEY = "sk-expect"
@@ -91,3 +94,23 @@ async def test_an_accepted_request_gets_100_continue_then_its_answer(handle):
             assert headers.get("connection", "keep-alive").lower() != "close"
     finally:
         writer.close()
+
+
+async def test_a_client_that_leaves_mid_upload_is_499_with_no_traceback(handle, caplog):
+    reader, writer = await _open(handle)
+    head = (f"POST /v1/responses HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {KEY}\r\nContent-Length: 1000\r\n\r\n").encode()
+    writer.write(head + b'{"model": "default", "input": "')  # then the client goes away
+    await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+    metrics = handle.root + "/metrics"
+
+    async def counted() -> str | None:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {KEY}"}) as session:
+            async with session.get(metrics) as r:
+                text = await r.text()
+        return text if 'status="499"' in text or 'status="500"' in text else None
+    text = await until(counted, 30, 0.05)
+    assert text and 'status="500"' not in text and 'status="499"' in text
+    assert not [r for r in caplog.records if r.exc_info], "a client leaving is not a server error"
