@@ -24,7 +24,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 
-from sqlalchemy import BigInteger, func, insert, literal, select, tuple_, update
+from sqlalchemy import BigInteger, bindparam, func, insert, literal, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import codec
@@ -49,6 +49,20 @@ from .transactions import SQLBase
 
 _JOB = (jobs.c.response_id, jobs.c.tenant, jobs.c.kind, jobs.c.attempts, jobs.c.spec, jobs.c.cancel_requested)
 _RUNNING = jobs.c.state == "running"
+
+
+def _claim_statement():
+    """Claims, built once (replicas poll it every few tenths of a second while idle, and
+    building it cost more than running it): up to ``:n`` claimable jobs, oldest first."""
+    picked = (select(jobs.c.response_id)
+              .where((jobs.c.state == "queued") | (_RUNNING & (jobs.c.lease_until < bindparam("at"))))
+              .order_by(jobs.c.created_at).limit(bindparam("n")).with_for_update(skip_locked=True).subquery())
+    return (update(jobs).where(jobs.c.response_id == picked.c.response_id)
+            .values(state="running", claimed_by=bindparam("replica"), lease_until=bindparam("until"),
+                    attempts=jobs.c.attempts + 1).returning(*_JOB))
+
+
+_CLAIM = _claim_statement()
 
 
 def _at(now_ms: int | None) -> int:
@@ -96,13 +110,8 @@ class SQLJobs(SQLBase, JobsAndEvents):
     async def claim_jobs(self, replica: str, limit: int, lease_ms: int,
                          *, now_ms: int | None = None) -> list[Job]:
         at = _at(now_ms)
-        picked = (select(jobs.c.response_id)
-                  .where((jobs.c.state == "queued") | (_RUNNING & (jobs.c.lease_until < at)))
-                  .order_by(jobs.c.created_at).limit(limit).with_for_update(skip_locked=True).subquery())
-        claim = (update(jobs).where(jobs.c.response_id == picked.c.response_id)
-                 .values(state="running", claimed_by=replica, lease_until=at + lease_ms,
-                         attempts=jobs.c.attempts + 1).returning(*_JOB))
-        return [codec.decode_job(row) for row in await self._rows(claim, write=True)]
+        params = {"at": at, "n": limit, "replica": replica, "until": at + lease_ms}
+        return [codec.decode_job(row) for row in await self._rows(_CLAIM, write=True, params=params)]
 
     async def watch_jobs(self, replica: str, attempts: dict[str, int], lease_ms: int | None,
                          *, now_ms: int | None = None) -> JobWatch:

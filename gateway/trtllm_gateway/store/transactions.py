@@ -81,10 +81,10 @@ class SQLBase(abc.ABC):
     async def _read(self, body: Body) -> Any:
         return await self._txn(False, body)
 
-    async def _rows(self, statement: Executable, *, write: bool = False) -> list[Row]:
-        """All rows of one statement, in its own transaction."""
+    async def _rows(self, statement: Executable, *, write: bool = False, params: dict | None = None) -> list[Row]:
+        """All rows of one statement (with ``params`` for its bind parameters), in its own transaction."""
         async def body(conn: AsyncConnection) -> list[Row]:
-            return list((await conn.execute(statement)).all())
+            return list((await conn.execute(statement, params)).all())
 
         return await self._txn(write, body)
 
