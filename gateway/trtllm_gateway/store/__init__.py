@@ -3,7 +3,7 @@
 ``open_store(url)`` picks a backend from the URL scheme via ``BACKENDS``:
 
 * ``sqlite:///relative/or/absolute.db``, ``sqlite:////abs/path.db``, ``sqlite://:memory:``,
-  or a plain filesystem path -> :class:`~trtllm_gateway.store.sqlite.SQLiteStore` (aiosqlite).
+  or a plain filesystem path -> :class:`~trtllm_gateway.store.sqlite.SQLiteStore` (pysqlite, a thread per transaction).
 * ``postgresql://...`` / ``postgres://...`` (libpq DSN, as asyncpg reads it) ->
   :class:`~trtllm_gateway.store.postgres.PostgresStore` (asyncpg).
 

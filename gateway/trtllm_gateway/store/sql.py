@@ -19,9 +19,9 @@ The machinery (engines, the two transaction kinds, errors, open/close and migrat
 What differs between the databases is in the backend modules, ``sqlite.py`` and
 ``postgres.py``: how engines connect and transactions begin, how migrations are serialised
 (``migrations/``), and the dialect's ``insert()``, whose ON CONFLICT clauses have one API in
-both. Engines are async only (aiosqlite runs SQLite on its own thread, asyncpg is a socket
-protocol), so the event loop never waits on the database; large payloads are encoded and
-decoded in a worker thread.
+both. The event loop never waits on the database (asyncpg is a socket protocol; SQLite
+runs each whole transaction on a thread of its engine: ``sqlite.ThreadEngine``); large
+payloads are encoded and decoded in a worker thread.
 """
 from __future__ import annotations
 

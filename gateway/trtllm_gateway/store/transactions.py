@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Executable, Row
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import migrations
 from .base import StoreError
@@ -39,10 +39,11 @@ class SQLBase(abc.ABC):
     def __init__(self, where: str, max_history_depth: int):
         self.where = where                      # the database, for messages (no password)
         self.max_history_depth = max_history_depth
-        self._engines: tuple[AsyncEngine, AsyncEngine] | None = None
+        # (writer, reader): AsyncEngines, or what a backend that overrides _attempt keeps
+        self._engines: tuple[Any, Any] | None = None
 
     @abc.abstractmethod
-    async def _connect(self) -> tuple[AsyncEngine, AsyncEngine]:
+    async def _connect(self) -> tuple[Any, Any]:
         """The (writer, reader) engines; connections open on first use."""
 
     @abc.abstractmethod
@@ -74,6 +75,13 @@ class SQLBase(abc.ABC):
         for engine in {id(e.sync_engine.pool): e for e in engines or ()}.values():
             await engine.dispose()  # in-flight (shielded) transactions finish first, then close
 
+    async def _attempt(self, write: bool, body: Body) -> Any:
+        """One try of a transaction: ``body`` on a connection of the writer or the reader
+        engine, committed when it returns (a backend may run it elsewhere: ``sqlite.py``)."""
+        assert self._engines is not None
+        async with self._engines[0 if write else 1].begin() as conn:
+            return await body(conn)
+
     # -- transactions --------------------------------------------------------------------
     async def _write(self, body: Body) -> Any:
         return await self._txn(True, body)
@@ -98,15 +106,13 @@ class SQLBase(abc.ABC):
     async def _txn(self, write: bool, body: Body, *, failure: str | None = None) -> Any:
         if self._engines is None:
             raise StoreError("response store is not open")
-        engine = self._engines[0 if write else 1]
         # ValueError only while opening: a malformed URL surfaces at the first connect.
         errors = (SQLAlchemyError, OSError, *self.driver_errors, *((ValueError,) if failure else ()))
 
         async def run() -> Any:
             for attempt in range(CONNECTION_RETRIES + 1):
                 try:
-                    async with engine.begin() as conn:
-                        return await body(conn)
+                    return await self._attempt(write, body)
                 except StoreError:
                     raise
                 except errors as exc:
