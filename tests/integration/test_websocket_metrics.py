@@ -15,6 +15,7 @@ import struct
 import aiohttp
 import pytest_asyncio
 
+from tests.fixtures.waiting import read_until_seen
 from tests.integration.scripted_stack import start_stack
 from tests.integration.test_websocket import STORY, create, next_event, read_response, reply
 
@@ -96,11 +97,7 @@ async def test_a_socket_dropped_mid_response_counts_as_499(stack):
                  b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + key + b"\r\n\r\n")
     assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101 ")
     writer.write(_masked_text_frame(json.dumps(create(input=STORY)).encode()))
-    seen = b""
-    while b"response.output_text.delta" not in seen:
-        chunk = await asyncio.wait_for(reader.read(65536), 30)
-        assert chunk, seen[-500:]
-        seen += chunk
+    await read_until_seen(reader, b"response.output_text.delta")
     writer.transport.abort()
     assert await _next_count(stack, before) == "499"
     await stack.wait_idle()
