@@ -6,12 +6,6 @@ from types import SimpleNamespace
 
 import pytest
 
-from trtllm_gateway.store.base import (
-    DuplicateItemId,
-    InvalidRecord,
-    StoreCorrupt,
-    StoredConversation,
-)
 from trtllm_gateway.store.codec import (
     check_conversation,
     check_int,
@@ -23,6 +17,7 @@ from trtllm_gateway.store.codec import (
     plain_key,
     storable,
 )
+from trtllm_gateway.store.records import DuplicateItemId, InvalidRecord, StoreCorrupt, StoredConversation
 
 
 @pytest.mark.parametrize("key, ok", [("", True), ("resp_1", True), ("é✓", True), ("a\x00b", False),

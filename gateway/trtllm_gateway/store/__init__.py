@@ -17,27 +17,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .base import (
+from .base import ConversationRecords, IdempotencyKeys, JobsAndEvents, ResponseRecords, ResponseStore
+from .records import (
     FINAL_STATUSES,
     MAX_HISTORY_DEPTH,
     SCHEMA_VERSION,
     CancelResult,
-    ConversationRecords,
     DuplicateItemId,
     EventPage,
     HistoryTooDeep,
-    IdempotencyKeys,
     IdempotencyRecord,
     InvalidPageRequest,
     InvalidRecord,
     ItemPage,
     Job,
     JobOwner,
-    JobsAndEvents,
     JobWatch,
     LoggedEvent,
-    ResponseRecords,
-    ResponseStore,
     StoreCorrupt,
     StoredConversation,
     StoredResponse,

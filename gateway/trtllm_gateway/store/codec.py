@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .base import (
+from .records import (
     SCHEMA_VERSION,
     DuplicateItemId,
     IdempotencyRecord,

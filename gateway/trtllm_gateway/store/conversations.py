@@ -14,8 +14,9 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import codec
-from .base import ConversationRecords, DuplicateItemId, ItemPage, StoredConversation, StoreError, check_page_args
+from .base import ConversationRecords
 from .codec import storable
+from .records import DuplicateItemId, ItemPage, StoredConversation, StoreError, check_page_args
 from .schema import conversation_items as citems
 from .schema import conversations as convs
 from .schema import idempotency_keys

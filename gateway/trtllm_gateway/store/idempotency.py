@@ -13,8 +13,9 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import codec
-from .base import IdempotencyKeys, IdempotencyRecord, StoreError
+from .base import IdempotencyKeys
 from .codec import storable
+from .records import IdempotencyRecord, StoreError
 from .schema import idempotency_keys as keys
 from .transactions import SQLBase
 

@@ -28,20 +28,20 @@ from sqlalchemy import BigInteger, bindparam, func, insert, literal, select, tup
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import codec
-from .base import (
+from .base import JobsAndEvents
+from .codec import storable
+from .records import (
     Appended,
     CancelResult,
     EventPage,
     InvalidRecord,
     Job,
     JobOwner,
-    JobsAndEvents,
     JobWatch,
     LoggedEvent,
     StoredResponse,
     StoreError,
 )
-from .codec import storable
 from .responses import put_record
 from .schema import background_jobs as jobs
 from .schema import responses, stream_events

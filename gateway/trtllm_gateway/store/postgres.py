@@ -20,8 +20,8 @@ import asyncpg
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from .base import MAX_HISTORY_DEPTH
 from .migrations import postgres as pg_migrations
+from .records import MAX_HISTORY_DEPTH
 from .sql import SQLStore
 
 PURGE_BATCH = 500

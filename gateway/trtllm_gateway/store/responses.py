@@ -23,8 +23,9 @@ from sqlalchemy import Integer, delete, insert, literal, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import codec
-from .base import HistoryTooDeep, ItemPage, ResponseRecords, StoredResponse, StoreError, check_page_args
+from .base import ResponseRecords
 from .codec import KIND_INPUT, storable
+from .records import HistoryTooDeep, ItemPage, StoredResponse, StoreError, check_page_args
 from .schema import RESPONSE_DEPENDENTS, items, responses
 from .transactions import SQLBase
 

@@ -29,8 +29,8 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.pool import QueuePool
 
-from .base import MAX_HISTORY_DEPTH, StoreError
 from .migrations import statements
+from .records import MAX_HISTORY_DEPTH, StoreError
 from .sql import SQLStore
 from .transactions import Body
 

@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import migrations
-from .base import StoreError
+from .records import StoreError
 
 CONNECTION_RETRIES = 1  # per transaction, after its connection was found lost
 

@@ -21,7 +21,7 @@ from sqlalchemy import Dialect, ForeignKeyConstraint, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.schema import CreateIndex, CreateTable, ExecutableDDLElement
 
-from ..base import StoreError
+from ..records import StoreError
 from ..schema import metadata, schema_migrations
 
 
