@@ -27,30 +27,36 @@ def _guarded() -> pytest.MonkeyPatch:
     return mp
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+def _guard_while_running() -> Generator[None, None, None]:
+    """The body of each hook wrapper below: processes refused while the phase runs."""
     mp = _guarded()
     try:
         return (yield)
     finally:
         mp.undo()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+    return (yield from _guard_while_running())
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
-    mp = _guarded()
-    try:
-        return (yield)
-    finally:
-        mp.undo()
+    return (yield from _guard_while_running())
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, None, None]:
     if nextitem is None:  # the session ends here: other tiers' session fixtures (PostgreSQL) stop now
         return (yield)
-    mp = _guarded()
-    try:
-        return (yield)
-    finally:
-        mp.undo()
+    return (yield from _guard_while_running())
+
+
+@pytest.fixture(scope="module")
+def compiler(tokenizer):
+    """An xgrammar compiler for the default model's tokenizer (the grammar tests skip
+    without xgrammar before they ask for it)."""
+    import xgrammar as xgr
+
+    return xgr.GrammarCompiler(xgr.TokenizerInfo.from_huggingface(tokenizer))

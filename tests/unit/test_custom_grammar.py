@@ -10,6 +10,7 @@ import pytest
 
 xgr = pytest.importorskip("xgrammar")
 # The imports below need xgrammar: they come after the skip (E402).
+from tests.fixtures.grammar import accepts  # noqa: E402
 from trtllm_responses.inference.v1 import inference_pb2 as pb  # noqa: E402
 from trtllm_service.agentic import OutputPlanner  # noqa: E402
 from trtllm_service.custom_grammar import CustomGrammarError, arguments_grammar  # noqa: E402
@@ -34,16 +35,6 @@ eof_line: "*** End of File" LF
 %import common.LF
 '''
 PATCH = '*** Begin Patch\n*** Add File: a "b".txt\n+print("hi\\tthere")\n+\x01\n*** End Patch\n'
-
-
-@pytest.fixture(scope="module")
-def compiler(tokenizer):
-    return xgr.GrammarCompiler(xgr.TokenizerInfo.from_huggingface(tokenizer))
-
-
-def accepts(compiler, grammar: str, text: str) -> bool:
-    matcher = xgr.GrammarMatcher(compiler.compile_grammar(grammar))
-    return matcher.accept_string(text) and matcher.is_completed()
 
 
 def args(text: str) -> str:

@@ -9,6 +9,7 @@ import pytest
 
 xgr = pytest.importorskip("xgrammar")
 # The imports below need xgrammar: they come after the skip (E402).
+from tests.fixtures.grammar import accepts  # noqa: E402
 from tests.unit.test_parsers import collect  # noqa: E402
 from trtllm_service.guided import ToolConstraintError, tool_call_constraint  # noqa: E402
 from trtllm_service.parsing import create_parser  # noqa: E402
@@ -32,17 +33,6 @@ UTC = '{"name": "get_time", "arguments": {"timezone": "UTC"}}'
 
 def hermes(*calls: str) -> str:
     return "\n".join(f"<tool_call>\n{c}\n</tool_call>" for c in calls)
-
-
-@pytest.fixture(scope="module")
-def compiler(tokenizer):
-    return xgr.GrammarCompiler(xgr.TokenizerInfo.from_huggingface(tokenizer))
-
-
-def accepts(compiler, grammar: str, text: str) -> bool:
-    """The matcher takes all of `text` and could stop right after it."""
-    matcher = xgr.GrammarMatcher(compiler.compile_grammar(grammar))
-    return matcher.accept_string(text) and matcher.is_completed()
 
 
 def test_forced_call_token_by_token_with_the_real_tokenizer(tokenizer, compiler):
