@@ -92,3 +92,15 @@ async def test_conversation_text_keeps_unicode_and_survives_lone_surrogates(stor
     stored = await store._read(lambda conn: conn.run_sync(payloads))
     assert stored == {"m1": '{"id":"m1","text":"✓ ok"}', "m2": '{"id":"m2","text":"lone \\ud800"}'}
     assert await store.conversation_items("conv_u", "t1") == items
+
+
+async def test_a_transaction_started_as_the_store_closes_ends_in_its_result_or_store_error(store):  # noqa: F811
+    import asyncio
+
+    pending = asyncio.ensure_future(store.find_items(["msg_x"], "t1"))
+    await asyncio.sleep(0)  # its transaction task exists, its connection not yet taken
+    await store.close()
+    try:
+        assert await pending == {}
+    except StoreError:
+        pass  # refused cleanly: not an AssertionError or the pool's RuntimeError

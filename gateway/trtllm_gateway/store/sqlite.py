@@ -59,9 +59,8 @@ class SQLiteStore(SQLStore):
         await asyncio.to_thread(_ensure_parent, self.path)
         return ThreadEngine(self.path, "BEGIN IMMEDIATE", 1), ThreadEngine(self.path, "BEGIN", READERS)
 
-    async def _attempt(self, write: bool, body: Body) -> Any:
-        assert self._engines is not None
-        return await self._engines[0 if write else 1].run(body)
+    async def _attempt(self, engine: ThreadEngine, body: Body) -> Any:
+        return await engine.run(body)
 
     async def _lock_migrations(self, conn: AsyncConnection) -> None:
         """Nothing to take: the writer's BEGIN IMMEDIATE already holds the file's write lock."""
@@ -79,8 +78,11 @@ class ThreadEngine:
     def __init__(self, path: str, begin: str, connections: int) -> None:
         self.sync_engine = _engine(path, begin, connections)
         self._threads = ThreadPoolExecutor(connections, thread_name_prefix="sqlite")
+        self._closed = False
 
     async def run(self, body: Body) -> Any:
+        if self._closed:  # a transaction started after close() (the pool takes no more work)
+            raise StoreError("response store is closed")
         return await asyncio.get_running_loop().run_in_executor(self._threads, self._transaction, body)
 
     def _transaction(self, body: Body) -> Any:
@@ -89,6 +91,7 @@ class ThreadEngine:
 
     async def dispose(self) -> None:
         """In-flight transactions finish first, then the connections close."""
+        self._closed = True
         await asyncio.to_thread(self._threads.shutdown, wait=True)
         self.sync_engine.dispose()
 

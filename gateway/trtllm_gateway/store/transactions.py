@@ -75,11 +75,10 @@ class SQLBase(abc.ABC):
         for engine in {id(e.sync_engine.pool): e for e in engines or ()}.values():
             await engine.dispose()  # in-flight (shielded) transactions finish first, then close
 
-    async def _attempt(self, write: bool, body: Body) -> Any:
-        """One try of a transaction: ``body`` on a connection of the writer or the reader
-        engine, committed when it returns (a backend may run it elsewhere: ``sqlite.py``)."""
-        assert self._engines is not None
-        async with self._engines[0 if write else 1].begin() as conn:
+    async def _attempt(self, engine: Any, body: Body) -> Any:
+        """One try of a transaction: ``body`` on a connection of ``engine`` (the writer or
+        the reader), committed when it returns (a backend may run it elsewhere: ``sqlite.py``)."""
+        async with engine.begin() as conn:
             return await body(conn)
 
     # -- transactions --------------------------------------------------------------------
@@ -106,13 +105,15 @@ class SQLBase(abc.ABC):
     async def _txn(self, write: bool, body: Body, *, failure: str | None = None) -> Any:
         if self._engines is None:
             raise StoreError("response store is not open")
+        # Picked now, not when the task runs: a close() in between must not pull it away.
+        engine = self._engines[0 if write else 1]
         # ValueError only while opening: a malformed URL surfaces at the first connect.
         errors = (SQLAlchemyError, OSError, *self.driver_errors, *((ValueError,) if failure else ()))
 
         async def run() -> Any:
             for attempt in range(CONNECTION_RETRIES + 1):
                 try:
-                    return await self._attempt(write, body)
+                    return await self._attempt(engine, body)
                 except StoreError:
                     raise
                 except errors as exc:
