@@ -13,12 +13,13 @@ STAMP := $(VENV)/.installed
 # llama.cpp is built for the x86-64 AVX2 baseline (AVX, AVX2, FMA, F16C, BMI2), never for the
 # build machine (GGML_NATIVE=OFF): a native build on an AMX Xeon VM crashed in the AMX matmul
 # (ldtilecfg, SIGSEGV), and a wheel built on one CPU must run on every CPU the cache reaches.
-LLAMA_VERSION := 0.3.36
+# The version is pyproject.toml's pin (one place), read here to name and build the wheel.
+LLAMA_VERSION := $(shell sed -n 's/.*"llama-cpp-python==\([^"]*\)".*/\1/p' pyproject.toml)
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF \
 	-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
-# The built wheel is kept in a folder named by the version and the build flags, so a change of
-# flags rebuilds and no wheel built with other flags (pip's own cache ignores them) is reused.
-LLAMA_WHEELS := $(HOME)/.cache/trtllm-responses/llama-wheels/$(LLAMA_VERSION)-$(shell echo '$(LLAMA_CMAKE_ARGS)' | md5sum | cut -c1-12)
+# The built wheel is kept in a folder named by the version, the Python and the build flags, so a
+# change of any rebuilds and no wheel built otherwise (pip's own cache ignores flags) is reused.
+LLAMA_WHEELS := $(HOME)/.cache/trtllm-responses/llama-wheels/$(LLAMA_VERSION)-$(shell $(PY) -c 'import sys; print(sys.implementation.cache_tag)')-$(shell echo '$(LLAMA_CMAKE_ARGS)' | md5sum | cut -c1-12)
 
 .PHONY: venv lint test test-fast run run-service stubs check-stubs bench clean codex node-clients
 
