@@ -91,12 +91,6 @@ def cuts(items: list[dict]) -> tuple[int, int]:
     return lead, users[-1] if users else len(items)
 
 
-def split(items: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
-    """(leading instructions, older items to summarise, the most recent turn)."""
-    lead, cut = cuts(items)
-    return items[:lead], items[lead:cut], items[cut:]
-
-
 def summary_chat(older: list[dict], instructions: str | None) -> pb.Chat:
     system = SUMMARISER + (f"\n\nThe conversation ran under these instructions:\n{instructions}"
                            if instructions else "")
@@ -157,11 +151,18 @@ async def compact(gw: Gateway, body: dict, tenant: str) -> dict:
             "output": output, "usage": spent}
 
 
+def _entries(req: CreateRequest) -> list[dict]:
+    """``req``'s compaction entries of ``context_management`` (none: it asks for no compaction)."""
+    return [e for e in req.context_management if e.get("type") == "compaction"]
+
+
 def threshold(req: CreateRequest, context: int) -> int | None:
     """The rendered-input size above which ``req`` compacts; None when it asks for no compaction."""
-    entries = [e for e in req.context_management if e.get("type") == "compaction"]
-    if not entries:
-        return None
+    entries = _entries(req)
+    return _limit(entries, context) if entries else None
+
+
+def _limit(entries: list[dict], context: int) -> int:
     given = [e["compact_threshold"] for e in entries if e.get("compact_threshold") is not None]
     return min(given) if given else max(MIN_COMPACT_THRESHOLD, int(context * DEFAULT_THRESHOLD_SHARE))
 
@@ -171,14 +172,14 @@ async def on_threshold(gw: Gateway, req: CreateRequest, tenant: str, items: list
     """(the chat to generate from, the output items before the model's): ``chat`` and []
     under the threshold; over it, the compacted chat and [the compaction item].
     ``items``: the window as the model reads it (``generation.model_items``), ``chat`` its chat."""
-    if threshold(req, 0) is None:
+    entries = _entries(req)
+    if not entries:
         return chat, []  # no CountTokens call for requests that do not ask
     lead, cut = cuts(items)
     if all(item["type"] == "compaction" for item in items[lead:cut]):
         return chat, []  # nothing older than this turn to summarise
     tokens, context = await gw.client.count_tokens(chat)
-    limit = threshold(req, context)
-    if limit is None or tokens <= limit:
+    if tokens <= _limit(entries, context):
         return chat, []
     summary, _ = await summarise(gw, req, tenant, summary_chat(items[lead:], req.instructions))
     item = compaction_item.new_item(summary)

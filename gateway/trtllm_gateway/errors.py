@@ -255,11 +255,10 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         return error_response(from_http(exc))
-    except ConnectionResetError as exc:
-        if _client_gone(request):  # aiohttp's "Connection lost" mid-upload: nobody to answer
-            return web.Response(status=499)  # nginx's "client closed request", for the metrics
-        return error_response(to_api_error(exc))
     except Exception as exc:  # noqa: BLE001 - the table decides; unknown ones are logged
+        if isinstance(exc, ConnectionResetError) and _client_gone(request):
+            # aiohttp's "Connection lost" mid-upload: nobody to answer
+            return web.Response(status=499)  # nginx's "client closed request", for the metrics
         return error_response(to_api_error(exc))
 
 

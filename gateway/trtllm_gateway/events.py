@@ -144,14 +144,16 @@ class ResponseLog:
     def add(self, rows: list[LoggedEvent]) -> None:
         self.log.add_rows(rows)
 
-    async def end(self, resp: dict, closing: list[dict]) -> list[dict]:
+    async def end(self, resp: dict, closing: list[dict], rows: list[LoggedEvent]) -> list[dict]:
         """The closing events to send: as given once stored; when the write failed (store
-        trouble, lease lost), with ``response.failed``, as recovery will store it."""
+        trouble, lease lost), with ``response.failed``, as recovery will store it.
+        ``rows``: the closing events as logged (``logged``), encoded once for log and client."""
         self._ended = True
         rec = self.record
         try:
-            await self.log.finish(closing, record=stored(resp, rec.tenant, rec.input_items,
-                                                         rec.previous_response_id), done=True)
+            self.log.add_rows(rows)  # queued: the fenced final write below takes them
+            await self.log.finish(record=stored(resp, rec.tenant, rec.input_items,
+                                                rec.previous_response_id), done=True)
             return closing
         except Exception:
             log.warning("could not store the end of %s (recovery closes it)", rec.id, exc_info=True)
@@ -169,6 +171,7 @@ class Delivery:
 
     def __init__(self, gw, writer: EventWriter, rlog: ResponseLog | None) -> None:
         self.gw, self.writer, self.rlog = gw, writer, rlog
+        self._logged: tuple[list[dict], list[str]] | None = None  # closing events as stored, encoded
 
     async def open(self) -> None:
         await self.writer.open()
@@ -183,17 +186,24 @@ class Delivery:
 
     async def persist(self, resp: dict, closing: list[dict]) -> list[dict]:
         self.writer.number(closing)
-        return closing if self.rlog is None else await self.rlog.end(resp, closing)
+        if self.rlog is None:
+            return closing
+        rows = [logged(event) for event in closing]
+        self._logged = (closing, [row.payload for row in rows])
+        return await self.rlog.end(resp, closing, rows)
 
     async def deliver(self, closing: list[dict]) -> None:
-        await self.writer.write_batch(closing, [encode(event) for event in closing])
+        # the events just stored keep their encoding; a replacement (_unstored) is encoded anew
+        stored_as = self._logged
+        payloads = stored_as[1] if stored_as and stored_as[0] is closing else [encode(e) for e in closing]
+        await self.writer.write_batch(closing, payloads)
         await self.writer.close()
 
     def abandon(self, resp: dict, closing: list[dict]) -> None:
         self.writer.stop_pings()
         if self.rlog is not None:  # the log ends consistent: closing events, cancelled record
             self.writer.number(closing)
-            self.gw.spawn(self.rlog.end(resp, closing))
+            self.gw.spawn(self.rlog.end(resp, closing, [logged(event) for event in closing]))
 
 
 def response_log(app: web.Application, g) -> ResponseLog | None:

@@ -74,7 +74,12 @@ def frame(event: dict) -> bytes:
 
 def frame_raw(event_type: str, payload: str) -> bytes:
     """One SSE frame for an event already encoded as JSON."""
-    return b"event: " + event_type.encode() + b"\ndata: " + payload.encode() + b"\n\n"
+    return frame_text(event_type, payload).encode()
+
+
+def frame_text(event_type: str, payload: str) -> str:
+    """The text of one SSE frame: the one place the frame format is spelled."""
+    return f"event: {event_type}\ndata: {payload}\n\n"
 
 
 class EventWriter:
@@ -145,7 +150,7 @@ class SSEWriter(EventWriter):
 
     async def write_batch(self, events: Sequence[dict], payloads: Sequence[str]) -> None:
         if events:
-            await self.write_frame("".join([f"event: {e['type']}\ndata: {p}\n\n"
+            await self.write_frame("".join([frame_text(e["type"], p)
                                             for e, p in zip(events, payloads, strict=True)]).encode())
 
     async def write_frame(self, data: bytes) -> None:

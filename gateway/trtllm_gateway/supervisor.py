@@ -49,7 +49,7 @@ import time
 from collections.abc import Sequence
 
 from .settings import GatewaySettings
-from .workers import CLOSED, READY, WORKER_ENV
+from .workers import CLOSED, HANDED, READY, WORKER_ENV
 
 log = logging.getLogger("trtllm_gateway.supervisor")
 
@@ -271,7 +271,7 @@ class Supervisor:
         for slot in ranked:
             assert slot.control is not None
             try:
-                socket.send_fds(slot.control, [b"C"], [conn.fileno()])
+                socket.send_fds(slot.control, [HANDED], [conn.fileno()])
             except OSError:  # its buffer is full, or it just died: the next one
                 continue
             slot.open += 1

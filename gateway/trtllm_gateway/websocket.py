@@ -83,7 +83,8 @@ class WebSocketEventWriter(EventWriter):
         if self.ws.closed:
             raise ConnectionResetError("the WebSocket is closed")
         if self.stream_id is not None:  # on the frame only: the event log keeps the plain event
-            payload = dumps(dict(event, stream_id=self.stream_id))
+            # as dumps(dict(event, stream_id=...)) gives it (the key last), without re-encoding
+            payload = payload[:-1] + ',"stream_id":' + dumps(self.stream_id) + "}"
         if event["type"] in TERMINAL_EVENTS:  # before the send: a client that read it may close at once
             self.answered()
         await self.ws.send_str(payload)

@@ -7,8 +7,8 @@ worker (the worker's end is passed as a descriptor named in :data:`WORKER_ENV`,
 * worker -> parent: :data:`READY` once the app is set up and the worker takes connections;
   then :data:`CLOSED` each time a connection it was handed has closed (the parent counts
   each worker's open connections).
-* parent -> worker: accepted connections, one descriptor per message (``SCM_RIGHTS``, with a
-  one-byte payload). End-of-file means the parent is gone: the worker shuts down as on
+* parent -> worker: accepted connections, one descriptor per message (``SCM_RIGHTS``, with
+  the one-byte payload :data:`HANDED`). End-of-file means the parent is gone: the worker shuts down as on
   SIGTERM.
 
 A worker serves nothing but the connections it is handed (:class:`HandedSite`, an aiohttp
@@ -37,7 +37,7 @@ log = logging.getLogger("trtllm_gateway.workers")
 
 WORKER_ENV = "_TRTLLM_GATEWAY_WORKER"
 WORKER_HEADER = "X-Gateway-Worker"
-READY, CLOSED = b"R", b"-"
+READY, CLOSED, HANDED = b"R", b"-", b"C"
 MAX_FDS = 64  # descriptors taken per read of the control socket
 
 
