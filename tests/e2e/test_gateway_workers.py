@@ -69,13 +69,6 @@ def gateway(tmp_path_factory):
         service.stop()
 
 
-def holds(check):
-    """``check`` as a predicate for ``until``."""
-    async def predicate():
-        return check()
-    return predicate
-
-
 def create(**fields) -> dict:
     return {"model": "default", "input": "Say something.", "max_output_tokens": 16, **fields}
 
@@ -124,7 +117,7 @@ def value(samples: dict, name: str, labels: dict) -> float:
 
 
 async def test_both_workers_serve_and_metrics_are_merged(gateway: Gateway):
-    assert await until(holds(lambda: "listening on" in gateway.log_path.read_text()), 120, 0.2)
+    assert await until(lambda: "listening on" in gateway.log_path.read_text(), 120, 0.2)
     before = value(await scrape(gateway.root, "0"), *CREATES)
     served: dict[str, int] = {}
     while set(served) != set(WORKERS):
@@ -224,9 +217,9 @@ async def test_a_dead_worker_is_started_again_and_its_counts_stay(gateway: Gatew
     before = value(await scrape(gateway.root, "0"), *CREATES)
     dead = gateway.pids()["1"]
     os.kill(dead, signal.SIGKILL)
-    assert await until(holds(lambda: gateway.pids()["1"] != dead), 60, 0.2), gateway.log_path.read_text()
+    assert await until(lambda: gateway.pids()["1"] != dead, 60, 0.2), gateway.log_path.read_text()
     serves = f"worker 1 (pid {gateway.pids()['1']}) serves"
-    assert await until(holds(lambda: serves in gateway.log_path.read_text()), 120, 0.2)
+    assert await until(lambda: serves in gateway.log_path.read_text(), 120, 0.2)
     session, _ = await pinned(gateway.root, "1")  # the new worker serves on the same port
     await session.close()
     assert re.search(rf"worker 1 \(pid {dead}\) was killed by SIGKILL", gateway.log_path.read_text())

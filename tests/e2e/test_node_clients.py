@@ -36,7 +36,7 @@ import jsonschema
 import pytest
 import pytest_asyncio
 
-from tests.fixtures.gateway import start_gateway
+from tests.fixtures.gateway import message_text, start_gateway
 from tests.fixtures.scripted_engine import ScriptedEngine
 from tests.fixtures.service import serve_in_process
 from tests.integration.agentic_stack import cpu_guided
@@ -116,11 +116,6 @@ async def run_node(node_dir: Path, script: str, case: str, base_url: str) -> dic
 
 async def stored(gateway, response_id: str) -> dict:
     return (await gateway.client.responses.retrieve(response_id)).to_dict(warnings=False)
-
-
-def message_text(response: dict) -> str:
-    return "".join(part["text"] for item in response["output"] if item["type"] == "message"
-                   for part in item["content"] if part["type"] == "output_text")
 
 
 # The openai Node SDK

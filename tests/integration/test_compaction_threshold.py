@@ -11,7 +11,7 @@ import aiohttp
 import pytest_asyncio
 from openai.types.responses import Response
 
-from tests.fixtures.gateway import check_stream, plain, raw_stream
+from tests.fixtures.gateway import check_stream, message_text, plain, raw_stream
 from tests.integration.scripted_stack import start_stack
 from tests.integration.test_background import final, get, post, replay
 from trtllm_gateway import compaction, compaction_item
@@ -46,10 +46,6 @@ def window(question: str = QUESTION) -> list[dict]:
             {"role": "user", "content": question}]
 
 
-def answer(resp: dict) -> str:
-    return "".join(p["text"] for i in resp["output"] if i["type"] == "message" for p in i["content"])
-
-
 async def test_over_the_threshold_the_compaction_item_comes_first_and_the_model_reads_the_summary(stack):
     before = len(stack.prompts)
     resp = plain(await stack.handle.client.responses.create(model="default", input=window(),
@@ -57,7 +53,7 @@ async def test_over_the_threshold_the_compaction_item_comes_first_and_the_model_
     Response.model_validate(resp)
     assert [i["type"] for i in resp["output"]] == ["compaction", "message"]
     assert compaction_item.decode(resp["output"][0]["encrypted_content"]) == SUMMARY
-    assert answer(resp) == "I read the summary."
+    assert message_text(resp) == "I read the summary."
     summarised, generated = stack.prompts[before:]
     # the summary covers the older turns and the current one; the instructions stay verbatim
     assert "apple1199" in summarised and QUESTION in summarised and "You help Ada." not in summarised
@@ -92,7 +88,7 @@ async def test_the_stream_announces_the_compaction_item_first_and_agrees_with_th
     assert types[:4] == ["response.created", "response.in_progress", "response.output_item.added",
                          "response.output_item.done"]
     assert events[2]["item"] == events[3]["item"] == resp["output"][0] and events[2]["output_index"] == 0
-    assert resp["output"][0]["type"] == "compaction" and answer(resp) == "I read the summary."
+    assert resp["output"][0]["type"] == "compaction" and message_text(resp) == "I read the summary."
     assert all(e["output_index"] == 1 for e in events[4:-1] if "output_index" in e)
     assert (await get(stack.handle, resp["id"]))[1] == resp
     assert check_stream(await replay(stack.handle, resp["id"])) == resp  # the stored event log too
@@ -133,7 +129,7 @@ async def test_a_websocket_turn_is_compacted_and_its_remembered_history_stays_co
         # store: false, continued from the socket's memory: the summary stands for the old turns
         await ws.send_json(create(input="Go on.", store=False, previous_response_id=first["id"]))
         _, second = await read_response(ws)
-        assert answer(second) == "I read the summary." and "apple1199" not in stack.prompts[-1]
+        assert message_text(second) == "I read the summary." and "apple1199" not in stack.prompts[-1]
         # what the socket remembers is pruned too: the superseded turns are gone, not just unread
         (server_ws,) = stack.handle.app[GATEWAY].sockets
         remembered = server_ws[CONNECTION].remembered
@@ -145,7 +141,7 @@ async def test_a_websocket_turn_is_compacted_and_its_remembered_history_stays_co
         # and the pruned memory still continues: a third turn reads the summary and both answers
         await ws.send_json(create(input="And then?", store=False, previous_response_id=second["id"]))
         _, third = await read_response(ws)
-    assert answer(third) == "I read the summary."
+    assert message_text(third) == "I read the summary."
     prompt = stack.prompts[-1]
     assert "apple1199" not in prompt and "Go on." in prompt and prompt.count("I read the summary.") == 2
 
@@ -165,7 +161,8 @@ async def test_background_responses_are_compacted_at_create(stack):
                                                 "context_management": COMPACT})
     assert status == 200 and created["status"] == "queued"
     done = await final(stack.handle, created["id"])
-    assert [i["type"] for i in done["output"]] == ["compaction", "message"] and answer(done) == "I read the summary."
+    assert [i["type"] for i in done["output"]] == ["compaction", "message"]
+    assert message_text(done) == "I read the summary."
     assert compaction_item.decode(done["output"][0]["encrypted_content"]) == SUMMARY
     assert check_stream(await replay(stack.handle, created["id"])) == done
 

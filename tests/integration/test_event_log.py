@@ -82,15 +82,11 @@ async def test_a_job_lost_to_another_replica_gets_nothing_more(hub):
     lost.add(deltas("l", 2, 2))
     kept.add(deltas("k", 1, 2))  # written in the same batch as the refused one
     assert await until(lambda: _grew(hub, "resp_bk", 2), timeout=10)
-    assert await until(lambda: _is_lost(lost), timeout=10)
+    assert await until(lambda: lost.lost, timeout=10)
     with pytest.raises(JobLost):
         await lost.finish([], record=make_record("resp_bl"), done=True)
     assert [e["sequence_number"] for e in await logged(hub, "resp_bl")] == [0, 1]
     assert [e["sequence_number"] for e in await logged(hub, "resp_bk")] == [0, 1, 2]
-
-
-async def _is_lost(elog: EventLog) -> bool:
-    return elog.lost
 
 
 async def test_a_failed_batch_keeps_its_events_for_the_next_write(hub, caplog):

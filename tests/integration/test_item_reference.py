@@ -16,7 +16,7 @@ import json
 import aiohttp
 import pytest
 
-from tests.fixtures.gateway import check_stream, raw_stream
+from tests.fixtures.gateway import check_stream, message_text, raw_stream
 from tests.fixtures.waiting import until
 from tests.integration.test_reasoning_roundtrip import REASONING, A, B, stack  # noqa: F401
 from trtllm_gateway import compaction
@@ -47,16 +47,12 @@ def _by_reference(first: dict, question: str = "What was it?") -> list[dict]:
             {"role": "user", "content": question}]
 
 
-def _text(resp: dict) -> str:
-    return "".join(p["text"] for i in resp["output"] if i["type"] == "message" for p in i["content"])
-
-
 async def test_referenced_reasoning_and_message_reach_the_model_and_are_stored_resolved(stack):  # noqa: F811
     handle, prompts = stack
     first = await _stored_turn(handle)
     status, second = await _call(handle, "POST", "/responses", {"model": "default", "input": _by_reference(first)})
     assert status == 200, second
-    assert _text(second) == REMEMBERED and SEEN in prompts[-1]
+    assert message_text(second) == REMEMBERED and SEEN in prompts[-1]
     status, page = await _call(handle, "GET", f"/responses/{second['id']}/input_items?order=asc")
     reasoning, message = first["output"]
     assert status == 200 and [i["id"] for i in page["data"][1:3]] == [reasoning["id"], message["id"]]
@@ -72,7 +68,7 @@ async def test_the_control_without_the_references_the_model_sees_no_reasoning(st
     first = await _stored_turn(handle)
     window = [item for item in _by_reference(first) if item.get("role")]
     status, second = await _call(handle, "POST", "/responses", {"model": "default", "input": window})
-    assert status == 200 and _text(second) == "I have no earlier reasoning." and "<think>" not in prompts[-1]
+    assert status == 200 and message_text(second) == "I have no earlier reasoning." and "<think>" not in prompts[-1]
 
 
 async def test_encrypted_reasoning_stored_with_the_response_is_opened(stack):  # noqa: F811
@@ -81,14 +77,14 @@ async def test_encrypted_reasoning_stored_with_the_response_is_opened(stack):  #
     assert first["output"][0]["encrypted_content"].startswith("rsn1.k1.")
     status, second = await _call(handle, "POST", "/responses", {"model": "default", "input": _by_reference(first),
                                                                  "stream": False, "store": False})
-    assert status == 200 and _text(second) == REMEMBERED and SEEN in prompts[-1]
+    assert status == 200 and message_text(second) == REMEMBERED and SEEN in prompts[-1]
 
 
 async def test_a_streamed_turn_resolves_references_too(stack):  # noqa: F811
     handle, prompts = stack
     first = await _stored_turn(handle)
     status, _, final = await raw_stream(handle, {"model": "default", "input": _by_reference(first)}, A)
-    assert status == 200 and final["status"] == "completed" and _text(final) == REMEMBERED
+    assert status == 200 and final["status"] == "completed" and message_text(final) == REMEMBERED
 
 
 async def test_a_background_turn_stores_and_runs_the_resolved_items(stack):  # noqa: F811
@@ -103,7 +99,7 @@ async def test_a_background_turn_stores_and_runs_the_resolved_items(stack):  # n
         return resp if resp["status"] not in ("queued", "in_progress") else None
 
     final = await until(done)
-    assert final and final["status"] == "completed" and _text(final) == REMEMBERED, final
+    assert final and final["status"] == "completed" and message_text(final) == REMEMBERED, final
     _, page = await _call(handle, "GET", f"/responses/{queued['id']}/input_items?order=asc")
     assert [i["type"] for i in page["data"]] == ["message", "reasoning", "message", "message"]
 
@@ -118,7 +114,7 @@ async def test_a_websocket_turn_resolves_references(stack):  # noqa: F811
         while not events or events[-1]["type"] not in ("response.completed", "response.failed", "error"):
             events.append(json.loads((await asyncio.wait_for(ws.receive(), 30)).data))  # a hang guard
     assert events[-1]["type"] == "response.completed", events[-1]
-    assert _text(check_stream(events)) == REMEMBERED and SEEN in prompts[-1]
+    assert message_text(check_stream(events)) == REMEMBERED and SEEN in prompts[-1]
 
 
 async def _refused(handle, body: dict, headers: dict = A) -> dict:

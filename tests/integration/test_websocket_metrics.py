@@ -15,7 +15,7 @@ import struct
 import aiohttp
 import pytest_asyncio
 
-from tests.fixtures.waiting import read_until_seen
+from tests.fixtures.waiting import read_until_seen, until
 from tests.integration.scripted_stack import start_stack
 from tests.integration.test_websocket import STORY, create, next_event, read_response, reply
 
@@ -39,14 +39,13 @@ async def _counts(stack) -> dict[str, float]:
 async def _next_count(stack, before: dict[str, float]) -> str:
     """The status of the one socket counted since ``before`` (each handler records it when
     it has wound down, a little after the client is gone)."""
-    for _ in range(600):
+    async def changed() -> dict[str, float]:
         now = await _counts(stack)
-        new = {s: now[s] - before.get(s, 0.0) for s in now if now[s] != before.get(s, 0.0)}
-        if new:
-            assert list(new.values()) == [1.0], new
-            return next(iter(new))
-        await asyncio.sleep(0.05)
-    raise AssertionError("the socket was never counted")
+        return {s: now[s] - before.get(s, 0.0) for s in now if now[s] != before.get(s, 0.0)}
+    new = await until(changed, timeout=30)
+    assert new, "the socket was never counted"
+    assert list(new.values()) == [1.0], new
+    return next(iter(new))
 
 
 def _url(stack) -> str:
