@@ -13,9 +13,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from tests.fixtures.gateway import start_gateway
-from tests.fixtures.scripted_engine import ScriptedEngine
-from tests.fixtures.service import serve_in_process
+from tests.fixtures.gateway import scripted_gateways
 
 SMALL = {"max_input_items": 5, "max_content_parts": 3, "max_tools": 2, "max_schema_bytes": 300}
 BIG_INPUT = 10_000
@@ -24,15 +22,9 @@ BIG_INPUT = 10_000
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def stacks(tokenizer, tmp_path_factory):
     """(gateway with small limits, gateway with room for BIG_INPUT items) over one service."""
-    server = await serve_in_process(ScriptedEngine(tokenizer, "ok", model_id="scripted-limits"))
-    small, small_runner = await start_gateway(server.address, tmp_path_factory.mktemp("limits-small"), **SMALL)
-    big, big_runner = await start_gateway(server.address, tmp_path_factory.mktemp("limits-big"),
-                                          max_input_items=BIG_INPUT)
-    yield small, big
-    for handle, runner in ((small, small_runner), (big, big_runner)):
-        await handle.client.close()
-        await runner.cleanup()
-    await server.stop()
+    async with scripted_gateways(tokenizer, tmp_path_factory, "scripted-limits", SMALL,
+                                 {"max_input_items": BIG_INPUT}) as (small, big):
+        yield small, big
 
 
 async def _post(url: str, body) -> tuple[int, dict]:

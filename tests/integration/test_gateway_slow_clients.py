@@ -16,9 +16,7 @@ import json
 import pytest
 import pytest_asyncio
 
-from tests.fixtures.gateway import start_gateway
-from tests.fixtures.scripted_engine import ScriptedEngine
-from tests.fixtures.service import serve_in_process
+from tests.fixtures.gateway import scripted_gateways
 
 WAIT_S = 30.0
 TIMEOUTS = {"header_timeout_s": 0.5, "body_timeout_s": 0.5}
@@ -28,15 +26,9 @@ CAP = 4
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def gateways(tokenizer, tmp_path_factory):
     """(gateway with short timeouts, gateway with a small connection cap) over one service."""
-    server = await serve_in_process(ScriptedEngine(tokenizer, "ok", model_id="scripted-slow"))
-    quick, quick_runner = await start_gateway(server.address, tmp_path_factory.mktemp("slow"), **TIMEOUTS)
-    capped, capped_runner = await start_gateway(server.address, tmp_path_factory.mktemp("capped"),
-                                                max_connections=CAP)
-    yield quick, capped
-    for handle, runner in ((quick, quick_runner), (capped, capped_runner)):
-        await handle.client.close()
-        await runner.cleanup()
-    await server.stop()
+    async with scripted_gateways(tokenizer, tmp_path_factory, "scripted-slow", TIMEOUTS,
+                                 {"max_connections": CAP}) as (quick, capped):
+        yield quick, capped
 
 
 def _port(handle) -> int:
