@@ -108,6 +108,17 @@ class Stream:
         finally:
             self.g.clock.upstream += time.perf_counter() - began
 
+    def take_ready(self):
+        """The first message, taken, when it has already arrived and is a Delta; else None."""
+        first = self.first
+        if first is None or not first.done() or first.cancelled() or first.exception() is not None:
+            return None
+        msg = first.result()
+        if msg is EOF or not msg.HasField("delta"):
+            return None
+        self.first = None
+        return msg
+
     def cancel(self) -> None:
         if self.first is not None:
             self.first.cancel()
@@ -154,10 +165,27 @@ async def finish_hooks(gw: Gateway, g: Generation, resp: dict) -> None:
             log.exception("finish hook %r failed for response %s", hook, resp["id"])
 
 
-async def _read(stream: Stream, g: Generation, sink: Sink) -> dict:
+async def _opening(stream: Stream, g: Generation, sink: Sink, opening: bool) -> bool:
+    """Sends the opening events (``opening``) together with the first Delta's when that has
+    already arrived (it usually has: ``open_stream`` waited for it), so the first output goes
+    out in the same write as ``response.created``: one send, and one peer wake-up, less on
+    the way to the first token. True when output was produced."""
+    events = start(g.state) if opening else []
+    produced = False
+    if (first := stream.take_ready()) is not None:
+        more = on_delta(g.state, first.delta)
+        events, produced = events + more, bool(more)
+    if events:
+        await sink.send(events)
+    if produced:
+        g.clock.piece()
+    return produced
+
+
+async def _read(stream: Stream, g: Generation, sink: Sink, produced: bool) -> dict:
     """Reads to the end; the ``finalize`` outcome. Raises the RPC error only while nothing
     was produced and the sink has committed nothing."""
-    final, produced = None, False
+    final = None
     try:
         while (msg := await stream.next()) is not EOF:
             if msg.HasField("delta"):
@@ -197,9 +225,7 @@ async def run(gw: Gateway, g: Generation, sink: Sink, *, opening: bool = True, f
     gw.metrics.active_streams.inc()
     try:
         await sink.open()
-        if opening:
-            await sink.send(start(g.state))
-        outcome = await _read(stream, g, sink)
+        outcome = await _read(stream, g, sink, await _opening(stream, g, sink, opening))
     except (asyncio.CancelledError, ConnectionError):
         resp, closing = finalize(g.state, cancelled=True)
         gw.spawn(finish_hooks(gw, g, resp))

@@ -270,13 +270,16 @@ def body_middleware(settings: GatewaySettings):
             await request.writer.write(CONTINUE)
             request.writer.output_size = 0  # as aiohttp does: the response itself has not started
             request[CONTINUE_SENT] = True
-        try:
-            raw = await asyncio.wait_for(request.read(), timeout)  # aiohttp keeps it for the handler's read()
-        except TimeoutError:
-            response = error_response(ApiError("request_timeout", f"The request body did not arrive within "
-                                               f"{timeout:g} seconds."))
-            response.force_close()
-            return response
+        if request.content.is_eof():  # the body came with the headers: no timer (wait_for's task and
+            raw = await request.read()  # handle are a loop turn per request); aiohttp keeps it for read()
+        else:
+            try:
+                raw = await asyncio.wait_for(request.read(), timeout)
+            except TimeoutError:
+                response = error_response(ApiError("request_timeout", f"The request body did not arrive within "
+                                                   f"{timeout:g} seconds."))
+                response.force_close()
+                return response
         header = request.headers.get(hdrs.CONTENT_ENCODING)
         if body_encoding.codings(header):
             decoded = await off_loop(raw, lambda: body_encoding.decode(raw, header, limit))

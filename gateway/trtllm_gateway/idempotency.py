@@ -124,7 +124,7 @@ async def _replay(request: web.Request, gw: Gateway, resp: dict, stream: bool) -
     if resp["status"] not in TERMINAL:  # a background create, recorded as queued: follow its event log
         from . import events  # lazily: only background responses have a log to follow
         return await events.follow(gw, request, resp["id"], request[TENANT], -1)
-    writer = SSEWriter(request, gw.settings.ping_interval_s)
+    writer = SSEWriter(request, gw.settings.ping_interval_s, defer_headers=True)
     writer.response.headers[REPLAYED_HEADER] = "true"
     await writer.open()
     await writer.send_all(replay_events(resp, gw.settings.reasoning_dialect))

@@ -125,13 +125,23 @@ class EventWriter:
         raise NotImplementedError
 
 
+class _EventStream(web.StreamResponse):
+    """A StreamResponse whose headers go out with its first events rather than in a send of
+    their own (aiohttp's class attribute, which its own ``web.Response`` sets the same way).
+    Only for writers whose first events follow ``open()`` at once (the driver's, a replay's):
+    there it delays nothing and saves one send, and one wake-up of the client, per stream.
+    A follower may wait for its first event, so its headers go out when it opens."""
+
+    _send_headers_immediately = False
+
+
 class SSEWriter(EventWriter):
     """Numbers and writes events to a prepared-on-demand aiohttp StreamResponse."""
 
-    def __init__(self, request: web.Request, ping_interval: float) -> None:
+    def __init__(self, request: web.Request, ping_interval: float, *, defer_headers: bool = False) -> None:
         super().__init__()
         self.request = request
-        self.response = web.StreamResponse(status=200, headers=HEADERS)
+        self.response = (_EventStream if defer_headers else web.StreamResponse)(status=200, headers=HEADERS)
         self.ping_interval = ping_interval
         self._last_write = 0.0
         self._pinger: asyncio.Task | None = None

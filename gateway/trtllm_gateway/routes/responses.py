@@ -44,7 +44,8 @@ async def create(request: web.Request) -> web.StreamResponse:
     if req.background:
         return await background_routes.create(request, req, g, body)
     if req.stream:
-        return await generation.stream(gw, request.app, g, SSEWriter(request, gw.settings.ping_interval_s))
+        writer = SSEWriter(request, gw.settings.ping_interval_s, defer_headers=True)  # the driver writes at once
+        return await generation.stream(gw, request.app, g, writer)
     return _json(await generation.complete(gw, g))
 
 
