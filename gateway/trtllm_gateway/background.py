@@ -71,6 +71,7 @@ class BackgroundRunner:
         self._loop_task: asyncio.Task | None = None
         self._renewed = 0.0
         self._claiming = True
+        self._idle_polls = 0  # polls in a row that owned nothing and claimed nothing
 
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._loop())
@@ -101,8 +102,22 @@ class BackgroundRunner:
                     log.warning("background %s failed", step.__name__, exc_info=True)
                 except Exception:
                     log.exception("background %s failed", step.__name__)
+            self._idle_polls = 0 if self.hub.owned or self.runs else self._idle_polls + 1
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.event_poll_interval_s)
+                await asyncio.wait_for(self._wake.wait(), self._next_poll())
+            if self._wake.is_set():
+                self._idle_polls = 0
+
+    def _next_poll(self) -> float:
+        """``--event-poll-interval-s`` while this process owns a job (its cancel requests and
+        lease need it); when idle, doubled per empty poll up to ``--claim-backoff-max-s`` (at
+        most a third of ``--job-lease-s``): an idle process then polls the store about twice a
+        second instead of five times. A local create or cancel wakes the loop at once; what
+        waits is only a queued job of another, busy process and an orphaned job, which waits
+        for its lease to expire anyway."""
+        base = self.settings.event_poll_interval_s
+        ceiling = max(base, min(self.settings.claim_backoff_max_s, self.settings.job_lease_s / 3))
+        return min(base * 2 ** min(max(self._idle_polls - 1, 0), 16), ceiling)
 
     async def _watch(self) -> None:
         attempts = {rid: reg.attempt for rid, reg in self.hub.owned.items()}

@@ -60,6 +60,10 @@ class GatewaySettings:
     event_poll_interval_s: float = _field(
         0.2, "How often resumed streams, cancel requests and the background queue are polled "
         "in the store.")
+    claim_backoff_max_s: float = _field(
+        2.0, "While a gateway process owns no background job and finds none to claim, its claim poll "
+        "slows from --event-poll-interval-s up to this (at most a third of --job-lease-s); its own "
+        "creates are still claimed at once.")
     api_keys: tuple[str, ...] = _field(
         (), "Accepted API keys, comma-separated. Empty (and no --api-keys-file) disables auth.")
     api_keys_file: str | None = _field(None, "File with one accepted API key per line (# comments).")
@@ -160,9 +164,10 @@ def _check(parser: argparse.ArgumentParser, s: GatewaySettings) -> None:
         parser.error("--resolve-interval-s and --load-poll-interval-s must be positive")
     if s.affinity_slack < 0:
         parser.error("--affinity-slack must be >= 0")
-    if s.background_workers < 0 or s.job_lease_s <= 0 or s.job_max_attempts < 1 or s.event_poll_interval_s <= 0:
-        parser.error("--background-workers must be >= 0, --job-max-attempts >= 1, and --job-lease-s "
-                     "and --event-poll-interval-s positive")
+    if s.background_workers < 0 or s.job_lease_s <= 0 or s.job_max_attempts < 1 or s.event_poll_interval_s <= 0 \
+            or s.claim_backoff_max_s < 0:
+        parser.error("--background-workers and --claim-backoff-max-s must be >= 0, --job-max-attempts >= 1, "
+                     "and --job-lease-s and --event-poll-interval-s positive")
     if s.max_body_bytes <= 0 or s.ping_interval_s <= 0 or s.request_timeout_s <= 0:
         parser.error("--max-body-bytes, --ping-interval-s and --request-timeout-s must be positive")
     if s.header_timeout_s <= 0 or s.body_timeout_s <= 0 or s.max_connections < 1:

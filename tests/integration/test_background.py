@@ -18,6 +18,7 @@ from tests.fixtures.scripted_engine import ScriptedEngine
 from tests.fixtures.service import serve_in_process
 from tests.fixtures.waiting import until
 from trtllm_gateway.context import GATEWAY
+from trtllm_gateway.routes.background import RUNNER
 from trtllm_responses.inference.v1 import inference_pb2 as pb
 from trtllm_responses.inference.v1 import inference_pb2_grpc as pb_grpc
 
@@ -211,3 +212,20 @@ async def test_background_turn_of_a_conversation_is_appended_when_it_ends(bg):
     assert [i["type"] for i in items] == ["message", "message", "message"]
     assert items[1]["content"][0]["text"] == "Hello?"
     assert items[2]["id"] == done["output"][0]["id"] and items[2]["content"][0]["text"] == SHORT
+
+
+async def test_an_idle_replica_backs_off_its_claim_poll_and_still_takes_queued_jobs(bg, monkeypatch):
+    runner, waits = bg.worker.app[RUNNER], []
+    next_poll = runner._next_poll
+
+    def spy() -> float:
+        waits.append(next_poll())
+        return waits[-1]
+    monkeypatch.setattr(runner, "_next_poll", spy)
+    assert await until(lambda: 1.0 in waits, timeout=10), waits  # a third of the 3 s lease caps the 2 s default
+    assert waits[:waits.index(1.0)] == sorted(waits[:waits.index(1.0)])  # slowing down step by step
+    status, created = await post(bg.front, {"model": "default", "input": "Tell me something.",
+                                            "background": True})  # the front runs no jobs: the worker must
+    assert status == 200
+    assert (await final(bg.front, created["id"]))["status"] == "completed"
+    assert 0.05 in waits[waits.index(1.0):]  # it owned a job: back to --event-poll-interval-s

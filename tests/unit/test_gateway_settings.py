@@ -33,6 +33,7 @@ def test_keys_file(tmp_path):
     ([], {"TRTLLM_GATEWAY_REASONING_DIALECT": "klingon"}),
     ([], {"TRTLLM_GATEWAY_PORT": "eighty"}),
     (["--max-body-bytes", "0"], {}),
+    (["--claim-backoff-max-s", "-1"], {}),
     (["--api-keys-file", "/nonexistent/keys"], {}),
 ])
 def test_bad_values_exit_like_argparse(argv, env):
