@@ -212,14 +212,17 @@ async def direct_request(stub, tokens: int, out: Tally) -> None:
         out.errors += 1
 
 
-async def run_clients(concurrency: int, total: int, one) -> tuple[Tally, float]:
+async def run_clients(concurrency: int, total: int, one, spread: float = 0) -> tuple[Tally, float]:
+    """`concurrency` clients share `total` requests; with `spread`, client i starts i/concurrency
+    of `spread` seconds late, so arrivals are even over one answer's time instead of a burst."""
     out, queue = Tally(), iter(range(total))
 
-    async def client() -> None:
+    async def client(i: int) -> None:
+        await asyncio.sleep(spread * i / concurrency)
         for _ in queue:
             await one(out)
     started = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(concurrency)))
+    await asyncio.gather(*(client(i) for i in range(concurrency)))
     return out, time.perf_counter() - started
 
 
@@ -313,7 +316,7 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
 
-async def latency_rows(stack: Stack, levels: list[int], tokens: int, rounds: int) -> None:
+async def latency_rows(stack: Stack, levels: list[int], tokens: int, rounds: int, spread: float) -> None:
     channel = grpc.aio.insecure_channel(stack.service)
     stub = pb_grpc.InferenceServiceStub(channel)
     async with session(stack.gateway, max(levels)) as http:
@@ -321,8 +324,9 @@ async def latency_rows(stack: Stack, levels: list[int], tokens: int, rounds: int
         await warm_up(http, min(levels))
         for level in levels:
             total = level * rounds
-            direct, _ = await run_clients(level, total, lambda t: direct_request(stub, tokens, t))
-            via, _ = await run_clients(level, total, lambda t: sse_request(http, body(tokens, False, True), t, True))
+            direct, _ = await run_clients(level, total, lambda t: direct_request(stub, tokens, t), spread)
+            via, _ = await run_clients(level, total, lambda t: sse_request(http, body(tokens, False, True), t, True),
+                                       spread)
             for name, out in (("direct", direct), ("gateway", via)):
                 print(f"{name:8} {level:5} {ms(pct(out.ttft, 50))} {ms(pct(out.ttft, 99))} {ms(pct(out.gaps, 50))} "
                       f"{ms(pct(out.gaps, 99))} {out.errors:6}")
@@ -355,12 +359,14 @@ def run(args) -> None:
         scaling(tables)
     levels = [level for level in args.latency_levels if not (args.quick and level > 64)]
     for workers in counts:
+        spread = args.latency_tokens / args.latency_rate if args.latency_spread else 0
+        arrivals = f"arrivals spread over {spread:.2f} s" if spread else "all clients start at once"
         print(f"\n## Added latency: {args.latency_rate:g} tokens/s per request, {args.latency_tokens}-token answers, "
-              f"SSE, store off, gateway workers: {workers or 'default'}")
+              f"{args.latency_rounds} per client, {arrivals}, SSE, store off, gateway workers: {workers or 'default'}")
         print(LATENCY_HEADER)
         with sim_stack(["--sim-tokens-per-s", str(args.latency_rate), "--sim-ttft-ms", "0", "--sim-output-tokens",
                         str(args.latency_tokens)], gateway_args(args, workers)) as stack:
-            asyncio.run(latency_rows(stack, levels, args.latency_tokens, args.latency_rounds))
+            asyncio.run(latency_rows(stack, levels, args.latency_tokens, args.latency_rounds, spread))
 
 
 def gateway_args(args, workers: int | None) -> list[str]:
@@ -381,6 +387,8 @@ def add_arguments(parser) -> None:
     group.add_argument("--latency-rate", type=float, default=50, help="tokens/s per request in the latency part")
     group.add_argument("--latency-tokens", type=int, default=64, help="tokens per answer in the latency part")
     group.add_argument("--latency-rounds", type=int, default=1, help="requests per client in the latency part")
+    group.add_argument("--latency-spread", action="store_true",
+                       help="stagger the clients' starts over one answer's time (steady arrivals, not one burst)")
     group.add_argument("--workers", type=int, nargs="+",
                        help="gateway --workers values: a CPU table and a latency table each, then each one's "
                        "throughput against the first's")
