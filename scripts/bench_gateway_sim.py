@@ -19,7 +19,9 @@ subprocesses (sqlite store in a temporary directory):
 2. Added latency. The service paces tokens (`--latency-rate` per request, no TTFT) and the
    same requests go straight to `Generate` and through the gateway (SSE), at each
    `--latency-levels` concurrency: TTFT and inter-event gap, p50/p99, and the difference
-   (one table per `--workers` value).
+   (one table per `--workers` value). The gateway path's client is a bare kept-alive socket
+   (`bench_raw_client.py`; `--latency-client aiohttp` for aiohttp's, which adds its own
+   2 ms here); `--latency-spread` staggers the clients' starts instead of one burst.
 Timings are printed, never asserted. `wait_ready`, `free_port` and `pct` serve
 bench_gateway.py too.
 """
@@ -39,6 +41,7 @@ from pathlib import Path
 
 import aiohttp
 import grpc
+from bench_raw_client import RawConnections
 
 from trtllm_responses.inference.v1 import inference_pb2 as pb
 from trtllm_responses.inference.v1 import inference_pb2_grpc as pb_grpc
@@ -316,17 +319,24 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
 
-async def latency_rows(stack: Stack, levels: list[int], tokens: int, rounds: int, spread: float) -> None:
+async def latency_rows(stack: Stack, levels: list[int], tokens: int, rounds: int, spread: float,
+                       client: str) -> None:
     channel = grpc.aio.insecure_channel(stack.service)
     stub = pb_grpc.InferenceServiceStub(channel)
+    host, port = stack.gateway.removeprefix("http://").split(":")
+    raw = RawConnections(host, int(port), os.environ.get("OPENAI_API_KEY", "unused")) if client == "raw" else None
     async with session(stack.gateway, max(levels)) as http:
         await direct_request(stub, 4, Tally())
         await warm_up(http, min(levels))
         for level in levels:
             total = level * rounds
             direct, _ = await run_clients(level, total, lambda t: direct_request(stub, tokens, t), spread)
-            via, _ = await run_clients(level, total, lambda t: sse_request(http, body(tokens, False, True), t, True),
-                                       spread)
+            if raw is None:
+                via, _ = await run_clients(level, total,
+                                           lambda t: sse_request(http, body(tokens, False, True), t, True), spread)
+            else:
+                request = raw.request(body(tokens, False, True))
+                via, _ = await run_clients(level, total, lambda t, r=request: raw.sse(r, t), spread)
             for name, out in (("direct", direct), ("gateway", via)):
                 print(f"{name:8} {level:5} {ms(pct(out.ttft, 50))} {ms(pct(out.ttft, 99))} {ms(pct(out.gaps, 50))} "
                       f"{ms(pct(out.gaps, 99))} {out.errors:6}")
@@ -334,6 +344,8 @@ async def latency_rows(stack: Stack, levels: list[int], tokens: int, rounds: int
                   f"{ms(pct(via.ttft, 99) - pct(direct.ttft, 99))} {ms(pct(via.gaps, 50) - pct(direct.gaps, 50))} "
                   f"{ms(pct(via.gaps, 99) - pct(direct.gaps, 99))}", flush=True)
     await channel.close()
+    if raw is not None:
+        raw.close()
 
 
 def ms(value: float) -> str:
@@ -362,11 +374,13 @@ def run(args) -> None:
         spread = args.latency_tokens / args.latency_rate if args.latency_spread else 0
         arrivals = f"arrivals spread over {spread:.2f} s" if spread else "all clients start at once"
         print(f"\n## Added latency: {args.latency_rate:g} tokens/s per request, {args.latency_tokens}-token answers, "
-              f"{args.latency_rounds} per client, {arrivals}, SSE, store off, gateway workers: {workers or 'default'}")
+              f"{args.latency_rounds} per client, {arrivals}, SSE, store off, HTTP client: {args.latency_client}, "
+              f"gateway workers: {workers or 'default'}")
         print(LATENCY_HEADER)
         with sim_stack(["--sim-tokens-per-s", str(args.latency_rate), "--sim-ttft-ms", "0", "--sim-output-tokens",
                         str(args.latency_tokens)], gateway_args(args, workers)) as stack:
-            asyncio.run(latency_rows(stack, levels, args.latency_tokens, args.latency_rounds, spread))
+            asyncio.run(latency_rows(stack, levels, args.latency_tokens, args.latency_rounds, spread,
+                                     args.latency_client))
 
 
 def gateway_args(args, workers: int | None) -> list[str]:
@@ -387,6 +401,9 @@ def add_arguments(parser) -> None:
     group.add_argument("--latency-rate", type=float, default=50, help="tokens/s per request in the latency part")
     group.add_argument("--latency-tokens", type=int, default=64, help="tokens per answer in the latency part")
     group.add_argument("--latency-rounds", type=int, default=1, help="requests per client in the latency part")
+    group.add_argument("--latency-client", choices=("raw", "aiohttp"), default="raw",
+                       help="HTTP client of the gateway path: a bare kept-alive socket (bench_raw_client.py) or "
+                       "aiohttp's, which adds about 2 ms of its own on a small machine")
     group.add_argument("--latency-spread", action="store_true",
                        help="stagger the clients' starts over one answer's time (steady arrivals, not one burst)")
     group.add_argument("--workers", type=int, nargs="+",
