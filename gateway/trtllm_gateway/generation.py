@@ -38,6 +38,7 @@ from .context import Gateway
 from .errors import ApiError
 from .events import Delivery, response_log
 from .ids import new_id
+from .limits import off_loop_items
 from .metrics import TokenClock
 from .objects import new_response, stored
 from .request import CreateRequest
@@ -113,6 +114,11 @@ async def model_items(gw: Gateway, req: CreateRequest, tenant: str, history: lis
     return compaction_item.supersede(revealed)
 
 
+async def window_chat(req: CreateRequest, items: list[dict]) -> pb.Chat:
+    """``build_chat`` of a window, off the loop when the window is large (``limits``)."""
+    return await off_loop_items(items, lambda: build_chat(req, items))
+
+
 async def prepare(gw: Gateway, req: CreateRequest, tenant: str, arrived: float,
                   history: list[dict] | None = None, before: list[dict] | None = None) -> Generation:
     """``history`` given (a WebSocket connection's remembered turn) is used as is.
@@ -125,7 +131,7 @@ async def prepare(gw: Gateway, req: CreateRequest, tenant: str, arrived: float,
     keys = gw.settings.reasoning_key
     items = await model_items(gw, req, tenant, history)
     check_capabilities(req, info)  # after: referenced items may bring images
-    chat = build_chat(req, items)
+    chat = await window_chat(req, items)
     if before is None:
         chat, before = await compaction.on_threshold(gw, req, tenant, items, chat)
     response_id = new_id("resp")

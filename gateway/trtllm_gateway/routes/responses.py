@@ -23,7 +23,7 @@ from ..idempotency import FINISH_HOOKS
 from ..objects import deleted
 from ..request import read_create
 from ..sse import SSEWriter, dumps
-from ..translate import build_chat, fit_context
+from ..translate import fit_context
 from . import background as background_routes
 from . import limit_param
 
@@ -88,7 +88,7 @@ async def input_tokens(request: web.Request) -> web.Response:
         generation.resolve_model(req.model, await gw.client.model_info())
     history = await generation.load_history(gw, req, request[TENANT])
     items = await generation.model_items(gw, req, request[TENANT], history)
-    chat = build_chat(req, items)  # tools count too (they are in the prompt)
+    chat = await generation.window_chat(req, items)  # tools count too (they are in the prompt)
     if req.truncation == "auto":
         reserve = req.max_output_tokens or gw.settings.truncation_reserve_tokens
         chat = await fit_context(chat, gw.client.count_tokens, reserve)
