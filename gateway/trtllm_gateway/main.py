@@ -62,9 +62,10 @@ async def serve(settings: GatewaySettings, worker: workers.WorkerSlot | None = N
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_settings(argv)
-    # per-request access lines cost throughput
-    setup_logging(settings.log_level, settings.log_format, quiet=("aiohttp.access",))
     worker = workers.inherited()
+    # per-request access lines cost throughput; a worker's lines say which worker wrote them
+    setup_logging(settings.log_level, settings.log_format, quiet=("aiohttp.access",),
+                  fields={"worker": worker.index} if worker is not None else None)
     try:
         count = 1 if worker is not None else workers.worker_count(settings)
         if count > 1:

@@ -20,11 +20,29 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def setup_logging(level: str = "INFO", fmt: str = "json", quiet: Iterable[str] = ()) -> None:
-    """One stderr handler on the root logger; loggers in ``quiet`` log warnings and above only."""
+class _Fields(logging.Filter):
+    """Sets the same attributes on every record (a JSON line gets them as fields)."""
+
+    def __init__(self, fields: dict[str, object]) -> None:
+        super().__init__()
+        self.fields = fields
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.__dict__.update(self.fields)
+        return True
+
+
+def setup_logging(level: str = "INFO", fmt: str = "json", quiet: Iterable[str] = (),
+                  fields: dict[str, object] | None = None) -> None:
+    """One stderr handler on the root logger; loggers in ``quiet`` log warnings and above only.
+    ``fields`` go on every line (a gateway worker's ``worker`` index): JSON fields, or
+    ``[name value]`` after the logger's name in text."""
     handler = logging.StreamHandler(sys.stderr)
+    tags = "".join(f"[{name} %({name})s] " for name in fields or {})
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(
-        "%(asctime)s %(levelname)s %(name)s %(message)s"))
+        f"%(asctime)s %(levelname)s %(name)s {tags}%(message)s"))
+    if fields:
+        handler.addFilter(_Fields(fields))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -260,4 +260,6 @@ async def test_sigterm_drains_every_worker_and_the_parent_exits_0(gateway: Gatew
     for pid in pids.values():
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
-    assert len(re.findall(r"worker \d \(pid \d+\) exited with code 0", gateway.log_path.read_text())) == 2
+    text = gateway.log_path.read_text()
+    assert len(re.findall(r"worker \d \(pid \d+\) exited with code 0", text)) == 2
+    assert {m for m in re.findall(r"\[worker (\d)\] shutting down", text)} == {"0", "1"}  # lines name their worker
