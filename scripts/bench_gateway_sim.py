@@ -364,7 +364,7 @@ def run(args) -> None:
               f"gateway workers: {workers or 'default'}")
         print(CPU_HEADER)
         with sim_stack(["--sim-tokens-per-s", str(args.cpu_rate), "--sim-ttft-ms", "0", "--sim-output-tokens",
-                        str(args.answer_tokens)], gateway_args(args, workers)) as stack:
+                        str(args.answer_tokens), *args.service_arg], gateway_args(args, workers)) as stack:
             tables[workers] = asyncio.run(cpu_rows(stack, args.connections, args.cpu_requests, args.answer_tokens))
         print("(JSON rows: us/event and events/cpu_s are per output token)")
     if len(counts) > 1:
@@ -378,7 +378,7 @@ def run(args) -> None:
               f"gateway workers: {workers or 'default'}")
         print(LATENCY_HEADER)
         with sim_stack(["--sim-tokens-per-s", str(args.latency_rate), "--sim-ttft-ms", "0", "--sim-output-tokens",
-                        str(args.latency_tokens)], gateway_args(args, workers)) as stack:
+                        str(args.latency_tokens), *args.service_arg], gateway_args(args, workers)) as stack:
             asyncio.run(latency_rows(stack, levels, args.latency_tokens, args.latency_rounds, spread,
                                      args.latency_client))
 
@@ -410,3 +410,5 @@ def add_arguments(parser) -> None:
                        help="gateway --workers values: a CPU table and a latency table each, then each one's "
                        "throughput against the first's")
     group.add_argument("--gateway-arg", action="append", default=[], help="extra gateway flag (repeatable)")
+    group.add_argument("--service-arg", action="append", default=[],
+                       help="extra service flag (repeatable), e.g. --service-arg=--stream-interval=4")

@@ -67,21 +67,36 @@ class _Pending:
 
 
 class Outbox:
-    """Between one request's engine reader (`put`, `close`, `fail`) and its writer (`take`)."""
+    """Between one request's engine reader (`put`, `close`, `fail`) and its writer (`take`).
 
-    def __init__(self) -> None:
+    ``interval`` (the service's ``--stream-interval``): once a message with output has gone,
+    the next waits until this many tokens are pending, as TensorRT-LLM's and vLLM's
+    ``stream_interval``; the first output and the end always go at once. 1: every step as
+    it comes."""
+
+    def __init__(self, interval: int = 1) -> None:
         self._pending: list[_Pending] = []
         self._final: pb.GenerateResponse | None = None
         self._failure: BaseException | None = None
         self._wake = asyncio.Event()
         self.closed = False  # the writer has taken the Final (or the failure)
+        self.interval = max(1, interval)
+        self._tokens = 0  # tokens (or steps without ids) pending since the last take
+        self._shown = False  # output went out: later messages wait for `interval` tokens
 
     def put(self, parsed: ParsedDelta, token_ids: list[int], logprobs: list[pb.TokenLogprob]) -> None:
         """One step's output (a Delta's worth, possibly empty with `token_ids` to send)."""
         if not self._pending or not self._pending[-1].accepts(parsed):
             self._pending.append(_Pending())
         self._pending[-1].add(parsed, token_ids, logprobs)
-        self._wake.set()
+        self._tokens += max(len(token_ids), 1)
+        if self._ready():
+            self._wake.set()
+
+    def _ready(self) -> bool:
+        if self._final is not None or self._failure is not None:
+            return True
+        return bool(self._pending) and (not self._shown or self._tokens >= self.interval)
 
     def close(self, final: pb.GenerateResponse) -> None:
         """The stream's last message, sent after everything pending."""
@@ -96,11 +111,13 @@ class Outbox:
     async def take(self) -> list[pb.GenerateResponse]:
         """Waits for output; returns the pending messages (the Final last once the stream
         ended), or raises the reader's failure."""
-        while not (self._pending or self._final is not None or self._failure is not None):
+        while not self._ready():
             self._wake.clear()
             await self._wake.wait()
+        self._shown = self._shown or any(pending.reasoning or pending.text or pending.tool_calls
+                                         for pending in self._pending)
         messages = [pending.message() for pending in self._pending]
-        self._pending = []
+        self._pending, self._tokens = [], 0
         if self._failure is not None and not messages:
             self.closed = True
             raise self._failure

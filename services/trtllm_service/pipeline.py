@@ -94,7 +94,8 @@ class Admission:
 
 class GenerationPipeline:
     def __init__(self, engine: Engine, templater: Templater, metrics: ServiceMetrics,
-                 admission: Admission, planner: OutputPlanner) -> None:
+                 admission: Admission, planner: OutputPlanner, stream_interval: int = 1) -> None:
+        self.stream_interval = stream_interval  # coalesce.Outbox
         self.engine = engine
         self.templater = templater
         self.metrics = metrics
@@ -133,7 +134,7 @@ class GenerationPipeline:
                       sampling: SamplingConfig) -> AsyncIterator[pb.GenerateResponse]:
         """The writer: sends whatever the reader task has put in the outbox since the last
         message (coalesce.py), until the Final."""
-        outbox = Outbox()
+        outbox = Outbox(self.stream_interval)
         reader = asyncio.create_task(self._read(run, prompt, sampling, outbox))
         try:
             while not outbox.closed:

@@ -214,7 +214,8 @@ class InferenceServer:
         templater = Templater(self.engine.tokenizer, supports_images=self.engine.supports_images)
         limit = self.settings.max_batch_size + self.settings.max_queue
         self.planner = OutputPlanner(self.engine, self.settings.tool_parser, self.settings.reasoning_parser)
-        self.pipeline = GenerationPipeline(self.engine, templater, self.metrics, Admission(limit), self.planner)
+        self.pipeline = GenerationPipeline(self.engine, templater, self.metrics, Admission(limit), self.planner,
+                                           self.settings.stream_interval)
         self._poller = asyncio.create_task(self._poll_load())
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info("serving", extra={"port": self.port, "metrics_port": self.metrics_port,

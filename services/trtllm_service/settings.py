@@ -33,6 +33,11 @@ class ServiceSettings:
     tokenizer: str | None = _field(None, "Tokenizer directory when it differs from --model.")
     max_batch_size: int = _field(8, "Most requests decoded together.")
     max_queue: int = _field(256, "Most requests waiting for a slot; more get RESOURCE_EXHAUSTED.")
+    stream_interval: int = _field(
+        1, "Tokens per Generate message after the first output (TensorRT-LLM's and vLLM's stream_interval): "
+        "1 sends each engine step as it comes, merging steps only while a stream is behind; N holds output "
+        "until N tokens are pending (fewer messages, less CPU per token in the service and the gateway). "
+        "The first output and the end go at once.")
     max_context_length: int | None = _field(None, "Cap on prompt+output tokens; default is the model's.")
     tool_parser: str | None = _field(None, "Tool-call parser name; default picks by model family.")
     reasoning_parser: str | None = _field(None, "Reasoning parser name; default picks by model family.")
@@ -92,4 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_settings(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -> ServiceSettings:
     """Flags over env vars over defaults; raises SystemExit on a bad value, like argparse."""
-    return common.parse(ServiceSettings, build_parser(), ENV_PREFIX, argv, env)
+    settings = common.parse(ServiceSettings, build_parser(), ENV_PREFIX, argv, env)
+    if settings.stream_interval < 1:
+        build_parser().error("--stream-interval must be at least 1")
+    return settings

@@ -49,3 +49,15 @@ async def test_a_slow_consumer_gets_several_tokens_per_delta_and_the_same_text(s
     assert text == tokenizer.decode(ids, skip_special_tokens=True)
     assert text == "".join(d.text for d in steady)
     assert ids == [i for d in steady for i in d.token_ids]
+
+
+async def test_stream_interval_sends_the_first_output_at_once_then_every_n_tokens(tokenizer):
+    from tests.fixtures.sim import sim_server
+    async with sim_server(stream_interval=8, sim_tokens_per_s=400) as running:  # paced: never behind
+        deltas, final = await read(running.address, pause=0)
+    sizes = [len(d.token_ids) for d in deltas]
+    ids = [i for d in deltas for i in d.token_ids]
+    assert final.usage.completion_tokens == len(ids) == 600
+    assert sizes[0] < 8  # the first output did not wait for 8 tokens
+    assert all(size >= 8 for size in sizes[1:-1]), sizes  # at most one message per 8 tokens after it
+    assert "".join(d.text for d in deltas) == tokenizer.decode(ids, skip_special_tokens=True)

@@ -24,7 +24,8 @@ def test_bool_flag_and_float():
 
 @pytest.mark.parametrize("argv,env", [(["--port", "x"], {}), (["--engine", "nope"], {}),
                                       ([], {"TRTLLM_SERVICE_ENGINE": "nope"}),
-                                      ([], {"TRTLLM_SERVICE_PORT": "abc"})])
+                                      ([], {"TRTLLM_SERVICE_PORT": "abc"}),
+                                      (["--stream-interval", "0"], {})])
 def test_bad_values_exit(argv, env):
     with pytest.raises(SystemExit):
         parse_settings(argv, env=env)
