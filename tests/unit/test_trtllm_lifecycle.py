@@ -152,3 +152,12 @@ async def test_stats_poller_feeds_load(fake, model):
 async def drain(stream):
     async for _ in stream:
         pass
+
+
+async def test_the_pytorch_executor_takes_the_stream_interval(fake, model):
+    engine = TrtllmEngine(settings(model, stream_interval=4))
+    await engine.start()  # the fake refuses LLM arguments upstream's TorchLlmArgs does not have
+    try:
+        assert fake._fake.CONTROLS.llm_kwargs[-1]["stream_interval"] == 4
+    finally:
+        await engine.stop()

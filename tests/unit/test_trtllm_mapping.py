@@ -83,6 +83,13 @@ def test_llm_kwargs_carry_the_memory_knobs(api):
                       "enable_iter_perf_stats": True}
 
 
+def test_stream_interval_reaches_the_pytorch_executor_only(api):
+    assert llm_kwargs(api, ServiceSettings(engine="trtllm", model="/m", stream_interval=8))["stream_interval"] == 8
+    assert "stream_interval" not in llm_kwargs(api, ServiceSettings(engine="trtllm", model="/m"))  # its default
+    tensorrt = ServiceSettings(engine="trtllm", model="/m", trtllm_backend="tensorrt", stream_interval=8)
+    assert "stream_interval" not in llm_kwargs(api, tensorrt)
+
+
 def test_tensorrt_backend_gets_no_pytorch_only_arguments(api):
     settings = ServiceSettings(engine="trtllm", model="/m", trtllm_backend="tensorrt",
                                guided_decoding_backend="none", max_context_length=1024)

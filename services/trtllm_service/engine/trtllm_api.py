@@ -105,6 +105,11 @@ def llm_kwargs(api: TrtllmApi, settings: ServiceSettings) -> dict[str, Any]:
         "guided_decoding_backend": guided_backend(settings),
         **BACKEND_KWARGS[settings.trtllm_backend],
     }
+    if settings.trtllm_backend == "pytorch" and settings.stream_interval > 1:
+        # The PyTorch executor then answers a streaming request on its first iteration, its last
+        # and every Nth (py_executor.py), so it builds N times fewer responses; the service's
+        # outbox (coalesce.py) applies the same rule to the messages it sends.
+        kwargs["stream_interval"] = settings.stream_interval
     return {k: v for k, v in kwargs.items() if v is not None}
 
 
