@@ -70,9 +70,10 @@ class Outbox:
     """Between one request's engine reader (`put`, `close`, `fail`) and its writer (`take`).
 
     ``interval`` (the service's ``--stream-interval``): once a message with output has gone,
-    the next waits until this many tokens are pending, as TensorRT-LLM's and vLLM's
-    ``stream_interval``; the first output and the end always go at once. 1: every step as
-    it comes."""
+    the next waits until the request's token count reaches the next multiple of it, which is
+    the rule of TensorRT-LLM's PyTorch executor for its ``stream_interval`` (responses on the
+    first iteration, then the Nth, 2Nth...): an executor that already streams so is relayed
+    without delay. The first output and the end always go at once. 1: every step as it comes."""
 
     def __init__(self, interval: int = 1) -> None:
         self._pending: list[_Pending] = []
@@ -81,22 +82,23 @@ class Outbox:
         self._wake = asyncio.Event()
         self.closed = False  # the writer has taken the Final (or the failure)
         self.interval = max(1, interval)
-        self._tokens = 0  # tokens (or steps without ids) pending since the last take
-        self._shown = False  # output went out: later messages wait for `interval` tokens
+        self._total = 0  # tokens (or steps without ids) put so far
+        self._mark = 0  # `_total` when the writer last took
+        self._shown = False  # output went out: later messages wait for the next multiple of `interval`
 
     def put(self, parsed: ParsedDelta, token_ids: list[int], logprobs: list[pb.TokenLogprob]) -> None:
         """One step's output (a Delta's worth, possibly empty with `token_ids` to send)."""
         if not self._pending or not self._pending[-1].accepts(parsed):
             self._pending.append(_Pending())
         self._pending[-1].add(parsed, token_ids, logprobs)
-        self._tokens += max(len(token_ids), 1)
+        self._total += max(len(token_ids), 1)
         if self._ready():
             self._wake.set()
 
     def _ready(self) -> bool:
         if self._final is not None or self._failure is not None:
             return True
-        return bool(self._pending) and (not self._shown or self._tokens >= self.interval)
+        return bool(self._pending) and (not self._shown or self._total // self.interval > self._mark // self.interval)
 
     def close(self, final: pb.GenerateResponse) -> None:
         """The stream's last message, sent after everything pending."""
@@ -117,7 +119,7 @@ class Outbox:
         self._shown = self._shown or any(pending.reasoning or pending.text or pending.tool_calls
                                          for pending in self._pending)
         messages = [pending.message() for pending in self._pending]
-        self._pending, self._tokens = [], 0
+        self._pending, self._mark = [], self._total
         if self._failure is not None and not messages:
             self.closed = True
             raise self._failure

@@ -35,8 +35,9 @@ class ServiceSettings:
     max_queue: int = _field(256, "Most requests waiting for a slot; more get RESOURCE_EXHAUSTED.")
     stream_interval: int = _field(
         1, "Tokens per Generate message after the first output (TensorRT-LLM's and vLLM's stream_interval): "
-        "1 sends each engine step as it comes, merging steps only while a stream is behind; N holds output "
-        "until N tokens are pending (fewer messages, less CPU per token in the service and the gateway). "
+        "1 sends each engine step as it comes, merging steps only while a stream is behind; N sends when "
+        "the request's token count reaches a multiple of N (fewer messages, less CPU per token in the "
+        "service and the gateway; passed to TensorRT-LLM's PyTorch executor too). "
         "The first output and the end go at once.")
     max_context_length: int | None = _field(None, "Cap on prompt+output tokens; default is the model's.")
     tool_parser: str | None = _field(None, "Tool-call parser name; default picks by model family.")

@@ -66,21 +66,22 @@ def test_a_failure_is_raised_after_what_was_pending() -> None:
     assert box.closed
 
 
-def test_stream_interval_holds_output_until_n_tokens_after_the_first() -> None:
+def test_stream_interval_sends_at_each_multiple_of_n_tokens_after_the_first_output() -> None:
     async def scenario() -> None:
-        box = Outbox(interval=3)
-        box.put(ParsedDelta(), [0], [])  # held back by the stop matcher: no output yet
+        box = Outbox(interval=4)
         box.put(ParsedDelta(text="a"), [1], [])
         assert [m.delta.text for m in await box.take()] == ["a"]  # the first output goes at once
         box.put(ParsedDelta(text="b"), [2], [])
-        box.put(ParsedDelta(text="c"), [3], [])
-        with pytest.raises(TimeoutError):  # two tokens pending: nothing wakes the writer
+        with pytest.raises(TimeoutError):  # 2 tokens so far: nothing wakes the writer before 4
             await asyncio.wait_for(box.take(), 0.05)
+        box.put(ParsedDelta(text="c"), [3], [])
         box.put(ParsedDelta(text="d"), [4], [])
-        [message] = await box.take()
+        [message] = await box.take()  # token 4: as TensorRT-LLM's executor at iteration N
         assert (message.delta.text, list(message.delta.token_ids)) == ("bcd", [2, 3, 4])
-        box.put(ParsedDelta(text="e"), [5], [])
+        box.put(ParsedDelta(text="efgh"), [5, 6, 7, 8], [])  # an executor streaming every 4th iteration
+        assert [m.delta.text for m in await box.take()] == ["efgh"]  # relayed at once
+        box.put(ParsedDelta(text="i"), [9], [])
         box.close(pb.GenerateResponse(final=pb.Final(finish_reason=pb.FINISH_REASON_STOP)))
         delta, final = await box.take()  # the end goes at once, with what is pending
-        assert delta.delta.text == "e" and final.HasField("final") and box.closed
+        assert delta.delta.text == "i" and final.HasField("final") and box.closed
     asyncio.run(scenario())
