@@ -20,7 +20,6 @@ Event payloads are stored as the exact JSON text that was (or will be) sent.
 """
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 
@@ -77,11 +76,12 @@ async def _append(conn: AsyncConnection, rows: list[dict]) -> None:
 class SQLJobs(SQLBase, JobsAndEvents):
     async def enqueue_job(self, record: StoredResponse, spec: dict, events: list[LoggedEvent],
                           *, now_ms: int | None = None) -> None:
-        enc, spec_text = await asyncio.to_thread(lambda: (codec.encode_record(record),
-                                                          codec.dumps(spec, f"{record.id} job spec")))
+        encoded = await self._prepared(lambda: (codec.encode_record(record),
+                                                codec.dumps(spec, f"{record.id} job spec")))
         rows, at = codec.event_rows(record.id, events), _at(now_ms)
 
         async def body(conn: AsyncConnection) -> None:
+            enc, spec_text = encoded()
             if not await put_record(conn, self.insert, enc, if_absent=True):
                 raise StoreError(f"response id {record.id!r} already exists")
             await conn.execute(insert(jobs).values(response_id=record.id, tenant=record.tenant, kind="background",
@@ -93,14 +93,14 @@ class SQLJobs(SQLBase, JobsAndEvents):
     async def open_stream(self, record: StoredResponse, replica: str, lease_ms: int,
                           events: list[LoggedEvent], *, now_ms: int | None = None,
                           spec: dict | None = None) -> JobOwner:
-        enc = await asyncio.to_thread(codec.encode_record, record)
+        enc = await self._prepared(codec.encode_record, record)
         rows, at = codec.event_rows(record.id, events), _at(now_ms)
         job = self.insert(jobs).values(response_id=record.id, tenant=record.tenant, kind="stream",
                                        state="running", attempts=1, claimed_by=replica, lease_until=at + lease_ms,
                                        spec=codec.dumps(spec or {}, f"{record.id} job spec"), created_at=at)
 
         async def body(conn: AsyncConnection) -> None:
-            await put_record(conn, self.insert, enc, if_absent=True)  # a final save may have come first
+            await put_record(conn, self.insert, enc(), if_absent=True)  # a final save may have come first
             await conn.execute(job.on_conflict_do_nothing(index_elements=[jobs.c.response_id]))
             await _append(conn, rows)
 
@@ -129,7 +129,7 @@ class SQLJobs(SQLBase, JobsAndEvents):
 
     async def write_job(self, owner: JobOwner, response_id: str, *, events: Sequence[LoggedEvent] = (),
                         record: StoredResponse | None = None, done: bool = False) -> bool:
-        enc = None if record is None else await asyncio.to_thread(codec.encode_record, record)
+        enc = None if record is None else await self._prepared(codec.encode_record, record)
         rows = codec.event_rows(response_id, events)
         held = (select(jobs.c.response_id).with_for_update()
                 .where(jobs.c.response_id == response_id, jobs.c.claimed_by == owner.replica,
@@ -140,7 +140,7 @@ class SQLJobs(SQLBase, JobsAndEvents):
                 return False
             await _append(conn, rows)
             if enc is not None:
-                await put_record(conn, self.insert, enc)
+                await put_record(conn, self.insert, enc())
             if done:
                 await conn.execute(update(jobs).where(jobs.c.response_id == response_id)
                                    .values(state="done", lease_until=None))

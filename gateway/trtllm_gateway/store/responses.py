@@ -93,8 +93,8 @@ async def put_record(conn: AsyncConnection, dialect_insert: Callable[..., Any], 
 
 class SQLResponses(SQLBase, ResponseRecords):
     async def save(self, record: StoredResponse) -> None:
-        enc = await asyncio.to_thread(codec.encode_record, record)
-        await self._write(lambda conn: put_record(conn, self.insert, enc))
+        enc = await self._prepared(codec.encode_record, record)
+        await self._write(lambda conn: put_record(conn, self.insert, enc()))
 
     async def get(self, response_id: str, tenant: str) -> StoredResponse | None:
         if not storable(response_id, tenant):

@@ -47,6 +47,7 @@ class SQLiteStore(SQLStore):
     insert = staticmethod(sqlite.insert)
     migrations = statements(sqlite.dialect())
     driver_errors = (sqlite3.Error,)
+    bodies_off_loop = True  # ThreadEngine runs each transaction body on its thread
 
     def __init__(self, path: str, *, max_history_depth: int = MAX_HISTORY_DEPTH):
         super().__init__(repr(path), max_history_depth)
