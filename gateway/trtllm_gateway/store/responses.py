@@ -104,8 +104,7 @@ class SQLResponses(SQLBase, ResponseRecords):
             row = (await conn.execute(select(responses).where(_own(response_id, tenant)))).first()
             return None if row is None else ([row], (await conn.execute(_items_of([response_id]))).all())
 
-        found = await self._read(body)
-        return None if found is None else (await asyncio.to_thread(codec.decode_chain, *found))[0]
+        return await self._read_then(body, lambda found: None if found is None else codec.decode_chain(*found)[0])
 
     async def delete(self, response_id: str, tenant: str) -> bool:
         if not storable(response_id, tenant):
@@ -152,14 +151,17 @@ class SQLResponses(SQLBase, ResponseRecords):
                 return rows, []  # missing (or too deep: decided below)
             return rows, (await conn.execute(_items_of([r.id for r in rows]))).all()
 
-        rows, found = await self._read(body)
-        if len(rows) > depth:
-            raise HistoryTooDeep(f"{response_id}: previous_response_id chain is longer than {depth} "
-                                 "responses (or loops)")
-        if not rows or rows[0].previous_response_id is not None:
-            return None
-        records = await asyncio.to_thread(codec.decode_chain, rows, found)
-        return [item for rec in records for item in rec.input_items + rec.response.get("output", [])]
+        def window(result: tuple[list, list]) -> list[dict] | None:
+            rows, found = result
+            if len(rows) > depth:
+                raise HistoryTooDeep(f"{response_id}: previous_response_id chain is longer than {depth} "
+                                     "responses (or loops)")
+            if not rows or rows[0].previous_response_id is not None:
+                return None
+            records = codec.decode_chain(rows, found)
+            return [item for rec in records for item in rec.input_items + rec.response.get("output", [])]
+
+        return await self._read_then(body, window)
 
     async def find_items(self, item_ids: Sequence[str], tenant: str) -> dict[str, dict]:
         wanted = list(dict.fromkeys(i for i in item_ids if storable(i)))  # others no row holds

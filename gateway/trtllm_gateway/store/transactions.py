@@ -95,6 +95,15 @@ class SQLBase(abc.ABC):
         value = await asyncio.to_thread(fn, *args)
         return lambda: value
 
+    async def _read_then(self, body: Body, after: Callable[[Any], T]) -> T:
+        """``after(body's result)`` (decoding rows: CPU work the loop must not do): inside the
+        read transaction where bodies run off the loop, else in a worker thread after it."""
+        if self.bodies_off_loop:
+            async def inside(conn: AsyncConnection) -> T:
+                return after(await body(conn))
+            return await self._read(inside)
+        return await asyncio.to_thread(after, await self._read(body))
+
     # -- transactions --------------------------------------------------------------------
     async def _write(self, body: Body) -> Any:
         return await self._txn(True, body)
