@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 # The project's packages import after the path is set (E402).
 import bench_gateway_sim  # noqa: E402
+import bench_latency  # noqa: E402
 from bench_gateway_sim import free_port, pct, wait_ready  # noqa: E402  (one copy, both scripts)
 
 from trtllm_responses.inference.v1 import inference_pb2 as pb  # noqa: E402
@@ -200,6 +201,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.sim:
         bench_gateway_sim.run(args)
+        bench_latency.run(args)
         return
     if bool(args.service) != bool(args.gateway):
         parser.error("give both --service and --gateway, or neither")

@@ -2,7 +2,8 @@
 
 The service runs `--engine sim` (no model), so everything the machine spends beyond the
 service is the gateway's and the client's. Two parts, each on its own service + gateway
-subprocesses (sqlite store in a temporary directory):
+subprocesses (sqlite store in a temporary directory); this module runs the first and holds
+what both use:
 
 1. CPU per event. The service streams as fast as it can (`--sim-tokens-per-s 0`, or
    `--cpu-rate`; no TTFT; `--answer-tokens` per answer). `--connections` clients send streaming (SSE) and
@@ -16,14 +17,9 @@ subprocesses (sqlite store in a temporary directory):
    gateway, and `busy` says how much of all cores the three used), and which gateway worker
    served how many requests (`X-Gateway-Worker`). With several `--workers` values, one table each
    and then the throughput of each against the first count's.
-2. Added latency. The service paces tokens (`--latency-rate` per request, no TTFT) and the
-   same requests go straight to `Generate` and through the gateway (SSE), at each
-   `--latency-levels` concurrency: TTFT and inter-event gap, p50/p99, and the difference
-   (one table per `--workers` value). The gateway path's client is a bare kept-alive socket
-   (`bench_raw_client.py`; `--latency-client aiohttp` for aiohttp's, which adds its own
-   2 ms here); `--latency-spread` staggers the clients' starts instead of one burst.
+2. Added latency: bench_latency.py (the same stack, its own service and gateway processes).
 Timings are printed, never asserted. `wait_ready`, `free_port` and `pct` serve
-bench_gateway.py too.
+bench_gateway.py too; the clients, `sim_stack` and `gateway_args` serve bench_latency.py.
 """
 from __future__ import annotations
 
@@ -40,11 +36,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
-import grpc
-from bench_raw_client import RawConnections
-
-from trtllm_responses.inference.v1 import inference_pb2 as pb
-from trtllm_responses.inference.v1 import inference_pb2_grpc as pb_grpc
 
 TICKS = os.sysconf("SC_CLK_TCK")
 PROMPT = "Tell me about the history of bread."
@@ -195,26 +186,6 @@ async def json_request(session: aiohttp.ClientSession, payload: dict, out: Tally
     out.tokens += reply["usage"]["output_tokens"]
 
 
-async def direct_request(stub, tokens: int, out: Tally) -> None:
-    chat = pb.Chat()
-    chat.messages.add(role="user").content.add(text=PROMPT)
-    request = pb.GenerateRequest(chat=chat, sampling=pb.SamplingParams(max_tokens=tokens + 16))
-    start = last = time.perf_counter()
-    first = True
-    try:
-        async for msg in stub.Generate(request):
-            if msg.HasField("delta") and msg.delta.text:
-                now = time.perf_counter()
-                (out.ttft if first else out.gaps).append(now - (start if first else last))
-                first, last = False, now
-                out.events += 1
-            elif msg.HasField("final"):
-                out.requests += 1
-                out.tokens += msg.final.usage.completion_tokens
-    except grpc.aio.AioRpcError:
-        out.errors += 1
-
-
 async def run_clients(concurrency: int, total: int, one, spread: float = 0) -> tuple[Tally, float]:
     """`concurrency` clients share `total` requests; with `spread`, client i starts i/concurrency
     of `spread` seconds late, so arrivals are even over one answer's time instead of a burst."""
@@ -295,9 +266,6 @@ def cpu_row(row: Row) -> str:
             f"{row.others[0]:6.2f} {row.others[1]:6.2f} {busy:5.0%}  {served}")
 
 
-LATENCY_HEADER = (f"{'path':8} {'conc':>5} {'ttft_p50':>8} {'ttft_p99':>8} {'gap_p50':>8} {'gap_p99':>8} "
-                  f"{'errors':>6}  (ms)")
-
 
 def scaling(tables: dict[int | None, list[Row]]) -> None:
     """Throughput of each worker count against the first's, row by row (same load)."""
@@ -319,41 +287,9 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
 
-async def latency_rows(stack: Stack, levels: list[int], tokens: int, rounds: int, spread: float,
-                       client: str) -> None:
-    channel = grpc.aio.insecure_channel(stack.service)
-    stub = pb_grpc.InferenceServiceStub(channel)
-    host, port = stack.gateway.removeprefix("http://").split(":")
-    raw = RawConnections(host, int(port), os.environ.get("OPENAI_API_KEY", "unused")) if client == "raw" else None
-    async with session(stack.gateway, max(levels)) as http:
-        await direct_request(stub, 4, Tally())
-        await warm_up(http, min(levels))
-        for level in levels:
-            total = level * rounds
-            direct, _ = await run_clients(level, total, lambda t: direct_request(stub, tokens, t), spread)
-            if raw is None:
-                via, _ = await run_clients(level, total,
-                                           lambda t: sse_request(http, body(tokens, False, True), t, True), spread)
-            else:
-                request = raw.request(body(tokens, False, True))
-                via, _ = await run_clients(level, total, lambda t, r=request: raw.sse(r, t), spread)
-            for name, out in (("direct", direct), ("gateway", via)):
-                print(f"{name:8} {level:5} {ms(pct(out.ttft, 50))} {ms(pct(out.ttft, 99))} {ms(pct(out.gaps, 50))} "
-                      f"{ms(pct(out.gaps, 99))} {out.errors:6}")
-            print(f"{'added':8} {level:5} {ms(pct(via.ttft, 50) - pct(direct.ttft, 50))} "
-                  f"{ms(pct(via.ttft, 99) - pct(direct.ttft, 99))} {ms(pct(via.gaps, 50) - pct(direct.gaps, 50))} "
-                  f"{ms(pct(via.gaps, 99) - pct(direct.gaps, 99))}", flush=True)
-    await channel.close()
-    if raw is not None:
-        raw.close()
-
-
-def ms(value: float) -> str:
-    return f"{value * 1000:8.2f}"
-
-
 def run(args) -> None:
-    """Both parts, per `args` (see bench_gateway.py's --sim options)."""
+    """The CPU part, per `args` (see bench_gateway.py's --sim options); the latency part is
+    bench_latency.run."""
     print(f"# gateway on the simulator engine  CPU: {cpu_model()}  cores: {len(os.sched_getaffinity(0))}  "
           f"load average at start: {os.getloadavg()[0]:.1f}")
     counts = args.workers or [None]
@@ -369,18 +305,6 @@ def run(args) -> None:
         print("(JSON rows: us/event and events/cpu_s are per output token)")
     if len(counts) > 1:
         scaling(tables)
-    levels = [level for level in args.latency_levels if not (args.quick and level > 64)]
-    for workers in counts:
-        spread = args.latency_tokens / args.latency_rate if args.latency_spread else 0
-        arrivals = f"arrivals spread over {spread:.2f} s" if spread else "all clients start at once"
-        print(f"\n## Added latency: {args.latency_rate:g} tokens/s per request, {args.latency_tokens}-token answers, "
-              f"{args.latency_rounds} per client, {arrivals}, SSE, store off, HTTP client: {args.latency_client}, "
-              f"gateway workers: {workers or 'default'}")
-        print(LATENCY_HEADER)
-        with sim_stack(["--sim-tokens-per-s", str(args.latency_rate), "--sim-ttft-ms", "0", "--sim-output-tokens",
-                        str(args.latency_tokens), *args.service_arg], gateway_args(args, workers)) as stack:
-            asyncio.run(latency_rows(stack, levels, args.latency_tokens, args.latency_rounds, spread,
-                                     args.latency_client))
 
 
 def gateway_args(args, workers: int | None) -> list[str]:
@@ -401,6 +325,8 @@ def add_arguments(parser) -> None:
     group.add_argument("--latency-rate", type=float, default=50, help="tokens/s per request in the latency part")
     group.add_argument("--latency-tokens", type=int, default=64, help="tokens per answer in the latency part")
     group.add_argument("--latency-rounds", type=int, default=1, help="requests per client in the latency part")
+    group.add_argument("--latency-repeats", type=int, default=1,
+                       help="direct and gateway runs, alternating, per level; then the median of what was added")
     group.add_argument("--latency-client", choices=("raw", "aiohttp"), default="raw",
                        help="HTTP client of the gateway path: a bare kept-alive socket (bench_raw_client.py) or "
                        "aiohttp's, which adds about 2 ms of its own on a small machine")
