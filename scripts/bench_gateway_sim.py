@@ -328,7 +328,7 @@ def add_arguments(parser) -> None:
     group.add_argument("--latency-repeats", type=int, default=1,
                        help="direct and gateway runs, alternating, per level; then the median of what was added")
     group.add_argument("--latency-client", choices=("raw", "aiohttp"), default="raw",
-                       help="HTTP client of the gateway path: a bare kept-alive socket (bench_raw_client.py) or "
+                       help="HTTP client of the gateway path: a bare kept-alive socket (bench_latency.py) or "
                        "aiohttp's, which adds about 2 ms of its own on a small machine")
     group.add_argument("--latency-spread", action="store_true",
                        help="stagger the clients' starts over one answer's time (steady arrivals, not one burst)")
