@@ -48,6 +48,7 @@ from typing import Any
 from aiohttp import hdrs, http_exceptions, web
 from aiohttp.http import HttpVersion11
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
+from aiohttp.web_urldispatcher import MatchInfoError
 
 from . import body_encoding
 from .errors import ApiError, error_response
@@ -247,10 +248,20 @@ async def defer_continue(request: web.Request) -> None:
 
 
 def install_expect_handler(router: web.UrlDispatcher) -> None:
-    """:func:`defer_continue` on every route registered so far (call it last). aiohttp takes
-    an expect handler only as an argument of each ``add_route``, so it is set afterwards."""
+    """:func:`defer_continue` on every route registered so far (call it last), and on the
+    route aiohttp makes up for a request that matches none (404, 405), which would otherwise
+    send ``100 Continue`` before the refusal. aiohttp takes an expect handler only as an
+    argument of each ``add_route``, so it is set afterwards (its private ``_expect_handler``)."""
     for route in router.routes():
         route._expect_handler = defer_continue
+    resolve = router.resolve
+
+    async def resolve_deferring(request: web.Request) -> Any:
+        match = await resolve(request)
+        if isinstance(match, MatchInfoError):
+            match.route._expect_handler = defer_continue
+        return match
+    router.resolve = resolve_deferring  # type: ignore[method-assign]
 
 
 def body_middleware(settings: GatewaySettings):
@@ -261,8 +272,8 @@ def body_middleware(settings: GatewaySettings):
 
     @web.middleware
     async def middleware(request: web.Request, handler) -> web.StreamResponse:
-        if not request.body_exists:
-            return await handler(request)
+        if not request.body_exists or isinstance(request.match_info, MatchInfoError):
+            return await handler(request)  # no body, or no route (404/405): refused unread
         if request.content_length is not None and request.content_length > limit:
             raise ApiError("body_too_large", f"The request body is too large: {request.content_length} bytes "
                            f"declared, at most {limit} are accepted.")

@@ -1,7 +1,8 @@
 """``Expect: 100-continue`` over a raw socket (RFC 9110 §10.1.1): the gateway answers a
 request it will refuse (a ``Content-Length`` over ``--max-body-bytes``, no API key) at once,
 without ``100 Continue``, so the client never uploads the body; the reply closes the
-connection. A request it accepts gets ``100 Continue``, then its answer once the body is in.
+connection. So does a request no route takes (404, 405). A request it accepts gets
+``100 Continue``, then its answer once the body is in.
 A client that leaves mid-upload is counted 499 and logs no traceback.
 The stack is real (scripted engine, service, gateway, SQLite).
 """
@@ -114,3 +115,16 @@ async def test_a_client_that_leaves_mid_upload_is_499_with_no_traceback(handle, 
     text = await until(counted, 30, 0.05)
     assert text and 'status="500"' not in text and 'status="499"' in text
     assert not [r for r in caplog.records if r.exc_info], "a client leaving is not a server error"
+
+
+@pytest.mark.parametrize("method,path,status", [("POST", "/v1/no-such-route", 404), ("PUT", "/v1/responses", 405)])
+async def test_a_request_no_route_takes_is_refused_before_100_continue(handle, method, path, status):
+    reader, writer = await _open(handle)
+    try:
+        writer.write(_head(path, 100).replace(b"POST ", f"{method} ".encode(), 1))  # and never the body
+        line, headers, body = await _reply(reader)
+        assert line.startswith(f"HTTP/1.1 {status} "), line  # not "HTTP/1.1 100 Continue"
+        assert body["error"]["type"] == "invalid_request_error"
+        assert headers["connection"].lower() == "close"
+    finally:
+        writer.close()
