@@ -104,8 +104,10 @@ class Stack:
 
 
 @contextlib.contextmanager
-def sim_stack(sim_args: list[str], gateway_args: list[str]) -> Iterator[Stack]:
-    """A sim service and a gateway in front of it, as subprocesses on free ports."""
+def sim_stack(sim_args: list[str], gateway_args: list[str], gateway_env: dict[str, str] | None = None
+              ) -> Iterator[Stack]:
+    """A sim service and a gateway in front of it, as subprocesses on free ports; the gateway
+    also gets ``gateway_env``."""
     bin_dir, tmp = Path(sys.executable).parent, tempfile.mkdtemp(prefix="bench-sim-")
     sport, gport = free_port(), free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -116,7 +118,7 @@ def sim_stack(sim_args: list[str], gateway_args: list[str]) -> Iterator[Stack]:
     gateway = subprocess.Popen(
         [bin_dir / "trtllm-responses-gateway", "--port", str(gport), "--service", f"127.0.0.1:{sport}",
          "--store-url", f"sqlite:///{tmp}/bench.db", "--log-level", "WARNING", *gateway_args],
-        env=env, stdout=subprocess.DEVNULL, stderr=open(f"{tmp}/gateway.log", "wb"))
+        env={**env, **(gateway_env or {})}, stdout=subprocess.DEVNULL, stderr=open(f"{tmp}/gateway.log", "wb"))
     try:
         wait_ready(f"http://127.0.0.1:{gport}/readyz", [service, gateway], log=Path(f"{tmp}/gateway.log"))
         yield Stack(f"127.0.0.1:{sport}", f"http://127.0.0.1:{gport}", gateway.pid, service.pid)
@@ -300,7 +302,8 @@ def run(args) -> None:
               f"gateway workers: {workers or 'default'}")
         print(CPU_HEADER)
         with sim_stack(["--sim-tokens-per-s", str(args.cpu_rate), "--sim-ttft-ms", "0", "--sim-output-tokens",
-                        str(args.answer_tokens), *args.service_arg], gateway_args(args, workers)) as stack:
+                        str(args.answer_tokens), *args.service_arg], gateway_args(args, workers),
+                       gateway_env(args)) as stack:
             tables[workers] = asyncio.run(cpu_rows(stack, args.connections, args.cpu_requests, args.answer_tokens))
         print("(JSON rows: us/event and events/cpu_s are per output token)")
     if len(counts) > 1:
@@ -309,6 +312,10 @@ def run(args) -> None:
 
 def gateway_args(args, workers: int | None) -> list[str]:
     return [*args.gateway_arg, *(["--workers", str(workers)] if workers else [])]
+
+
+def gateway_env(args) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in args.gateway_env)
 
 
 def add_arguments(parser) -> None:
@@ -336,5 +343,8 @@ def add_arguments(parser) -> None:
                        help="gateway --workers values: a CPU table and a latency table each, then each one's "
                        "throughput against the first's")
     group.add_argument("--gateway-arg", action="append", default=[], help="extra gateway flag (repeatable)")
+    group.add_argument("--gateway-env", action="append", default=[], metavar="NAME=VALUE",
+                       help="environment variable for the gateway only (repeatable), e.g. "
+                       "GRPC_EXPERIMENTS=-event_engine_client")
     group.add_argument("--service-arg", action="append", default=[],
                        help="extra service flag (repeatable), e.g. --service-arg=--stream-interval=4")

@@ -30,6 +30,7 @@ from bench_gateway_sim import (
     Tally,
     body,
     gateway_args,
+    gateway_env,
     pct,
     run_clients,
     session,
@@ -164,5 +165,6 @@ def run(args) -> None:
               f"gateway workers: {workers or 'default'}")
         print(HEADER)
         with sim_stack(["--sim-tokens-per-s", str(args.latency_rate), "--sim-ttft-ms", "0", "--sim-output-tokens",
-                        str(args.latency_tokens), *args.service_arg], gateway_args(args, workers)) as stack:
+                        str(args.latency_tokens), *args.service_arg], gateway_args(args, workers),
+                       gateway_env(args)) as stack:
             asyncio.run(_rows(stack, args, levels, spread))
