@@ -112,9 +112,9 @@ class BackgroundRunner:
         """``--event-poll-interval-s`` while this process owns a job (its cancel requests and
         lease need it); when idle, doubled per empty poll up to ``--claim-backoff-max-s`` (at
         most a third of ``--job-lease-s``): an idle process then polls the store once every
-        2 s by default instead of five times a second. A local create or cancel wakes the loop at once; what
-        waits is only a queued job of another, busy process and an orphaned job, which waits
-        for its lease to expire anyway."""
+        2 s by default instead of five times a second. A local create or cancel wakes the
+        loop at once; what waits is only a queued job of another, busy process and an
+        orphaned job, which waits for its lease to expire anyway."""
         base = self.settings.event_poll_interval_s
         ceiling = max(base, min(self.settings.claim_backoff_max_s, self.settings.job_lease_s / 3))
         return min(base * 2 ** min(max(self._idle_polls - 1, 0), 16), ceiling)
