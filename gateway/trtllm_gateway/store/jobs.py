@@ -20,8 +20,10 @@ Event payloads are stored as the exact JSON text that was (or will be) sent.
 """
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from sqlalchemy import BigInteger, bindparam, func, insert, literal, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -62,6 +64,23 @@ def _claim_statement():
 
 
 _CLAIM = _claim_statement()
+# Statements run per stream, built once and run with parameters (see ``responses._upsert``).
+_INSERT_EVENTS = insert(stream_events)
+_HELD = (select(jobs.c.response_id).with_for_update()
+         .where(jobs.c.response_id == bindparam("rid"), jobs.c.claimed_by == bindparam("replica"),
+                jobs.c.attempts == bindparam("attempt"), _RUNNING))
+_HELD_MANY = (select(jobs.c.response_id).with_for_update()
+              .where(tuple_(jobs.c.response_id, jobs.c.claimed_by, jobs.c.attempts)
+                     .in_(bindparam("keys", expanding=True)), _RUNNING)
+              .order_by(jobs.c.response_id))  # rows locked in one order
+_DONE = (update(jobs).where(jobs.c.response_id == bindparam("rid"))
+         .values(state="done", lease_until=None))
+
+
+@functools.cache
+def _stream_job(dialect_insert: Callable[..., Any]) -> Any:
+    """A stored stream's job row, unless a final save made it first."""
+    return dialect_insert(jobs).on_conflict_do_nothing(index_elements=[jobs.c.response_id])
 
 
 def _at(now_ms: int | None) -> int:
@@ -70,7 +89,7 @@ def _at(now_ms: int | None) -> int:
 
 async def _append(conn: AsyncConnection, rows: list[dict]) -> None:
     if rows:
-        await conn.execute(insert(stream_events), rows)
+        await conn.execute(_INSERT_EVENTS, rows)
 
 
 class SQLJobs(SQLBase, JobsAndEvents):
@@ -95,13 +114,13 @@ class SQLJobs(SQLBase, JobsAndEvents):
                           spec: dict | None = None) -> JobOwner:
         enc = await self._prepared(codec.encode_record, record)
         rows, at = codec.event_rows(record.id, events), _at(now_ms)
-        job = self.insert(jobs).values(response_id=record.id, tenant=record.tenant, kind="stream",
-                                       state="running", attempts=1, claimed_by=replica, lease_until=at + lease_ms,
-                                       spec=codec.dumps(spec or {}, f"{record.id} job spec"), created_at=at)
+        job = {"response_id": record.id, "tenant": record.tenant, "kind": "stream", "state": "running",
+               "attempts": 1, "claimed_by": replica, "lease_until": at + lease_ms,
+               "spec": codec.dumps(spec or {}, f"{record.id} job spec"), "created_at": at}
 
         async def body(conn: AsyncConnection) -> None:
             await put_record(conn, self.insert, enc(), if_absent=True)  # a final save may have come first
-            await conn.execute(job.on_conflict_do_nothing(index_elements=[jobs.c.response_id]))
+            await conn.execute(_stream_job(self.insert), job)
             await _append(conn, rows)
 
         await self._write(body)
@@ -131,19 +150,16 @@ class SQLJobs(SQLBase, JobsAndEvents):
                         record: StoredResponse | None = None, done: bool = False) -> bool:
         enc = None if record is None else await self._prepared(codec.encode_record, record)
         rows = codec.event_rows(response_id, events)
-        held = (select(jobs.c.response_id).with_for_update()
-                .where(jobs.c.response_id == response_id, jobs.c.claimed_by == owner.replica,
-                       jobs.c.attempts == owner.attempt, _RUNNING))
+        held = {"rid": response_id, "replica": owner.replica, "attempt": owner.attempt}
 
         async def body(conn: AsyncConnection) -> bool:
-            if (await conn.execute(held)).first() is None:
+            if (await conn.execute(_HELD, held)).first() is None:
                 return False
             await _append(conn, rows)
             if enc is not None:
                 await put_record(conn, self.insert, enc())
             if done:
-                await conn.execute(update(jobs).where(jobs.c.response_id == response_id)
-                                   .values(state="done", lease_until=None))
+                await conn.execute(_DONE, {"rid": response_id})
             return True
 
         return await self._write(body)
@@ -159,12 +175,9 @@ class SQLJobs(SQLBase, JobsAndEvents):
         keys = [(rid, owner.replica, owner.attempt) for owner, rid, _ in logs if rid in rows]
         if not keys:
             return Appended(set(), refused)
-        held = (select(jobs.c.response_id).with_for_update()
-                .where(tuple_(jobs.c.response_id, jobs.c.claimed_by, jobs.c.attempts).in_(keys), _RUNNING)
-                .order_by(jobs.c.response_id))  # rows locked in one order
 
         async def body(conn: AsyncConnection) -> set[str]:
-            owned = {row.response_id for row in (await conn.execute(held)).all()}
+            owned = {row.response_id for row in (await conn.execute(_HELD_MANY, {"keys": keys})).all()}
             await _append(conn, [row for rid in owned for row in rows[rid]])
             return set(rows) - owned
 

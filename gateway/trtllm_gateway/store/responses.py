@@ -15,11 +15,12 @@ purging at once neither block each other nor count a row twice.
 from __future__ import annotations
 
 import asyncio
+import functools
 import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Integer, delete, insert, literal, select
+from sqlalchemy import Integer, bindparam, delete, insert, literal, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import codec
@@ -43,9 +44,11 @@ def _own(response_id: str, tenant: str):
     return (responses.c.id == response_id) & (responses.c.tenant == tenant)
 
 
-def _items_of(ids: list[str]):
-    return (select(items.c.response_id, items.c.kind, items.c.item_id, items.c.position, items.c.payload)
-            .where(items.c.response_id.in_(ids)).order_by(items.c.response_id, items.c.kind, items.c.position))
+# The rows of the responses ``:ids`` (an expanding list), built once like the statements below.
+_ITEMS_OF = (select(items.c.response_id, items.c.kind, items.c.item_id, items.c.position, items.c.payload)
+             .where(items.c.response_id.in_(bindparam("ids", expanding=True)))
+             .order_by(items.c.response_id, items.c.kind, items.c.position))
+_GET = select(responses).where(responses.c.id == bindparam("rid"), responses.c.tenant == bindparam("tenant"))
 
 
 def _found(ids: list[str], tenant: str):
@@ -58,36 +61,50 @@ def _found(ids: list[str], tenant: str):
             .order_by(items.c.kind.desc(), responses.c.created_at, responses.c.id, items.c.position))
 
 
-def _chain(response_id: str, tenant: str, depth: int):
-    """The chain's response rows, oldest first: at most ``depth + 1`` of them."""
+def _chain_statement():
+    """The chain of ``:rid`` in ``:tenant``'s responses, oldest first: at most ``:depth + 1``
+    rows. Built once (a recursive CTE's cache key cost more to build per read than the read)."""
     first = select(responses.c.id, responses.c.previous_response_id.label("prev"),
-                   literal(0, Integer).label("depth")).where(_own(response_id, tenant))
+                   literal(0, Integer).label("depth")).where(responses.c.id == bindparam("rid"),
+                                                             responses.c.tenant == bindparam("tenant"))
     chain = first.cte("chain", recursive=True)
     step = (select(responses.c.id, responses.c.previous_response_id, chain.c.depth + 1)
             .join(chain, responses.c.id == chain.c.prev)
-            .where(responses.c.tenant == tenant, chain.c.depth < depth))
+            .where(responses.c.tenant == bindparam("tenant"), chain.c.depth < bindparam("depth")))
     chain = chain.union_all(step)
     return select(responses).join(chain, responses.c.id == chain.c.id).order_by(chain.c.depth.desc())
+
+
+_CHAIN = _chain_statement()
+
+
+@functools.cache
+def _upsert(dialect_insert: Callable[..., Any], if_absent: bool) -> Any:
+    """The save's upsert in a dialect, built once and run with the row as parameters
+    (building it per save, with its ``excluded`` alias and cache key, cost more than running it)."""
+    upsert = dialect_insert(responses)
+    if if_absent:
+        return upsert.on_conflict_do_nothing(index_elements=[responses.c.id])
+    return upsert.on_conflict_do_update(
+        index_elements=[responses.c.id], set_={c: upsert.excluded[c] for c in _REPLACED},
+        where=responses.c.tenant == upsert.excluded.tenant)
+
+
+_DELETE_ITEMS = delete(items).where(items.c.response_id == bindparam("response_id"))
+_INSERT_ITEMS = insert(items)
 
 
 async def put_record(conn: AsyncConnection, dialect_insert: Callable[..., Any], enc: codec.EncodedRecord,
                      *, if_absent: bool = False) -> bool:
     """The body of ``save``, inside any write transaction. ``if_absent``: only a new id,
     returning whether it was."""
-    upsert = dialect_insert(responses).values(enc.row)
-    if if_absent:
-        upsert = upsert.on_conflict_do_nothing(index_elements=[responses.c.id])
-    else:
-        upsert = upsert.on_conflict_do_update(
-            index_elements=[responses.c.id], set_={c: upsert.excluded[c] for c in _REPLACED},
-            where=responses.c.tenant == upsert.excluded.tenant)
-    if (await conn.execute(upsert)).rowcount != 1:
+    if (await conn.execute(_upsert(dialect_insert, if_absent), enc.row)).rowcount != 1:
         if if_absent:
             return False
         raise StoreError(f"response id {enc.row['id']!r} already belongs to another tenant")
-    await conn.execute(delete(items).where(items.c.response_id == enc.row["id"]))
+    await conn.execute(_DELETE_ITEMS, {"response_id": enc.row["id"]})
     if enc.items:
-        await conn.execute(insert(items), enc.items)
+        await conn.execute(_INSERT_ITEMS, enc.items)
     return True
 
 
@@ -101,8 +118,8 @@ class SQLResponses(SQLBase, ResponseRecords):
             return None
 
         async def body(conn: AsyncConnection):
-            row = (await conn.execute(select(responses).where(_own(response_id, tenant)))).first()
-            return None if row is None else ([row], (await conn.execute(_items_of([response_id]))).all())
+            row = (await conn.execute(_GET, {"rid": response_id, "tenant": tenant})).first()
+            return None if row is None else ([row], (await conn.execute(_ITEMS_OF, {"ids": [response_id]})).all())
 
         return await self._read_then(body, lambda found: None if found is None else codec.decode_chain(*found)[0])
 
@@ -146,10 +163,10 @@ class SQLResponses(SQLBase, ResponseRecords):
         depth = self.max_history_depth
 
         async def body(conn: AsyncConnection):
-            rows = (await conn.execute(_chain(response_id, tenant, depth))).all()
+            rows = (await conn.execute(_CHAIN, {"rid": response_id, "tenant": tenant, "depth": depth})).all()
             if not rows or rows[0].previous_response_id is not None:
                 return rows, []  # missing (or too deep: decided below)
-            return rows, (await conn.execute(_items_of([r.id for r in rows]))).all()
+            return rows, (await conn.execute(_ITEMS_OF, {"ids": [r.id for r in rows]})).all()
 
         def window(result: tuple[list, list]) -> list[dict] | None:
             rows, found = result
