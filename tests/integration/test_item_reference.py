@@ -180,3 +180,20 @@ async def test_compact_summarises_the_referenced_items(stack):  # noqa: F811
     status, error = await _call(handle, "POST", "/responses/compact",
                                 {"model": "default", "input": [{"type": "item_reference", "id": "msg_nowhere"}]})
     assert status == 400 and error["error"]["param"] == "input[0]"
+
+
+async def test_a_conversation_item_is_found_by_its_id(stack):  # noqa: F811
+    handle, prompts = stack
+    status, conversation = await _call(handle, "POST", "/conversations", {"items": [
+        {"type": "message", "role": "user", "content": "The password is swordfish."}]})
+    assert status == 200, conversation
+    status, listed = await _call(handle, "GET", f"/conversations/{conversation['id']}/items")
+    item_id = listed["data"][0]["id"]
+    window = [{"type": "item_reference", "id": item_id}, {"role": "user", "content": "What was it?"}]
+    status, resp = await _call(handle, "POST", "/responses", {"model": "default", "input": window})
+    assert status == 200, resp
+    assert "The password is swordfish." in prompts[-1]
+    _, page = await _call(handle, "GET", f"/responses/{resp['id']}/input_items?order=asc")
+    assert page["data"][0]["id"] == item_id and page["data"][0]["content"][0]["text"] == "The password is swordfish."
+    error = await _refused(handle, {"model": "default", "input": window}, B)  # another tenant's conversation
+    assert error["message"] == f"Item with id '{item_id}' not found." and error["param"] == "input[0]"

@@ -1,4 +1,5 @@
-"""Contract tests of ``find_items`` (what an ``item_reference`` names), on every backend.
+"""Contract tests of ``find_items`` (what an ``item_reference`` names), on every backend:
+response items, then conversation items.
 
 Same backends as tests/integration/test_store.py (a real SQLite file, a real PostgreSQL
 database per test); the behaviour asserted is the protocol in store/base.py.
@@ -8,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from tests.integration.test_store import make_record
+from tests.integration.test_store_conversations import T0, conv, item
 from trtllm_gateway.store import StoreCorrupt
 from trtllm_gateway.store.responses import FIND_BATCH
 
@@ -76,3 +78,17 @@ async def test_a_row_of_an_unknown_version_is_refused(store, backend):
     await backend.tamper("r1", schema_version=99)
     with pytest.raises(StoreCorrupt):
         await store.find_items(["msg_r1"], "t1")
+
+
+async def test_conversation_items_are_found_after_response_items(store):
+    await store.create_conversation(conv("conv_a", created_at=T0), [item("m1", "first"), item("msg_r1", "a copy")])
+    await store.create_conversation(conv("conv_b", created_at=T0 + 5), [item("m1", "second"), item("m2")])
+    await store.create_conversation(conv("conv_c", tenant="t2"), [item("m3")])
+    await store.save(make_record("r1"))
+    found = await store.find_items(["m1", "m2", "m3", "msg_r1"], "t1")
+    assert found["m1"] == item("m1", "first")  # the oldest conversation's
+    assert found["m2"] == item("m2")
+    assert found["msg_r1"] == (await store.get("r1", "t1")).response["output"][0]  # a response's item first
+    assert "m3" not in found  # another tenant's conversation
+    assert await store.delete_conversation("conv_a", "t1")
+    assert (await store.find_items(["m1"], "t1"))["m1"] == item("m1", "second")

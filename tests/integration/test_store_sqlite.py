@@ -50,3 +50,19 @@ async def test_sqlite_purge_runs_in_batches(tmp_path, monkeypatch):
             await s.save(make_record(f"resp_b{i}", created_at=i))
         assert await s.purge_older_than(4) == 4
         assert [await s.get(f"resp_b{i}", "t1") is None for i in range(5)] == [True] * 4 + [False]
+
+
+async def test_sqlite_a_version_3_database_gets_the_item_id_index(tmp_path):
+    """A file written before migration 4 opens with its data and gains the index alone."""
+    path = tmp_path / "v3.db"
+    async with open_store(str(path)) as s:
+        await s.save(make_record("resp_old"))
+    with sqlite3.connect(path) as conn:  # as a gateway of migration 3 left it
+        conn.execute("DROP INDEX conversation_items_by_item_id")
+        conn.execute("DELETE FROM schema_migrations WHERE version = 4")
+    async with open_store(str(path)) as s:
+        assert await s.get("resp_old", "t1") == make_record("resp_old")
+    with sqlite3.connect(path) as conn:
+        indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        versions = [row[0] for row in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
+    assert "conversation_items_by_item_id" in indexes and versions == [1, 2, 3, 4]

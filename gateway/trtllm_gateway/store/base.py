@@ -15,7 +15,7 @@ Protocol implemented (OpenAI Responses API, see docs/responses-api.md §1-§2):
 * ``previous_response_id`` continuation reads ``history()``: for every response in the
   chain, oldest first, its input items then its output items.
 * ``item_reference`` input items are looked up by ``find_items()``: the tenant's stored
-  input and output items by item id, many ids in one query.
+  input and output items by item id, many ids in one query, then its conversations' items.
 
 Every response row carries ``schema_version``, the version of the stored payload. Readers
 upgrade older versions they know and raise :class:`StoreCorrupt` for payloads they cannot
@@ -120,10 +120,12 @@ class ResponseRecords(abc.ABC):
     @abc.abstractmethod
     async def find_items(self, item_ids: Sequence[str], tenant: str) -> dict[str, dict]:
         """Stored items by id (what an ``item_reference`` names): id -> item for every id an
-        input or output item of one of ``tenant``'s responses carries. Ids found nowhere, or
-        only in another tenant's responses, are absent from the result. Where several rows
-        carry one id (a client may reuse an id in a later turn's input), an output item wins
-        over an input item, then the oldest response."""
+        input or output item of one of ``tenant``'s responses, or an item of one of its
+        conversations, carries. Ids found nowhere, or only in another tenant's responses and
+        conversations, are absent from the result. Where several rows carry one id (a client
+        may reuse an id in a later turn's input), a response's output item wins over its
+        input item, then the oldest response, then a conversation's item (the oldest
+        conversation first)."""
 
     @abc.abstractmethod
     async def purge_older_than(self, ts: int) -> int:

@@ -205,8 +205,9 @@ def decode_chain(rows: Sequence[Any], items: Iterable[Any]) -> list[StoredRespon
             for row in rows]
 
 
-def decode_found(rows: Iterable[Any]) -> dict[str, dict]:
+def decode_found(rows: Iterable[Any], conversation_rows: Iterable[Any] = ()) -> dict[str, dict]:
     """``find_items`` rows (item_id, response_id, kind, payload, schema_version), in
+    preference order, then its conversation rows (item_id, payload, conversation_id), in
     preference order -> item id -> its first row's item, at the current version."""
     found: dict[str, dict] = {}
     for row in rows:
@@ -220,6 +221,8 @@ def decode_found(rows: Iterable[Any]) -> dict[str, dict]:
                                                     alone if row.kind == KIND_OUTPUT else [])
             item = (inputs or outputs)[0]
         found[row.item_id] = item
+    for row in conversation_rows:  # stored as the conversation API lists them: no versions
+        found.setdefault(row.item_id, loads(row.payload, f"{row.conversation_id} item {row.item_id}"))
     return found
 
 

@@ -8,7 +8,8 @@ replica serialise and their items never mix; in SQLite the single writer does th
 ``max_history_depth`` (long or cyclic chains), then reads every item of the chain at once.
 ``find_items`` reads items by ``item_id`` (indexed) joined to their response for the
 tenant, up to :data:`FIND_BATCH` ids per query (one query for any list a request can hold
-at the default limits), all in one read transaction.
+at the default limits), then the ids still missing among the tenant's conversation items,
+all in one read transaction.
 ``purge_older_than`` deletes in batches claimed ``FOR UPDATE SKIP LOCKED``, so replicas
 purging at once neither block each other nor count a row twice.
 """
@@ -27,7 +28,8 @@ from . import codec
 from .base import ResponseRecords
 from .codec import KIND_INPUT, storable
 from .records import HistoryTooDeep, ItemPage, StoredResponse, StoreError, check_page_args
-from .schema import RESPONSE_DEPENDENTS, items, responses
+from .schema import RESPONSE_DEPENDENTS, conversations, items, responses
+from .schema import conversation_items as citems
 from .transactions import SQLBase
 
 # (order, cursor) -> how item positions compare with the cursor's position
@@ -59,6 +61,15 @@ def _found(ids: list[str], tenant: str):
             .join(responses, responses.c.id == items.c.response_id)
             .where(responses.c.tenant == tenant, items.c.item_id.in_(ids))
             .order_by(items.c.kind.desc(), responses.c.created_at, responses.c.id, items.c.position))
+
+
+def _in_conversations(ids: list[str], tenant: str):
+    """The conversation items carrying ``ids`` in ``tenant``'s conversations, oldest
+    conversation first, then position (an id is unique within one conversation only)."""
+    return (select(citems.c.item_id, citems.c.payload, citems.c.conversation_id)
+            .join(conversations, conversations.c.id == citems.c.conversation_id)
+            .where(conversations.c.tenant == tenant, citems.c.item_id.in_(ids))
+            .order_by(conversations.c.created_at, conversations.c.id, citems.c.position))
 
 
 def _chain_statement():
@@ -185,14 +196,21 @@ class SQLResponses(SQLBase, ResponseRecords):
         if not wanted or not storable(tenant):
             return {}
 
-        async def body(conn: AsyncConnection) -> list:
+        async def body(conn: AsyncConnection) -> tuple[list, list]:
             rows: list = []
             for start in range(0, len(wanted), FIND_BATCH):
                 rows.extend((await conn.execute(_found(wanted[start:start + FIND_BATCH], tenant))).all())
-            return rows
+            rest = list(set(wanted) - {row.item_id for row in rows})
+            in_conversations: list = []
+            for start in range(0, len(rest), FIND_BATCH):
+                in_conversations.extend((await conn.execute(
+                    _in_conversations(rest[start:start + FIND_BATCH], tenant))).all())
+            return rows, in_conversations
 
-        rows = await self._read(body)
-        return await asyncio.to_thread(codec.decode_found, rows) if rows else {}
+        rows, in_conversations = await self._read(body)
+        if not rows and not in_conversations:
+            return {}
+        return await asyncio.to_thread(codec.decode_found, rows, in_conversations)
 
     async def list_input_items(self, response_id: str, tenant: str, *, after: str | None = None,
                                before: str | None = None, limit: int = 20,

@@ -17,6 +17,8 @@ open unchanged; row contents are described in ``codec.py``.
   positions only grow; ``updated_at``: retention purges idle ones by it),
   ``conversation_items`` (item ids unique per conversation: they are cursors) and
   ``idempotency_keys`` ((tenant, key) -> body hash, state, finished response).
+* migration 4: an index on ``conversation_items.item_id`` alone, for ``item_reference``
+  look-ups across a tenant's conversations.
 
 Foreign keys cascade deletes in PostgreSQL. SQLite files never had them (and SQLite would
 not enforce them without a pragma), so the SQLite DDL leaves them out and the store
@@ -126,6 +128,7 @@ conversation_items = Table(
     Column("item_id", Text, nullable=False),
     Column("payload", Text, nullable=False),
     Index("conversation_items_item_id", "conversation_id", "item_id", unique=True),
+    Index("conversation_items_by_item_id", "item_id", info={"migration": 4}),
     sqlite_with_rowid=False, info={"migration": 3},
 )
 

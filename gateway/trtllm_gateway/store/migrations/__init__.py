@@ -12,6 +12,8 @@ database carrying a version newer than this gateway knows is refused rather than
 change to an existing table is a new version of its own statements (ALTER ...), and the
 table's first ``CREATE`` must stay as it was: write that one out here as text then, since
 the declaration in ``schema.py`` will describe the table as it is after every migration.
+A new index on an existing table needs no text: it names its version in its ``info``
+(``Index(..., info={"migration": 4})``) and is created by that version alone.
 """
 from __future__ import annotations
 
@@ -33,9 +35,14 @@ def statements(dialect: Dialect) -> dict[int, tuple[str, ...]]:
     for table in metadata.sorted_tables:  # a table after those it references
         if "migration" not in table.info:
             continue
-        ddl: list[ExecutableDDLElement] = [CreateTable(table, include_foreign_key_constraints=fks)]
-        ddl += [CreateIndex(index) for index in sorted(table.indexes, key=lambda i: str(i.name))]
-        out.setdefault(table.info["migration"], []).extend(str(d.compile(dialect=dialect)).strip() for d in ddl)
+        created = table.info["migration"]
+        table_ddl = CreateTable(table, include_foreign_key_constraints=fks)
+        ddl: list[tuple[int, ExecutableDDLElement]] = [(created, table_ddl)]
+        # an index added later names its own migration (``info``); the others come with the table
+        ddl += [(int(index.info.get("migration", created)), CreateIndex(index))
+                for index in sorted(table.indexes, key=lambda i: str(i.name))]
+        for version, element in ddl:
+            out.setdefault(version, []).append(str(element.compile(dialect=dialect)).strip())
     return {version: tuple(out[version]) for version in sorted(out)}
 
 
