@@ -38,9 +38,9 @@ def statements(dialect: Dialect) -> dict[int, tuple[str, ...]]:
         created = table.info["migration"]
         table_ddl = CreateTable(table, include_foreign_key_constraints=fks)
         ddl: list[tuple[int, ExecutableDDLElement]] = [(created, table_ddl)]
-        # an index added later names its own migration (``info``); the others come with the table
-        ddl += [(int(index.info.get("migration", created)), CreateIndex(index))
-                for index in sorted(table.indexes, key=lambda i: str(i.name))]
+        for index in sorted(table.indexes, key=lambda i: str(i.name)):
+            # an index added later names its own migration (``info``); the others come with the table
+            ddl.append((index.info["migration"] if "migration" in index.info else created, CreateIndex(index)))
         for version, element in ddl:
             out.setdefault(version, []).append(str(element.compile(dialect=dialect)).strip())
     return {version: tuple(out[version]) for version in sorted(out)}
