@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from trtllm_common import loop as event_loops
 from trtllm_common.logs import setup_logging
 
 from . import supervisor, workers
@@ -70,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         count = 1 if worker is not None else workers.worker_count(settings)
         if count > 1:
             return supervisor.supervise(settings, count, sys.argv[1:] if argv is None else argv)
-        asyncio.run(serve(settings, worker))
+        event_loops.run(serve(settings, worker), settings.event_loop)
     except (StoreError, OSError) as exc:
         log.error("cannot start the gateway: %s", exc)
         print(f"trtllm-responses-gateway: error: {exc}", file=sys.stderr)

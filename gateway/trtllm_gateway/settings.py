@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import trtllm_common.settings as common
+from trtllm_common.loop import EVENT_LOOPS
 
 from .discovery import parse_targets
 from .reasoning_crypto import parse_keys
@@ -113,6 +114,9 @@ class GatewaySettings:
         "(not offered to the model, echoed, logged and counted) or reject (400).", choices=("drop", "reject"))
     log_level: str = _field("INFO", "Log level.")
     log_format: str = _field("json", "Log format.", choices=("json", "text"))
+    event_loop: str = _field(
+        "uvloop", "Event loop: uvloop (libuv: less CPU per event) or asyncio (the standard library's).",
+        choices=EVENT_LOOPS)
 
     def replace(self, **changes: Any) -> GatewaySettings:
         return dataclasses.replace(self, **changes)

@@ -13,6 +13,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from trtllm_common import loop as event_loops
 from trtllm_common.logs import setup_logging
 
 from .engine import create_engine
@@ -56,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
-        asyncio.run(serve(settings))
+        event_loops.run(serve(settings), settings.event_loop)
     except (EngineUnavailable, ImportError, FileNotFoundError, ValueError) as exc:
         log.error("cannot start the engine: %s", exc)
         print(f"trtllm-responses-service: error: {exc}", file=sys.stderr)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import trtllm_common.settings as common
+from trtllm_common.loop import EVENT_LOOPS
 
 ENV_PREFIX = "TRTLLM_SERVICE_"
 
@@ -48,6 +49,9 @@ class ServiceSettings:
     keepalive_timeout_s: float = _field(10.0, "How long to wait for a keepalive ack before closing.")
     log_level: str = _field("INFO", "Log level.")
     log_format: str = _field("json", "Log format.", choices=("json", "text"))
+    event_loop: str = _field(
+        "uvloop", "Event loop: uvloop (libuv: less CPU per event) or asyncio (the standard library's).",
+        choices=EVENT_LOOPS)
     # CPU engine (llama.cpp)
     cpu_threads: int | None = _field(
         None, "llama.cpp threads for the CPU engine; default the cores this process may use.")

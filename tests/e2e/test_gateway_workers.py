@@ -118,6 +118,7 @@ def value(samples: dict, name: str, labels: dict) -> float:
 
 async def test_both_workers_serve_and_metrics_are_merged(gateway: Gateway):
     assert await until(lambda: "listening on" in gateway.log_path.read_text(), 120, 0.2)
+    assert gateway.log_path.read_text().count("event loop: uvloop") >= len(WORKERS)  # each worker's, by default
     before = value(await scrape(gateway.root, "0"), *CREATES)
     served: dict[str, int] = {}
     while set(served) != set(WORKERS):

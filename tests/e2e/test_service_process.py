@@ -38,6 +38,7 @@ async def test_sigterm_drains_then_exits_zero(tmp_path):
         assert code == 0, proc.log_path.read_text()[-2000:]
         log = proc.log_path.read_text()
         assert '"msg": "request finished"' in log and '"completion_tokens": 32' in log
+        assert '"msg": "event loop: uvloop"' in log  # the default
     finally:
         proc.stop()
 
