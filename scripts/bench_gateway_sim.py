@@ -37,6 +37,8 @@ from pathlib import Path
 
 import aiohttp
 
+from trtllm_common import loop as event_loops
+
 TICKS = os.sysconf("SC_CLK_TCK")
 PROMPT = "Tell me about the history of bread."
 _OUTPUT_TOKENS = re.compile(rb'"output_tokens":\s*(\d+)')
@@ -293,7 +295,7 @@ def run(args) -> None:
     """The CPU part, per `args` (see bench_gateway.py's --sim options); the latency part is
     bench_latency.run."""
     print(f"# gateway on the simulator engine  CPU: {cpu_model()}  cores: {len(os.sched_getaffinity(0))}  "
-          f"load average at start: {os.getloadavg()[0]:.1f}")
+          f"load average at start: {os.getloadavg()[0]:.1f}  client loop: {args.client_loop}")
     counts = args.workers or [None]
     tables = {}
     for workers in counts:
@@ -304,7 +306,8 @@ def run(args) -> None:
         with sim_stack(["--sim-tokens-per-s", str(args.cpu_rate), "--sim-ttft-ms", "0", "--sim-output-tokens",
                         str(args.answer_tokens), *args.service_arg], gateway_args(args, workers),
                        gateway_env(args)) as stack:
-            tables[workers] = asyncio.run(cpu_rows(stack, args.connections, args.cpu_requests, args.answer_tokens))
+            tables[workers] = event_loops.run(cpu_rows(stack, args.connections, args.cpu_requests, args.answer_tokens),
+                                              args.client_loop)
         print("(JSON rows: us/event and events/cpu_s are per output token)")
     if len(counts) > 1:
         scaling(tables)
@@ -322,6 +325,8 @@ def add_arguments(parser) -> None:
     group = parser.add_argument_group("--sim (gateway cost on the simulator engine)")
     group.add_argument("--sim", action="store_true", help="measure the gateway against --engine sim (own stack)")
     group.add_argument("--quick", action="store_true", help="skip latency levels above 64")
+    group.add_argument("--client-loop", choices=event_loops.EVENT_LOOPS, default="uvloop",
+                       help="the benchmark's own event loop (uvloop: a cheaper client, as wrk would be)")
     group.add_argument("--connections", type=int, default=8, help="clients of the CPU part")
     group.add_argument("--cpu-requests", type=int, default=16, help="requests per CPU row")
     group.add_argument("--answer-tokens", type=int, default=1000, help="tokens per answer in the CPU part")

@@ -39,6 +39,7 @@ from bench_gateway_sim import (
     warm_up,
 )
 
+from trtllm_common import loop as event_loops
 from trtllm_responses.inference.v1 import inference_pb2 as pb
 from trtllm_responses.inference.v1 import inference_pb2_grpc as pb_grpc
 
@@ -167,4 +168,4 @@ def run(args) -> None:
         with sim_stack(["--sim-tokens-per-s", str(args.latency_rate), "--sim-ttft-ms", "0", "--sim-output-tokens",
                         str(args.latency_tokens), *args.service_arg], gateway_args(args, workers),
                        gateway_env(args)) as stack:
-            asyncio.run(_rows(stack, args, levels, spread))
+            event_loops.run(_rows(stack, args, levels, spread), args.client_loop)
