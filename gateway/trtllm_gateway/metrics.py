@@ -31,20 +31,23 @@ histograms are summed over every worker that ever ran (a restarted worker's coun
 Gauges merge over the live workers: ``active_streams`` is their sum, ``replica_healthy``
 their minimum (0 when any worker has the replica out of rotation), ``replica_outstanding``
 their maximum (each worker's estimate already counts the others' requests through GetLoad).
-The files cannot drop a series, so there a replica that leaves discovery keeps its gauges,
-at 0, until the workers restart.
+The files cannot drop a series, so ``/metrics`` leaves out the replica gauges' series of
+replicas the serving worker no longer knows (:class:`_KnownReplicas`): a replica that left
+discovery is gone from a worker's scrape once that worker has resolved it away.
 """
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 30.0, 60.0)
 TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5)
@@ -71,6 +74,25 @@ class _ReplicaGauge(Gauge):
             self._metrics.pop(tuple(str(v) for v in labelvalues), None)
 
 
+REPLICA_GAUGES = ("trtllm_gateway_replica_healthy", "trtllm_gateway_replica_outstanding")
+
+
+class _KnownReplicas(Collector):
+    """The workers' merged metrics, less the replica gauges' series of replicas that
+    ``known()`` (this worker's replicas) does not name; all of them while it is None."""
+
+    def __init__(self, merged: Collector) -> None:
+        self.merged = merged
+        self.known: Callable[[], Iterable[str]] | None = None
+
+    def collect(self) -> Iterable[Metric]:
+        known = None if self.known is None else set(self.known())
+        for metric in self.merged.collect():
+            if known is not None and metric.name in REPLICA_GAUGES:
+                metric.samples = [s for s in metric.samples if s.labels.get("replica") in known]
+            yield metric
+
+
 class GatewayMetrics:
     """The gateway's metrics on their own registry (several apps per process stay separate;
     with several workers, ``/metrics`` serves every worker's values merged)."""
@@ -79,9 +101,11 @@ class GatewayMetrics:
         r = self.registry = CollectorRegistry(auto_describe=True)
         shared = multiprocess_dir()
         self.exposed = r
+        self._known: _KnownReplicas | None = None
         if shared is not None:
             self.exposed = CollectorRegistry()
-            MultiProcessCollector(self.exposed, path=shared)
+            self._known = _KnownReplicas(MultiProcessCollector(None, path=shared))
+            self.exposed.register(self._known)
         self.http_requests = Counter("trtllm_gateway_http_requests_total", "HTTP requests.",
                                      ["route", "method", "status"], registry=r)
         self.http_duration = Histogram("trtllm_gateway_http_request_duration_seconds",
@@ -114,6 +138,11 @@ class GatewayMetrics:
         self.hosted_tools_dropped = Counter("trtllm_gateway_hosted_tools_dropped_total",
                                             "Hosted tools in requests, not offered to the model.", ["type"],
                                             registry=r)
+
+    def replicas_from(self, known: Callable[[], Iterable[str]]) -> None:
+        """Where ``/metrics`` learns this worker's replicas (the pool), in multiprocess mode."""
+        if self._known is not None:
+            self._known.known = known
 
     @contextmanager
     def store_op(self, operation: str) -> Iterator[None]:

@@ -92,6 +92,7 @@ class ReplicaPool:
         self._options = _channel_options(settings)
         self._tasks: list[asyncio.Task] = []
         self._closing: set[asyncio.Task] = set()
+        metrics.replicas_from(lambda: [r.address for r in self.replicas if not r.retiring])
         for target in targets:  # fixed addresses are known without a lookup
             if not target.dns:
                 self._add(format_address(target.host, target.port))

@@ -264,3 +264,45 @@ async def test_sigterm_drains_every_worker_and_the_parent_exits_0(gateway: Gatew
     text = gateway.log_path.read_text()
     assert len(re.findall(r"worker \d \(pid \d+\) exited with code 0", text)) == 2
     assert {m for m in re.findall(r"\[worker (\d)\] shutting down", text)} == {"0", "1"}  # lines name their worker
+
+
+RETIRED_SCRIPT = """
+import asyncio, random, socket
+from trtllm_gateway.discovery import parse_targets
+from trtllm_gateway.metrics import GatewayMetrics
+from trtllm_gateway.service_client import ReplicaPool
+from trtllm_gateway.settings import GatewaySettings
+
+records = {"inf": ["127.0.0.1", "127.0.0.2"]}
+
+async def getaddrinfo(host, port, *, type=0):
+    return [(socket.AF_INET, type, 6, "", (ip, port)) for ip in records[host]]
+
+async def main():
+    settings = GatewaySettings(service=("dns:///inf:9",), rpc_timeout_s=0.5)
+    metrics = GatewayMetrics()
+    pool = ReplicaPool(parse_targets(settings.service), settings, metrics, random.Random(0), getaddrinfo)
+    await pool.refresh()
+    before = metrics.exposition()[0].decode()
+    records["inf"] = ["127.0.0.1"]
+    await pool.refresh()
+    after = metrics.exposition()[0].decode()
+    await pool.close()
+    for name, text in (("BEFORE", before), ("AFTER", after)):
+        print(name, sorted(line for line in text.splitlines() if line.startswith("trtllm_gateway_replica_")))
+
+asyncio.run(main())
+"""
+
+
+def test_a_replica_that_left_discovery_leaves_the_merged_gauges(tmp_path: Path):
+    """Multiprocess files keep every series: a worker's /metrics leaves out the gauges of a
+    replica it resolved away (the pool, its retirement and the real files, in a worker-like
+    process of its own)."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", RETIRED_SCRIPT], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    before, after = (line for line in out.stdout.splitlines() if line.startswith(("BEFORE", "AFTER")))
+    assert "127.0.0.2:9" in before and "127.0.0.1:9" in before
+    assert "127.0.0.2:9" not in after
+    assert 'trtllm_gateway_replica_healthy{replica="127.0.0.1:9"} 0.0' in after  # failed its probe: out of rotation
