@@ -74,7 +74,7 @@ class _ReplicaGauge(Gauge):
             self._metrics.pop(tuple(str(v) for v in labelvalues), None)
 
 
-REPLICA_GAUGES = ("trtllm_gateway_replica_healthy", "trtllm_gateway_replica_outstanding")
+REPLICA_HEALTHY, REPLICA_OUTSTANDING = "trtllm_gateway_replica_healthy", "trtllm_gateway_replica_outstanding"
 
 
 class _KnownReplicas(Collector):
@@ -88,7 +88,7 @@ class _KnownReplicas(Collector):
     def collect(self) -> Iterable[Metric]:
         known = None if self.known is None else set(self.known())
         for metric in self.merged.collect():
-            if known is not None and metric.name in REPLICA_GAUGES:
+            if known is not None and metric.name in (REPLICA_HEALTHY, REPLICA_OUTSTANDING):
                 metric.samples = [s for s in metric.samples if s.labels.get("replica") in known]
             yield metric
 
@@ -130,10 +130,10 @@ class GatewayMetrics:
         self.upstream_retries = Counter("trtllm_gateway_upstream_retries_total",
                                         "Generations retried elsewhere after this replica failed before output.",
                                         ["replica"], registry=r)
-        self.replica_healthy = _ReplicaGauge("trtllm_gateway_replica_healthy", "1 while the replica is in rotation.",
+        self.replica_healthy = _ReplicaGauge(REPLICA_HEALTHY, "1 while the replica is in rotation.",
                                              ["replica"], registry=r, multiprocess_mode="livemin")
         self.replica_outstanding = _ReplicaGauge(
-            "trtllm_gateway_replica_outstanding", "Outstanding requests of the replica as the router estimates them.",
+            REPLICA_OUTSTANDING, "Outstanding requests of the replica as the router estimates them.",
             ["replica"], registry=r, multiprocess_mode="livemax")
         self.hosted_tools_dropped = Counter("trtllm_gateway_hosted_tools_dropped_total",
                                             "Hosted tools in requests, not offered to the model.", ["type"],

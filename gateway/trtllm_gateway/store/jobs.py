@@ -66,13 +66,11 @@ def _claim_statement():
 _CLAIM = _claim_statement()
 # Statements run per stream, built once and run with parameters (see ``responses._upsert``).
 _INSERT_EVENTS = insert(stream_events)
+# the running jobs among ``:keys`` (response id, replica, attempt), their rows locked in one order
 _HELD = (select(jobs.c.response_id).with_for_update()
-         .where(jobs.c.response_id == bindparam("rid"), jobs.c.claimed_by == bindparam("replica"),
-                jobs.c.attempts == bindparam("attempt"), _RUNNING))
-_HELD_MANY = (select(jobs.c.response_id).with_for_update()
-              .where(tuple_(jobs.c.response_id, jobs.c.claimed_by, jobs.c.attempts)
-                     .in_(bindparam("keys", expanding=True)), _RUNNING)
-              .order_by(jobs.c.response_id))  # rows locked in one order
+         .where(tuple_(jobs.c.response_id, jobs.c.claimed_by, jobs.c.attempts)
+                .in_(bindparam("keys", expanding=True)), _RUNNING)
+         .order_by(jobs.c.response_id))
 _DONE = (update(jobs).where(jobs.c.response_id == bindparam("rid"))
          .values(state="done", lease_until=None))
 
@@ -150,7 +148,7 @@ class SQLJobs(SQLBase, JobsAndEvents):
                         record: StoredResponse | None = None, done: bool = False) -> bool:
         enc = None if record is None else await self._prepared(codec.encode_record, record)
         rows = codec.event_rows(response_id, events)
-        held = {"rid": response_id, "replica": owner.replica, "attempt": owner.attempt}
+        held = {"keys": [(response_id, owner.replica, owner.attempt)]}
 
         async def body(conn: AsyncConnection) -> bool:
             if (await conn.execute(_HELD, held)).first() is None:
@@ -177,7 +175,7 @@ class SQLJobs(SQLBase, JobsAndEvents):
             return Appended(set(), refused)
 
         async def body(conn: AsyncConnection) -> set[str]:
-            owned = {row.response_id for row in (await conn.execute(_HELD_MANY, {"keys": keys})).all()}
+            owned = {row.response_id for row in (await conn.execute(_HELD, {"keys": keys})).all()}
             await _append(conn, [row for rid in owned for row in rows[rid]])
             return set(rows) - owned
 

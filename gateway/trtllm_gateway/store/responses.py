@@ -42,7 +42,7 @@ _REPLACED = ("created_at", "status", "previous_response_id", "schema_version", "
 FIND_BATCH = 10_000
 
 
-def _own(response_id: str, tenant: str):
+def _own(response_id: Any, tenant: Any):
     return (responses.c.id == response_id) & (responses.c.tenant == tenant)
 
 
@@ -50,7 +50,7 @@ def _own(response_id: str, tenant: str):
 _ITEMS_OF = (select(items.c.response_id, items.c.kind, items.c.item_id, items.c.position, items.c.payload)
              .where(items.c.response_id.in_(bindparam("ids", expanding=True)))
              .order_by(items.c.response_id, items.c.kind, items.c.position))
-_GET = select(responses).where(responses.c.id == bindparam("rid"), responses.c.tenant == bindparam("tenant"))
+_GET = select(responses).where(_own(bindparam("rid"), bindparam("tenant")))
 
 
 def _found(ids: list[str], tenant: str):
@@ -76,8 +76,7 @@ def _chain_statement():
     """The chain of ``:rid`` in ``:tenant``'s responses, oldest first: at most ``:depth + 1``
     rows. Built once (a recursive CTE's cache key cost more to build per read than the read)."""
     first = select(responses.c.id, responses.c.previous_response_id.label("prev"),
-                   literal(0, Integer).label("depth")).where(responses.c.id == bindparam("rid"),
-                                                             responses.c.tenant == bindparam("tenant"))
+                   literal(0, Integer).label("depth")).where(_own(bindparam("rid"), bindparam("tenant")))
     chain = first.cte("chain", recursive=True)
     step = (select(responses.c.id, responses.c.previous_response_id, chain.c.depth + 1)
             .join(chain, responses.c.id == chain.c.prev)
@@ -196,16 +195,16 @@ class SQLResponses(SQLBase, ResponseRecords):
         if not wanted or not storable(tenant):
             return {}
 
-        async def body(conn: AsyncConnection) -> tuple[list, list]:
+        async def batched(conn: AsyncConnection, query: Callable[[list[str], str], Any], ids: list[str]) -> list:
             rows: list = []
-            for start in range(0, len(wanted), FIND_BATCH):
-                rows.extend((await conn.execute(_found(wanted[start:start + FIND_BATCH], tenant))).all())
+            for start in range(0, len(ids), FIND_BATCH):
+                rows.extend((await conn.execute(query(ids[start:start + FIND_BATCH], tenant))).all())
+            return rows
+
+        async def body(conn: AsyncConnection) -> tuple[list, list]:
+            rows = await batched(conn, _found, wanted)
             rest = list(set(wanted) - {row.item_id for row in rows})
-            in_conversations: list = []
-            for start in range(0, len(rest), FIND_BATCH):
-                in_conversations.extend((await conn.execute(
-                    _in_conversations(rest[start:start + FIND_BATCH], tenant))).all())
-            return rows, in_conversations
+            return rows, await batched(conn, _in_conversations, rest)
 
         rows, in_conversations = await self._read(body)
         if not rows and not in_conversations:
