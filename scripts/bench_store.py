@@ -16,12 +16,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import resource
 import tempfile
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
+
+from bench_gateway_sim import cpu_model  # lscpu's model name, as every bench prints it
 
 from trtllm_gateway.store import LoggedEvent, ResponseStore, StoredResponse, open_store
 
@@ -31,13 +31,6 @@ TENANT = "bench"
 def cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def record(rid: str, status: str = "completed", prev: str | None = None) -> StoredResponse:
