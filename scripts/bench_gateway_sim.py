@@ -14,9 +14,14 @@ what both use:
    coalesces while a stream is behind, so there can be fewer events than tokens. Each row
    also gives throughput (responses/s, events/s, tokens/s), the CPU seconds of the service
    and of this client (`svc_s`, `cli_s`: on a small machine they share the cores with the
-   gateway, and `busy` says how much of all cores the three used), and which gateway worker
-   served how many requests (`X-Gateway-Worker`). With several `--workers` values, one table each
-   and then the throughput of each against the first count's.
+   gateway, and `busy` says how much of all cores the three used; `gw_busy`, how much of its
+   own cores the gateway used), and which gateway worker served how many requests
+   (`X-Gateway-Worker`). With several `--workers` values, one table each and then the
+   throughput of each against the first count's.
+   `--gateway-cpus` pins the gateway (and the workers it starts) to those CPUs and the service
+   and this client to the others, so worker scaling is measured on cores that nothing else
+   uses: on a shared box the service and the client take the cores a second worker would
+   need (docs/performance.md, "Where issue 13 stands").
 2. Added latency: bench_latency.py (the same stack, its own service and gateway processes).
 Timings are printed, never asserted. `wait_ready`, `free_port` and `pct` serve
 bench_gateway.py too; the clients, `sim_stack` and `gateway_args` serve bench_latency.py.
@@ -40,6 +45,7 @@ import aiohttp
 from trtllm_common import loop as event_loops
 
 TICKS = os.sysconf("SC_CLK_TCK")
+MACHINE_CPUS = frozenset(os.sched_getaffinity(0))  # before any pinning
 PROMPT = "Tell me about the history of bread."
 _OUTPUT_TOKENS = re.compile(rb'"output_tokens":\s*(\d+)')
 
@@ -69,6 +75,71 @@ def cpu_model() -> str:
     out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")),
                 "unknown CPU")
+
+
+@dataclass(frozen=True)
+class Pinning:
+    """Which CPUs the gateway gets, and which the service and this client share."""
+
+    gateway: frozenset[int]
+    others: frozenset[int]
+
+    def describe(self) -> str:
+        return f"gateway on CPUs {cpu_ranges(self.gateway)}, service and client on {cpu_ranges(self.others)}"
+
+
+def cpu_list(text: str) -> frozenset[int]:
+    """`0-3,6` -> {0, 1, 2, 3, 6} (the kernel's cpulist format, as taskset -c takes)."""
+    cpus: set[int] = set()
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        first, dash, last = part.partition("-")
+        last = last if dash else first
+        if not (first.isdigit() and last.isdigit()) or int(last) < int(first):
+            raise ValueError(f"not a CPU list: {text!r} (e.g. 0-1 or 0,2)")
+        cpus.update(range(int(first), int(last) + 1))
+    if not cpus:
+        raise ValueError(f"not a CPU list: {text!r} (e.g. 0-1 or 0,2)")
+    return frozenset(cpus)
+
+
+def cpu_ranges(cpus: frozenset[int]) -> str:
+    """{0, 1, 2, 6} -> `0-2,6`."""
+    spans: list[list[int]] = []
+    for cpu in sorted(cpus):
+        if spans and cpu == spans[-1][1] + 1:
+            spans[-1][1] = cpu
+        else:
+            spans.append([cpu, cpu])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
+
+
+def pinning(gateway_cpus: str | None, available: frozenset[int] = MACHINE_CPUS) -> Pinning | None:
+    """`--gateway-cpus` split against the CPUs this process may use; None when not given."""
+    if not gateway_cpus:
+        return None
+    try:
+        gateway = cpu_list(gateway_cpus)
+    except ValueError as exc:
+        raise SystemExit(f"--gateway-cpus: {exc}") from None
+    if not gateway <= available:
+        raise SystemExit(f"--gateway-cpus {gateway_cpus}: this process may only use CPUs {cpu_ranges(available)}")
+    if not available - gateway:
+        raise SystemExit(f"--gateway-cpus {gateway_cpus} leaves no CPU for the service and the client")
+    return Pinning(gateway, available - gateway)
+
+
+@contextlib.contextmanager
+def on_cpus(cpus: frozenset[int] | None) -> Iterator[None]:
+    """This thread, and the processes it starts meanwhile, on `cpus` (None: unchanged)."""
+    if cpus is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def free_port() -> int:
@@ -103,27 +174,33 @@ class Stack:
     gateway: str
     gateway_pid: int
     service_pid: int
+    gateway_cpus: int  # how many CPUs the gateway may use
 
 
 @contextlib.contextmanager
-def sim_stack(sim_args: list[str], gateway_args: list[str], gateway_env: dict[str, str] | None = None
-              ) -> Iterator[Stack]:
+def sim_stack(sim_args: list[str], gateway_args: list[str], gateway_env: dict[str, str] | None = None,
+              pin: Pinning | None = None) -> Iterator[Stack]:
     """A sim service and a gateway in front of it, as subprocesses on free ports; the gateway
-    also gets ``gateway_env``."""
+    also gets ``gateway_env``. With ``pin``, the gateway runs on its CPUs, and the service and
+    this process (the client) on the others while the stack is up."""
     bin_dir, tmp = Path(sys.executable).parent, tempfile.mkdtemp(prefix="bench-sim-")
     sport, gport = free_port(), free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    service = subprocess.Popen(
-        [bin_dir / "trtllm-responses-service", "--engine", "sim", "--host", "127.0.0.1", "--port", str(sport),
-         "--metrics-port", "-1", "--max-batch-size", "1024", "--max-queue", "4096", "--log-level", "WARNING",
-         *sim_args], env=env, stdout=subprocess.DEVNULL, stderr=open(f"{tmp}/service.log", "wb"))
-    gateway = subprocess.Popen(
-        [bin_dir / "trtllm-responses-gateway", "--port", str(gport), "--service", f"127.0.0.1:{sport}",
-         "--store-url", f"sqlite:///{tmp}/bench.db", "--log-level", "WARNING", *gateway_args],
-        env={**env, **(gateway_env or {})}, stdout=subprocess.DEVNULL, stderr=open(f"{tmp}/gateway.log", "wb"))
+    with on_cpus(pin and pin.others):
+        service = subprocess.Popen(
+            [bin_dir / "trtllm-responses-service", "--engine", "sim", "--host", "127.0.0.1", "--port", str(sport),
+             "--metrics-port", "-1", "--max-batch-size", "1024", "--max-queue", "4096", "--log-level", "WARNING",
+             *sim_args], env=env, stdout=subprocess.DEVNULL, stderr=open(f"{tmp}/service.log", "wb"))
+    with on_cpus(pin and pin.gateway):
+        gateway = subprocess.Popen(
+            [bin_dir / "trtllm-responses-gateway", "--port", str(gport), "--service", f"127.0.0.1:{sport}",
+             "--store-url", f"sqlite:///{tmp}/bench.db", "--log-level", "WARNING", *gateway_args],
+            env={**env, **(gateway_env or {})}, stdout=subprocess.DEVNULL, stderr=open(f"{tmp}/gateway.log", "wb"))
     try:
         wait_ready(f"http://127.0.0.1:{gport}/readyz", [service, gateway], log=Path(f"{tmp}/gateway.log"))
-        yield Stack(f"127.0.0.1:{sport}", f"http://127.0.0.1:{gport}", gateway.pid, service.pid)
+        with on_cpus(pin and pin.others):
+            yield Stack(f"127.0.0.1:{sport}", f"http://127.0.0.1:{gport}", gateway.pid, service.pid,
+                        len(pin.gateway if pin else MACHINE_CPUS))
     finally:
         for proc in (gateway, service):
             proc.terminate()
@@ -226,6 +303,7 @@ class Row:
     spent: float  # gateway CPU seconds
     wall: float
     others: tuple[float, float]  # CPU seconds of the service and of this client
+    gateway_cpus: int            # the CPUs the gateway may use (gw_busy is of these)
 
     def key(self) -> str:
         return f"{self.kind:5} {'on' if self.store else 'off':5}"
@@ -237,7 +315,7 @@ class Row:
 
 CPU_HEADER = (f"{'path':5} {'store':5} {'reqs':>5} {'tokens':>8} {'events':>8} {'cpu_s':>7} {'us/event':>8} "
               f"{'events/cpu_s':>10} {'us/token':>8} {'resp/s':>7} {'events/s':>9} {'tok/s':>9} {'err':>4} "
-              f"{'svc_s':>6} {'cli_s':>6} {'busy':>5}  served by worker")
+              f"{'svc_s':>6} {'cli_s':>6} {'busy':>5} {'gw_busy':>7}  served by worker")
 
 
 async def cpu_rows(stack: Stack, connections: int, requests: int, tokens: int) -> list[Row]:
@@ -250,7 +328,8 @@ async def cpu_rows(stack: Stack, connections: int, requests: int, tokens: int) -
             before = cpu_seconds(stack.gateway_pid), cpu_seconds(stack.service_pid), time.process_time()
             out, wall = await run_clients(connections, requests, lambda t, p=payload, f=fn: f(http, p, t, False))
             others = cpu_seconds(stack.service_pid) - before[1], time.process_time() - before[2]
-            rows.append(Row(kind, store, out, cpu_seconds(stack.gateway_pid) - before[0], wall, others))
+            rows.append(Row(kind, store, out, cpu_seconds(stack.gateway_pid) - before[0], wall, others,
+                            stack.gateway_cpus))
             print(cpu_row(rows[-1]), flush=True)
     return rows
 
@@ -263,11 +342,12 @@ def cpu_row(row: Row) -> str:
     events = f"{out.events:8}" if row.kind == "SSE" else f"{'-':>8}"
     responses, events_s = row.per_s()
     served = " ".join(f"{w}:{n}" for w, n in sorted(out.served.items()))
-    busy = (spent + sum(row.others)) / row.wall / len(os.sched_getaffinity(0))  # of the machine's CPUs
+    busy = (spent + sum(row.others)) / row.wall / len(MACHINE_CPUS)
     return (f"{row.key()} {out.requests:5} {out.tokens:8} {events} {spent:7.2f} "
             f"{us:8.1f} {rate:10.0f} {spent / out.tokens * 1e6 if out.tokens else float('nan'):8.1f} "
             f"{responses:7.2f} {events_s:9.0f} {out.tokens / row.wall:9.0f} {out.errors:4} "
-            f"{row.others[0]:6.2f} {row.others[1]:6.2f} {busy:5.0%}  {served}")
+            f"{row.others[0]:6.2f} {row.others[1]:6.2f} {busy:5.0%} {spent / row.wall / row.gateway_cpus:7.0%}  "
+            f"{served}")
 
 
 
@@ -294,8 +374,10 @@ def pct(values: list[float], q: float) -> float:
 def run(args) -> None:
     """The CPU part, per `args` (see bench_gateway.py's --sim options); the latency part is
     bench_latency.run."""
-    print(f"# gateway on the simulator engine  CPU: {cpu_model()}  cores: {len(os.sched_getaffinity(0))}  "
-          f"load average at start: {os.getloadavg()[0]:.1f}  client loop: {args.client_loop}")
+    pin = pinning(args.gateway_cpus)
+    print(f"# gateway on the simulator engine  CPU: {cpu_model()}  cores: {len(MACHINE_CPUS)}  "
+          f"load average at start: {os.getloadavg()[0]:.1f}  client loop: {args.client_loop}"
+          + (f"  {pin.describe()}" if pin else ""))
     counts = args.workers or [None]
     tables = {}
     for workers in counts:
@@ -305,7 +387,7 @@ def run(args) -> None:
         print(CPU_HEADER)
         with sim_stack(["--sim-tokens-per-s", str(args.cpu_rate), "--sim-ttft-ms", "0", "--sim-output-tokens",
                         str(args.answer_tokens), *args.service_arg], gateway_args(args, workers),
-                       gateway_env(args)) as stack:
+                       gateway_env(args), pin) as stack:
             tables[workers] = event_loops.run(cpu_rows(stack, args.connections, args.cpu_requests, args.answer_tokens),
                                               args.client_loop)
         print("(JSON rows: us/event and events/cpu_s are per output token)")
@@ -347,6 +429,9 @@ def add_arguments(parser) -> None:
     group.add_argument("--workers", type=int, nargs="+",
                        help="gateway --workers values: a CPU table and a latency table each, then each one's "
                        "throughput against the first's")
+    group.add_argument("--gateway-cpus", metavar="LIST",
+                       help="pin the gateway to these CPUs (e.g. 0-1) and the service and this client to the "
+                       "others, so that worker scaling is measured on cores nothing else uses")
     group.add_argument("--gateway-arg", action="append", default=[], help="extra gateway flag (repeatable)")
     group.add_argument("--gateway-env", action="append", default=[], metavar="NAME=VALUE",
                        help="environment variable for the gateway only (repeatable), e.g. "

@@ -32,6 +32,7 @@ from bench_gateway_sim import (
     gateway_args,
     gateway_env,
     pct,
+    pinning,
     run_clients,
     session,
     sim_stack,
@@ -167,5 +168,5 @@ def run(args) -> None:
         print(HEADER)
         with sim_stack(["--sim-tokens-per-s", str(args.latency_rate), "--sim-ttft-ms", "0", "--sim-output-tokens",
                         str(args.latency_tokens), *args.service_arg], gateway_args(args, workers),
-                       gateway_env(args)) as stack:
+                       gateway_env(args), pinning(args.gateway_cpus)) as stack:
             event_loops.run(_rows(stack, args, levels, spread), args.client_loop)
