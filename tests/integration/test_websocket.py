@@ -134,6 +134,9 @@ async def test_unknown_previous_response_is_an_error_event_and_the_socket_lives(
 async def test_bad_frames_are_error_events(stack, ws):
     for frame, code in [("not json", None), ("[1, 2]", None),
                         (json.dumps({"type": "response.cancel"}), "unsupported_event_type"),
+                        (json.dumps({"type": "response.inject", "response_id": "resp_1", "input": [
+                            {"type": "function_call_output", "call_id": "c1", "output": "4"}]}),
+                         "unsupported_event_type"),
                         (json.dumps(create(input="Hi", temperature=9)), None),
                         (json.dumps(create(input="Hi", background=True)), "unsupported_parameter")]:
         await ws.send_str(frame)
