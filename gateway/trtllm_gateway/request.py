@@ -233,6 +233,7 @@ FIELDS: dict[str, Callable[[str, Any], Any]] = {
     "image": options.image,
     "access_programs": options.access_programs,
     "background_options": options.background_options,
+    "multi_agent": options.multi_agent,
 }
 
 

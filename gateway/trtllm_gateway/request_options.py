@@ -6,9 +6,9 @@ Protocol: OpenAI Responses create fields (docs/responses-api.md §1; openai-pyth
 (``compaction.on_threshold``); the others are then ignored, for the reason given with each
 validator (docs/gateway.md "Request fields"). The few values whose meaning this
 server cannot honour at all are refused with 400 ``unsupported_parameter`` instead of being
-silently dropped: ``prompt_cache_options.prewarm: true`` (it asks for no output) and a
+silently dropped: ``prompt_cache_options.prewarm: true`` (it asks for no output), a
 ``moderation`` policy in ``block`` mode (no moderation model runs here, so nothing could be
-blocked).
+blocked) and the beta ``multi_agent.enabled: true`` (no sub-agents run here).
 """
 from __future__ import annotations
 
@@ -119,6 +119,25 @@ def access_programs(name: str, value: Any) -> None:
 def background_options(name: str, value: Any) -> None:
     """Ignored: a background response starts as soon as a worker is free, within any window."""
     _object(name, value, {"completion_window": _enum("soonest", "2h", "8h"), "continuation_id": _string})
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise invalid(name, f"Invalid '{name}': expected an integer >= 1.")
+
+
+def multi_agent(name: str, value: Any) -> None:
+    """Beta (``openai-beta: responses_multi_agent=v1``; openai-python's
+    ``beta.responses.create``): server-hosted sub-agents. Off is accepted and changes nothing;
+    on is refused, since no agent runtime runs here and a single-agent answer is not what
+    was asked for."""
+    _object(name, value, {"enabled": _boolean, "max_concurrent_subagents": _positive_int})
+    if value.get("enabled") is None:
+        raise invalid(f"{name}.enabled", f"Missing required parameter: '{name}.enabled'.")
+    if value["enabled"]:
+        raise ApiError("unsupported", f"'{name}.enabled: true' (server-hosted multi-agent execution) is not "
+                       "supported by this server; run the agents on the client, as the Agents SDK does.",
+                       param=f"{name}.enabled")
 
 
 def stream_options(name: str, value: Any) -> None:

@@ -37,6 +37,25 @@ async def test_get_and_delete(gateway):
     assert info.value.body["code"] == "previous_response_not_found"
 
 
+async def test_the_sdks_beta_namespace(gateway):
+    """openai-python's ``beta.responses`` (``?beta=true``, the ``openai-beta`` header): the same
+    endpoints; ``multi_agent`` off is accepted, on is refused by name."""
+    c = gateway.client
+    resp = await c.beta.responses.create(model="default", input="Hi", multi_agent={"enabled": False},
+                                         betas=["responses_multi_agent=v1"], **SHORT)
+    assert resp.status == "completed" and resp.output[0].type == "message"
+    assert (await c.beta.responses.retrieve(resp.id)).id == resp.id
+    streamed = [event.type async for event in await c.beta.responses.create(
+        model="default", input="Hi", stream=True, multi_agent=None, **SHORT)]
+    assert streamed[0] == "response.created" and streamed[-1] == "response.completed"
+    with pytest.raises(openai.BadRequestError) as info:
+        await c.beta.responses.create(model="default", input="Hi", multi_agent={"enabled": True}, **SHORT)
+    assert (info.value.body["code"], info.value.body["param"]) == ("unsupported_parameter", "multi_agent.enabled")
+    await c.beta.responses.delete(resp.id)
+    with pytest.raises(openai.NotFoundError):
+        await c.responses.retrieve(resp.id)
+
+
 async def test_input_items_pagination(gateway):
     c = gateway.client
     resp = await c.responses.create(model="default", input=ITEMS, **SHORT)

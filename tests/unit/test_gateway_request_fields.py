@@ -7,6 +7,7 @@ from __future__ import annotations
 import typing
 
 import pytest
+from openai.types.beta.response_create_params import ResponseCreateParamsBase as BetaCreateParams
 from openai.types.responses.response_create_params import ResponseCreateParamsBase
 
 from trtllm_gateway.errors import ApiError
@@ -41,6 +42,12 @@ def test_every_field_the_sdk_and_the_openapi_description_know_is_known():
     assert set(UNSUPPORTED) == {"prompt"}  # a stored prompt template: the one field not served
 
 
+def test_every_field_of_the_sdks_beta_create_is_known():
+    # ``betas`` is the ``openai-beta`` header, not a body field
+    known = set(FIELDS) | set(UNSUPPORTED) | {"input", "stream"}
+    assert set(typing.get_type_hints(BetaCreateParams)) - {"betas"} - known == set()
+
+
 EVERY_OPTION = {
     "client_metadata": {"x-codex-turn-metadata": '{"turn_id": "t1"}' + "x" * 2000},
     "prompt_cache_options": {"ttl": "12h", "mode": "explicit", "prewarm": False, "comparison_response_id": None},
@@ -55,6 +62,7 @@ EVERY_OPTION = {
     "text": {"verbosity": "low"},
     "include": ["reasoning.encrypted_content", "message.output_text.logprobs"],
     "service_tier": "flex",
+    "multi_agent": {"enabled": False, "max_concurrent_subagents": 3},
 }
 
 
@@ -62,6 +70,7 @@ def test_every_option_is_accepted_together_and_nothing_of_it_leaks_into_the_echo
     req = parse_create({**BASE, **EVERY_OPTION})
     resp = new_response(req, "resp_1", "m", 0)
     assert "client_metadata" not in resp and "context_management" not in resp  # OpenAI echoes neither
+    assert "multi_agent" not in resp  # nor this (openai-python's BetaResponse has no such field)
     assert resp["reasoning"] == {"effort": "low", "summary": "auto", "context": "all_turns", "mode": "standard"}
     assert resp["text"] == {"format": {"type": "text"}, "verbosity": "low"}
     assert resp["service_tier"] == "default"  # the tier actually used: this server has one
@@ -99,6 +108,10 @@ def test_every_service_tier_is_accepted(tier):
     ("reasoning", {"mode": 3}, "reasoning.mode"),
     ("text", {"verbosity": "loud"}, "text.verbosity"),
     ("service_tier", "turbo", "service_tier"),
+    ("multi_agent", {}, "multi_agent.enabled"),
+    ("multi_agent", {"enabled": "yes"}, "multi_agent.enabled"),
+    ("multi_agent", {"enabled": False, "max_concurrent_subagents": 0}, "multi_agent.max_concurrent_subagents"),
+    ("multi_agent", {"enabled": False, "max_concurrent_subagents": True}, "multi_agent.max_concurrent_subagents"),
 ])
 def test_bad_option_types_and_values_are_400_naming_the_path(field, value, param):
     err = _err({**BASE, field: value})
@@ -118,6 +131,7 @@ def test_unknown_keys_inside_an_option_are_unknown_parameters(field, value, para
     ("prompt_cache_options", {"prewarm": True}, "prompt_cache_options.prewarm"),
     ("moderation", {"model": "m", "policy": {"output": {"mode": "block"}}}, "moderation.policy.output.mode"),
     ("prompt", {"id": "pmpt_1"}, "prompt"),
+    ("multi_agent", {"enabled": True}, "multi_agent.enabled"),
 ])
 def test_values_this_server_cannot_honour_are_unsupported(field, value, param):
     err = _err({**BASE, field: value})
