@@ -3,11 +3,13 @@
 The backend-neutral contract lives in test_store.py; these cover what only SQLite has.
 """
 import sqlite3
+import threading
 
 import pytest
 
 from tests.integration.test_store import make_record
 from trtllm_gateway.store import StoreError, open_store
+from trtllm_gateway.store import sqlite as sqlite_backend
 
 
 async def test_sqlite_refuses_a_database_from_a_newer_gateway(tmp_path):
@@ -26,6 +28,51 @@ async def test_sqlite_creates_missing_directories_and_uses_wal(tmp_path):
         await s.save(make_record("resp_w"))
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_sqlite_waits_for_another_processs_write_lock_to_switch_a_new_file_to_wal(tmp_path):
+    """Gateway workers opening one new file at once: while one holds the write lock (it
+    migrates), SQLite refuses another's switch to WAL at once, busy_timeout or not; the open
+    must wait for the lock instead of failing the worker (and with it the gateway)."""
+    path = tmp_path / "new.db"
+    locked, release = threading.Event(), threading.Event()
+
+    def other_process() -> None:  # a connection of its own, as another process would have
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("CREATE TABLE t (x)")  # a rollback-journal file, as a new one is
+        conn.execute("BEGIN IMMEDIATE")
+        locked.set()
+        release.wait(10)
+        conn.execute("COMMIT")
+        conn.close()
+
+    holder = threading.Thread(target=other_process)
+    holder.start()
+    try:
+        assert locked.wait(10)
+        threading.Timer(0.3, release.set).start()
+        async with open_store(str(path)) as s:
+            assert release.is_set()  # the open waited for the lock
+            await s.save(make_record("resp_wal"))
+    finally:
+        release.set()
+        holder.join()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_sqlite_a_lock_held_past_the_busy_timeout_still_fails_the_open(tmp_path, monkeypatch):
+    monkeypatch.setattr(sqlite_backend, "BUSY_TIMEOUT_S", 0.2)
+    path = tmp_path / "held.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StoreError, match="database is locked"):
+            await open_store(str(path)).open()
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
 
 
 async def test_sqlite_unopenable_path_is_a_clear_error(tmp_path):

@@ -14,13 +14,17 @@ process queue for the writer connection; ``busy_timeout`` covers other processes
 lock. ``synchronous = NORMAL`` in WAL survives process crashes; a power cut may lose the last
 commits. ``:memory:`` is private to its connection, so there the writer serves reads too.
 Migrations run under the writer's ``BEGIN IMMEDIATE``, so two processes opening one file
-cannot both apply one.
+cannot both apply one. Processes opening one new file at once (a gateway's ``--workers``)
+race to switch it to WAL: SQLite answers that switch "database is locked" at once, without
+waiting ``busy_timeout``, while another connection holds the file's write lock, so the switch
+is retried until ``busy_timeout`` (:func:`_wal`).
 """
 from __future__ import annotations
 
 import asyncio
 import os
 import sqlite3
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
@@ -37,7 +41,7 @@ from .transactions import Body
 BUSY_TIMEOUT_S = 10.0
 PURGE_BATCH = 500
 READERS = 4
-PRAGMAS = ("PRAGMA journal_mode = WAL", "PRAGMA synchronous = NORMAL")
+WAL_RETRY_S = (0.005, 0.1)  # first and longest wait between tries of the switch to WAL
 
 
 class SQLiteStore(SQLStore):
@@ -138,8 +142,8 @@ def _engine(path: str, begin: str, connections: int) -> Engine:
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection, _record) -> None:
         cursor = dbapi_connection.cursor()
-        for pragma in PRAGMAS:
-            cursor.execute(pragma)
+        _wal(cursor)
+        cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -147,6 +151,23 @@ def _engine(path: str, begin: str, connections: int) -> Engine:
         connection.exec_driver_sql(begin)
 
     return engine
+
+
+def _wal(cursor: sqlite3.Cursor) -> None:
+    """``journal_mode = WAL`` (kept in the file). The switch needs the file to itself, and
+    SQLite refuses it at once, without its busy handler, while another connection holds the
+    write lock (another process migrating the same new file): so wait and retry, as the busy
+    handler would, until ``BUSY_TIMEOUT_S``. Runs on an engine thread, never on the event loop."""
+    deadline, wait = time.monotonic() + BUSY_TIMEOUT_S, WAL_RETRY_S[0]
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                raise
+        time.sleep(wait)
+        wait = min(wait * 2, WAL_RETRY_S[1])
 
 
 def _ensure_parent(path: str) -> None:
