@@ -34,7 +34,7 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -165,12 +165,15 @@ class ResponseLog:
 class Delivery:
     """The driver's sink for a live transport (SSE or WebSocket writer): a stored response's
     events are queued for its log, then written to the client, encoded once for both; the
-    log is written in the background, so it never adds latency to the live stream."""
+    log is written in the background, so it never adds latency to the live stream. A stored
+    response without a log (``--event-log background``) is saved once by ``save``, before
+    its terminal event is sent, as a JSON reply's is."""
 
     committed = True
 
-    def __init__(self, gw, writer: EventWriter, rlog: ResponseLog | None) -> None:
-        self.gw, self.writer, self.rlog = gw, writer, rlog
+    def __init__(self, gw, writer: EventWriter, rlog: ResponseLog | None,
+                 save: Callable[[dict], Awaitable[None]] | None = None) -> None:
+        self.gw, self.writer, self.rlog, self.save = gw, writer, rlog, save
         self._logged: tuple[list[dict], list[str]] | None = None  # closing events as stored, encoded
 
     async def open(self) -> None:
@@ -187,7 +190,7 @@ class Delivery:
     async def persist(self, resp: dict, closing: list[dict]) -> list[dict]:
         self.writer.number(closing)
         if self.rlog is None:
-            return closing
+            return closing if self.save is None else await self._saved(resp, closing)
         rows = [logged(event) for event in closing]
         self._logged = (closing, [row.payload for row in rows])
         return await self.rlog.end(resp, closing, rows)
@@ -199,16 +202,36 @@ class Delivery:
         await self.writer.write_batch(closing, payloads)
         await self.writer.close()
 
+    async def _saved(self, resp: dict, closing: list[dict]) -> list[dict]:
+        assert self.save is not None
+        try:
+            await asyncio.shield(self.save(resp))
+            return closing
+        except Exception:  # told "stored", the client must not read "completed": say failed
+            log.exception("could not store response %s", resp["id"])
+            return _unstored(resp, closing)
+
     def abandon(self, resp: dict, closing: list[dict]) -> None:
         self.writer.stop_pings()
         if self.rlog is not None:  # the log ends consistent: closing events, cancelled record
             self.writer.number(closing)
             self.gw.spawn(self.rlog.end(resp, closing, [logged(event) for event in closing]))
+        elif self.save is not None:  # the cancelled response is stored, as a JSON reply's is
+            self.gw.spawn(quietly(self.save(resp), resp["id"]))
+
+
+async def quietly(saving: Awaitable[None], response_id: str) -> None:
+    """A save whose client is gone: a failure is logged, as nobody can be told."""
+    try:
+        await saving
+    except Exception:  # nobody is listening any more; the failure is logged
+        log.exception("could not store response %s", response_id)
 
 
 def response_log(app: web.Application, g) -> ResponseLog | None:
-    """The log of a stored streaming response (None when it is not stored)."""
-    if not g.req.store:
+    """The log of a stored streaming response (None when it is not stored, or when
+    ``--event-log background`` keeps logs for background responses only)."""
+    if not g.req.store or app[LOGS].settings.event_log != "stored":
         return None
     resp = g.state.response
     return ResponseLog(app[LOGS], stored(dict(resp, output=[]), g.tenant, g.req.input.items,
@@ -247,8 +270,9 @@ async def follow(gw, request: web.Request, response_id: str, tenant: str, after:
     if page is None:
         raise ApiError("not_found", f"Response with id '{response_id}' not found.", param="response_id")
     if page.last < 0 and not page.open:
-        raise ApiError("invalid_request", "This response has no event stream: only background "
-                       "responses and responses created with stream=true and store=true have one.",
+        which = ("background responses and responses created with stream=true and store=true"
+                 if hub.settings.event_log == "stored" else "background responses")
+        raise ApiError("invalid_request", f"This response has no event stream: only {which} have one.",
                        param="stream")
     writer = ReplayWriter(request, gw.settings.ping_interval_s)
     await writer.open()

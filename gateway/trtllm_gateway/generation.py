@@ -36,7 +36,7 @@ from trtllm_responses.inference.v1 import inference_pb2 as pb
 from . import capabilities, compaction, compaction_item, conversations, driver, input_items, reasoning_crypto
 from .context import Gateway
 from .errors import ApiError
-from .events import Delivery, response_log
+from .events import Delivery, quietly, response_log
 from .ids import new_id
 from .limits import off_loop_items
 from .metrics import TokenClock
@@ -186,14 +186,7 @@ class JsonReply:
 
     def abandon(self, resp: dict, closing: list[dict]) -> None:
         if self.g.req.store:
-            self.gw.spawn(_save_logged(self.gw, self.g, resp))
-
-
-async def _save_logged(gw: Gateway, g: Generation, resp: dict) -> None:
-    try:
-        await save(gw, g, resp)
-    except Exception:  # nobody is listening any more; the failure is logged
-        log.exception("could not store response %s", resp["id"])
+            self.gw.spawn(quietly(save(self.gw, self.g, resp), resp["id"]))
 
 
 async def complete(gw: Gateway, g: Generation) -> dict:
@@ -205,7 +198,9 @@ async def stream(gw: Gateway, app: web.Application, g: Generation, writer: Event
     """A streamed reply (``writer``: SSE, or a WebSocket's): created/in_progress, item events
     as deltas arrive, one terminal event; a stored response is also event-logged."""
     try:
-        await driver.run(gw, g, Delivery(gw, writer, response_log(app, g)))
+        rlog = response_log(app, g)
+        saver = (lambda resp: save(gw, g, resp)) if g.req.store and rlog is None else None
+        await driver.run(gw, g, Delivery(gw, writer, rlog, saver))
     except ConnectionError:
         pass  # the client left before aiohttp noticed: nobody to answer (the driver saved it)
     return writer.response

@@ -58,6 +58,12 @@ class GatewaySettings:
     job_max_attempts: int = _field(
         3, "Claims of a background response before it is failed (it is re-run only when none of "
         "its output had been streamed).")
+    event_log: str = _field(
+        "stored", "Which responses keep an event log in the store (read by GET ?stream=true&starting_after=N): "
+        "stored: background responses and every stream:true store:true response (any stored stream can be "
+        "resumed or followed while it runs); background: background responses only, as OpenAI (a "
+        "foreground stored stream is saved once, at its end, so it costs about what an unstored one does).",
+        choices=("stored", "background"))
     event_poll_interval_s: float = _field(
         0.2, "How often resumed streams, cancel requests and the background queue are polled "
         "in the store.")

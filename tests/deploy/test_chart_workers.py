@@ -1,5 +1,6 @@
-"""The gateway's ``--workers`` in the chart: ``gateway.workers``, else the container's CPU limit
-(its request without a limit) rounded down, at least 1; parsed by the real settings parser."""
+"""The gateway's ``--workers`` in the chart (``gateway.workers``, else the container's CPU limit,
+or its request without a limit, rounded down, at least 1) and its ``--event-log``
+(``gateway.eventLog``); the arguments are parsed by the real settings parser."""
 from __future__ import annotations
 
 import pytest
@@ -35,6 +36,17 @@ def test_a_cpu_quantity_the_chart_cannot_count_is_refused(helm: str) -> None:
     with pytest.raises(HelmFailed, match="set gateway.workers"):
         template(helm, sets={"gateway.resources.limits.cpu": "2k"})
     assert _workers(template(helm, sets={"gateway.resources.limits.cpu": "2k", "gateway.workers": "2"})) == 2
+
+
+@pytest.mark.parametrize("sets, expected", [({}, "stored"), ({"gateway.eventLog": "background"}, "background")])
+def test_the_event_log_setting_reaches_the_gateway(helm: str, sets: dict[str, str], expected: str) -> None:
+    gateway = container(one(template(helm, sets=sets), "Deployment", "gateway"), "gateway")
+    assert gateway_parser().parse_args(gateway["args"]).event_log == expected
+
+
+def test_an_unknown_event_log_is_refused_by_the_values_schema(helm: str) -> None:
+    with pytest.raises(HelmFailed, match="eventLog"):
+        template(helm, sets={"gateway.eventLog": "everything"})
 
 
 def test_negative_workers_are_refused_by_the_values_schema(helm: str) -> None:
