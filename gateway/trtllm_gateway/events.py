@@ -1,7 +1,8 @@
 """Persisted event logs of responses, and following them live from any replica.
 
-Protocol (docs/responses-api.md §3, plus resume): every event of a background response and of a
-stored streaming response is appended to the store (``stream_events``) with the
+Protocol (docs/responses-api.md §3, plus resume): every event of a background response and
+(unless ``--event-log background``) of a stored streaming response is appended to the store
+(``stream_events``) with the
 ``sequence_number`` it was (or will be) sent with. ``GET /v1/responses/{id}?stream=true
 &starting_after=N`` (:func:`follow`) sends the logged events after N as SSE frames, then
 keeps reading the log until a terminal event (``response.completed|incomplete|failed``),
