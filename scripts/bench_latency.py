@@ -24,6 +24,7 @@ import statistics
 import time
 
 import grpc
+from bench_cpus import pinning
 from bench_gateway_sim import (
     PROMPT,
     Stack,
@@ -32,7 +33,6 @@ from bench_gateway_sim import (
     gateway_args,
     gateway_env,
     pct,
-    pinning,
     run_clients,
     session,
     sim_stack,

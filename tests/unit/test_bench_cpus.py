@@ -1,4 +1,5 @@
-"""`bench_gateway.py --sim --gateway-cpus`: the CPU list it takes, and how it splits the machine."""
+"""`bench_gateway.py --sim --gateway-cpus` (bench_cpus.py): the CPU list it takes, and how it
+splits the machine."""
 from __future__ import annotations
 
 import sys
@@ -8,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
-import bench_gateway_sim as bench  # scripts/ is not a package: imported by path
+import bench_cpus as bench  # scripts/ is not a package: imported by path
 
 
 @pytest.mark.parametrize(("text", "cpus"), [
