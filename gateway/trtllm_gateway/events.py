@@ -168,7 +168,7 @@ class Delivery:
     events are queued for its log, then written to the client, encoded once for both; the
     log is written in the background, so it never adds latency to the live stream. A stored
     response without a log (``--event-log background``) is saved once by ``save``, before
-    its terminal event is sent, as a JSON reply's is."""
+    its terminal event is sent, as a JSON reply's is; with a log, the log's end stores it."""
 
     committed = True
 
@@ -191,7 +191,7 @@ class Delivery:
     async def persist(self, resp: dict, closing: list[dict]) -> list[dict]:
         self.writer.number(closing)
         if self.rlog is None:
-            return closing if self.save is None else await self._saved(resp, closing)
+            return closing if self.save is None else await self._saved(self.save, resp, closing)
         rows = [logged(event) for event in closing]
         self._logged = (closing, [row.payload for row in rows])
         return await self.rlog.end(resp, closing, rows)
@@ -203,10 +203,10 @@ class Delivery:
         await self.writer.write_batch(closing, payloads)
         await self.writer.close()
 
-    async def _saved(self, resp: dict, closing: list[dict]) -> list[dict]:
-        assert self.save is not None
+    @staticmethod
+    async def _saved(save: Callable[[dict], Awaitable[None]], resp: dict, closing: list[dict]) -> list[dict]:
         try:
-            await asyncio.shield(self.save(resp))
+            await asyncio.shield(save(resp))
             return closing
         except Exception:  # told "stored", the client must not read "completed": say failed
             log.exception("could not store response %s", resp["id"])

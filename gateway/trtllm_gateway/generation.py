@@ -198,9 +198,8 @@ async def stream(gw: Gateway, app: web.Application, g: Generation, writer: Event
     """A streamed reply (``writer``: SSE, or a WebSocket's): created/in_progress, item events
     as deltas arrive, one terminal event; a stored response is also event-logged."""
     try:
-        rlog = response_log(app, g)
-        saver = (lambda resp: save(gw, g, resp)) if g.req.store and rlog is None else None
-        await driver.run(gw, g, Delivery(gw, writer, rlog, saver))
+        saver = (lambda resp: save(gw, g, resp)) if g.req.store else None
+        await driver.run(gw, g, Delivery(gw, writer, response_log(app, g), saver))
     except ConnectionError:
         pass  # the client left before aiohttp noticed: nobody to answer (the driver saved it)
     return writer.response
